@@ -1,0 +1,174 @@
+//! The `swarm` command line. Every command but `node` (and `demo`) talks to
+//! a node through its HTTP API (`--api URL`, env `SWARM_API`, default the
+//! local node), so the CLI works the same against any node of the swarm.
+//!
+//! Raw flags are parsed by clap here; `node.rs` turns them (with the config
+//! file) into a validated `NodeConfig` in one place. Errors are `anyhow` at
+//! this edge only: a [`BadInput`] anywhere in the chain means the user's
+//! input was wrong and the process exits 2; other errors exit 1.
+
+mod client;
+mod jobs;
+mod node;
+mod submit;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use client::Api;
+
+/// The user's input was wrong: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// A peer-to-peer, leaderless render farm.
+#[derive(Parser, Debug)]
+#[command(name = "swarm", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the node's API is.
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// The node's API (default: the node on this machine).
+    #[arg(
+        long,
+        env = "SWARM_API",
+        default_value = "http://127.0.0.1:7878",
+        global = true
+    )]
+    pub api: String,
+    /// The node's web token, when it requires one.
+    #[arg(
+        long = "token",
+        env = "SWARM_WEB_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a node: render, serve the API and the page.
+    Node(node::NodeArgs),
+    /// Submit a scene (a file or a project folder).
+    Submit(submit::SubmitArgs),
+    /// List jobs.
+    Jobs {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print JSON (an array of jobs).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job and every task.
+    Job(JobArgs),
+    /// Stop handing out a job's tasks (renders under way finish).
+    Pause(JobArgs),
+    /// Hand out a paused job's tasks again.
+    Resume(JobArgs),
+    /// Cancel a job for good; renders under way are stopped.
+    Cancel(JobArgs),
+    /// Give every failed task of a job fresh attempts.
+    Retry(JobArgs),
+    /// Set a job's priority (higher runs first).
+    Priority {
+        #[command(flatten)]
+        job: JobArgs,
+        priority: i32,
+    },
+    /// Download a job's finished frames.
+    Fetch {
+        #[command(flatten)]
+        job: JobArgs,
+        /// Where to write frame_0001.png, ...
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// A job named by its id or a unique prefix of it.
+#[derive(Args, Debug)]
+pub struct JobArgs {
+    /// Job id, or a unique prefix of it.
+    pub job: String,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+fn report(e: &anyhow::Error) -> i32 {
+    if e.chain().any(is_broken_pipe) {
+        return 0;
+    }
+    eprintln!("error: {e}");
+    for cause in e.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    if e.chain().any(|c| c.downcast_ref::<BadInput>().is_some()) {
+        2
+    } else {
+        1
+    }
+}
+
+fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Node(args) => node::run(args).await,
+        Command::Submit(args) => submit::run(args).await,
+        Command::Jobs { api, json } => jobs::list(&api, json).await,
+        Command::Job(j) => jobs::show(&j).await,
+        Command::Pause(j) => jobs::act(&j, "pause").await,
+        Command::Resume(j) => jobs::act(&j, "resume").await,
+        Command::Cancel(j) => jobs::act(&j, "cancel").await,
+        Command::Retry(j) => jobs::act(&j, "retry").await,
+        Command::Priority { job, priority } => jobs::priority(&job, priority).await,
+        Command::Fetch { job, out } => jobs::fetch(&job, &out).await,
+    }
+}
+
+/// Print a JSON value on stdout.
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}

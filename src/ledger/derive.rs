@@ -1,0 +1,251 @@
+//! What a record means: task and job states derived from the grow-only sets.
+//!
+//! Nothing here is stored. Two replicas with the same record derive the same
+//! answers, except where liveness enters: whether a claim's owner still
+//! holds its lease is judged by each observer on its own clock, so the
+//! caller passes a [`Liveness`] and the ledger stays free of time.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{Claim, Done, End, EndKind, JobId, JobRecord, NodeId, TaskIndex, TaskState};
+
+/// The state of one task.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+/// The state of a whole job.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Pending,
+    Running,
+    Paused,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Done, Failed and Cancelled jobs get no more work.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Done | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Running => "running",
+            JobStatus::Paused => "paused",
+            JobStatus::Done => "done",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Whether a claim's owner still holds its lease, as this observer sees it.
+pub trait Liveness {
+    fn holds(&self, job: JobId, task: TaskIndex, claim: &Claim) -> bool;
+}
+
+/// Every claim holds: for views that do not judge leases (tests, digests).
+pub struct AllLive;
+
+impl Liveness for AllLive {
+    fn holds(&self, _: JobId, _: TaskIndex, _: &Claim) -> bool {
+        true
+    }
+}
+
+impl TaskState {
+    /// The claim that wins: the highest epoch; within it the earliest
+    /// `(lamport, node)`. Claims sort by `(epoch, lamport, node)`, so it is
+    /// the first claim of the last epoch.
+    pub fn winning_claim(&self) -> Option<&Claim> {
+        let top = self.claims.last()?.epoch;
+        self.claims.iter().find(|c| c.epoch == top)
+    }
+
+    /// The result: among several Dones (duplicate renders), the smallest.
+    pub fn winning_done(&self) -> Option<&Done> {
+        self.dones.first()
+    }
+
+    /// How the attempt of `claim` ended, if it did.
+    pub fn end_of(&self, claim: &Claim) -> Option<&End> {
+        self.ends
+            .iter()
+            .find(|e| e.epoch == claim.epoch && e.node == claim.node)
+    }
+
+    /// The epoch a new claim must carry to beat every claim so far.
+    pub fn next_epoch(&self) -> u32 {
+        self.claims.last().map_or(1, |c| c.epoch.saturating_add(1))
+    }
+
+    /// Failed attempts in `generation`, each attempt counted once.
+    pub fn failures(&self, generation: u32) -> u32 {
+        let mut seen: Vec<(u32, &NodeId)> = self
+            .ends
+            .iter()
+            .filter(|e| e.kind == EndKind::Failed && e.generation == generation)
+            .map(|e| (e.epoch, &e.node))
+            .collect();
+        seen.dedup();
+        u32::try_from(seen.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The newest failure: what the page and `swarm job` show.
+    pub fn last_failure(&self) -> Option<&End> {
+        self.ends
+            .iter()
+            .filter(|e| e.kind == EndKind::Failed)
+            .max_by_key(|e| e.epoch)
+    }
+
+    /// The task's state under the job's limits and this observer's liveness.
+    pub fn status(
+        &self,
+        job: &JobRecord,
+        id: JobId,
+        index: TaskIndex,
+        live: &dyn Liveness,
+    ) -> TaskStatus {
+        if !self.dones.is_empty() {
+            return TaskStatus::Done;
+        }
+        if self.failures(job.retry_generation.0) >= job.spec.max_attempts {
+            return TaskStatus::Failed;
+        }
+        match self.winning_claim() {
+            Some(c) if self.end_of(c).is_none() && live.holds(id, index, c) => TaskStatus::Running,
+            _ => TaskStatus::Pending,
+        }
+    }
+
+    /// Renders whose time was thrown away: a start that neither produced the
+    /// result nor failed (a duplicate render, a lost race, a killed node).
+    /// A render still under way is not counted.
+    pub fn wasted(&self, status: TaskStatus) -> u32 {
+        let result = self.winning_done().map(|d| (d.epoch, &d.node));
+        let running = match status {
+            TaskStatus::Running => self.winning_claim().map(|c| (c.epoch, &c.node)),
+            _ => None,
+        };
+        let wasted = self.starts.iter().filter(|s| {
+            let key = Some((s.epoch, &s.node));
+            let failed = self
+                .ends
+                .iter()
+                .any(|e| e.kind == EndKind::Failed && e.epoch == s.epoch && e.node == s.node);
+            key != result && key != running && !failed
+        });
+        u32::try_from(wasted.count()).unwrap_or(u32::MAX)
+    }
+}
+
+/// Counts over a job's tasks, and the job's status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct JobProgress {
+    pub tasks_total: u32,
+    pub tasks_pending: u32,
+    pub tasks_running: u32,
+    pub tasks_done: u32,
+    pub tasks_failed: u32,
+    pub frames_total: u64,
+    pub frames_done: u64,
+    pub renders_started: u32,
+    pub renders_wasted: u32,
+    /// Sum of the winning renders' times, for the mean and the ETA.
+    pub render_ms_done: u64,
+}
+
+impl JobRecord {
+    /// Every task's status, in task order.
+    pub fn task_statuses(&self, id: JobId, live: &dyn Liveness) -> Vec<TaskStatus> {
+        let empty = TaskState::default();
+        (0..self.spec.task_count())
+            .map(|i| {
+                self.tasks
+                    .get(&i)
+                    .unwrap_or(&empty)
+                    .status(self, id, i, live)
+            })
+            .collect()
+    }
+
+    /// Counts over the tasks.
+    pub fn progress(&self, id: JobId, live: &dyn Liveness) -> JobProgress {
+        let mut p = JobProgress {
+            tasks_total: self.spec.task_count(),
+            frames_total: self.spec.frames.count(),
+            ..JobProgress::default()
+        };
+        let empty = TaskState::default();
+        for i in 0..p.tasks_total {
+            let t = self.tasks.get(&i).unwrap_or(&empty);
+            let status = t.status(self, id, i, live);
+            match status {
+                TaskStatus::Pending => p.tasks_pending += 1,
+                TaskStatus::Running => p.tasks_running += 1,
+                TaskStatus::Failed => p.tasks_failed += 1,
+                TaskStatus::Done => {
+                    p.tasks_done += 1;
+                    p.frames_done += self.spec.task_frames(i).len() as u64;
+                    p.render_ms_done += t.winning_done().map_or(0, |d| d.render_ms);
+                }
+            }
+            p.renders_started += u32::try_from(t.starts.len()).unwrap_or(u32::MAX);
+            p.renders_wasted += t.wasted(status);
+        }
+        p
+    }
+
+    /// The job's status given its task counts.
+    pub fn status_of(&self, p: &JobProgress) -> JobStatus {
+        if self.cancelled.0 {
+            JobStatus::Cancelled
+        } else if p.tasks_done == p.tasks_total {
+            JobStatus::Done
+        } else if p.tasks_done + p.tasks_failed == p.tasks_total {
+            JobStatus::Failed
+        } else if self.control.value == super::types::Control::Paused {
+            JobStatus::Paused
+        } else if self.tasks.is_empty() {
+            JobStatus::Pending
+        } else {
+            JobStatus::Running
+        }
+    }
+
+    /// The job's status.
+    pub fn status(&self, id: JobId, live: &dyn Liveness) -> JobStatus {
+        self.status_of(&self.progress(id, live))
+    }
+
+    /// Failed attempts per node in the current generation: a node at or over
+    /// the blocklist threshold stops claiming the job.
+    pub fn failures_by_node(&self) -> BTreeMap<&NodeId, u32> {
+        let generation = self.retry_generation.0;
+        let mut out = BTreeMap::new();
+        for t in self.tasks.values() {
+            for e in &t.ends {
+                if e.kind == EndKind::Failed && e.generation == generation {
+                    *out.entry(&e.node).or_insert(0) += 1;
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,343 @@
+//! The ledger: what is true about every job, replicated on every node with
+//! no manager.
+//!
+//! A map `JobId -> JobRecord` whose every field is a join-semilattice
+//! (`crdt.rs`, `merge.rs`), so any two nodes that have seen the same deltas
+//! hold byte-identical records whatever the order, duplication or delay.
+//! What a record *means* (task and job states, progress, wasted renders,
+//! blocklists) is derived, never stored (`derive.rs`). Local changes are
+//! small records themselves (`ops.rs`). Records from the network are checked
+//! (`validate.rs`) before they are merged.
+//!
+//! [`Ledger`] is the shared handle a node holds: the records in memory
+//! behind a mutex held only for merges and reads, and a redb file behind
+//! them (`db.rs`, the only file that knows redb). Merging marks rows dirty;
+//! [`Ledger::flush`] writes every dirty row in one transaction, so a burst
+//! of deltas costs one fsync (group commit). A node flushes its *own*
+//! changes before gossiping them, so a node that crashes right after
+//! announcing a claim still knows it made it.
+
+mod clock;
+pub mod crdt;
+mod db;
+pub mod derive;
+mod merge;
+pub mod ops;
+pub mod types;
+pub mod validate;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::watch;
+
+pub use clock::Clock;
+pub use db::DbError;
+pub use derive::{AllLive, JobProgress, JobStatus, Liveness, TaskStatus};
+pub use merge::{SpecConflict, Touched, merge_into};
+pub use ops::Delta;
+pub use types::*;
+pub use validate::Invalid;
+
+use crate::codec;
+use crate::hash::Hash;
+
+/// Why a ledger operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("invalid record: {0}")]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
+    Conflict(#[from] SpecConflict),
+}
+
+/// Why a job reference did not name exactly one job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Lookup {
+    #[error("no job matches `{0}`; `swarm jobs` lists the jobs")]
+    NotFound(String),
+    #[error("`{prefix}` matches {} jobs ({}); give more of the id", .matches.len(), .matches.join(", "))]
+    Ambiguous {
+        prefix: String,
+        matches: Vec<String>,
+    },
+}
+
+/// A job's id: the hash of its spec's canonical encoding.
+pub fn job_id(spec: &JobSpec) -> JobId {
+    JobId(Hash::of(&codec::encode(spec)))
+}
+
+/// The hash of a record's canonical encoding: equal on two nodes exactly
+/// when they hold the same record.
+pub fn record_hash(rec: &JobRecord) -> Hash {
+    Hash::of(&codec::encode(rec))
+}
+
+#[derive(Default)]
+struct Dirty {
+    header: bool,
+    tasks: BTreeSet<TaskIndex>,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: BTreeMap<JobId, JobRecord>,
+    dirty: BTreeMap<JobId, Dirty>,
+    /// Bumped by every change; what `flush` has made durable is `persisted`.
+    seq: u64,
+    /// Record hashes, dropped when a record changes.
+    hashes: HashMap<JobId, Hash>,
+}
+
+/// The shared ledger of one node.
+pub struct Ledger {
+    node: NodeId,
+    clock: Clock,
+    state: Mutex<State>,
+    db: Db,
+    flush_lock: Mutex<()>,
+    persisted: AtomicU64,
+    changes: watch::Sender<u64>,
+}
+
+use db::{Batch, Db};
+
+impl Ledger {
+    /// Open the ledger file at `path` for node `node`.
+    pub fn open(path: &Path, node: NodeId) -> Result<Ledger, LedgerError> {
+        let db = Db::open(path)?;
+        let (jobs, clock) = db.load()?;
+        let clock = Clock::new(clock);
+        for rec in jobs.values() {
+            clock.observe(rec.max_lamport());
+        }
+        let state = State {
+            jobs,
+            ..State::default()
+        };
+        Ok(Ledger {
+            node,
+            clock,
+            state: Mutex::new(state),
+            db,
+            flush_lock: Mutex::new(()),
+            persisted: AtomicU64::new(0),
+            changes: watch::channel(0).0,
+        })
+    }
+
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// A fresh stamp for a local change.
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            lamport: self.clock.tick(),
+            node: self.node.clone(),
+        }
+    }
+
+    /// Wakes on every change; the value is the change counter.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-merged record
+        // (merges only add), so a poisoned lock is still sound to use.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Read the records.
+    pub fn read<R>(&self, f: impl FnOnce(&BTreeMap<JobId, JobRecord>) -> R) -> R {
+        f(&self.lock().jobs)
+    }
+
+    /// A copy of one record.
+    pub fn job(&self, id: JobId) -> Option<JobRecord> {
+        self.lock().jobs.get(&id).cloned()
+    }
+
+    /// Resolve a job id or a unique prefix of one.
+    pub fn resolve(&self, reference: &str) -> Result<JobId, Lookup> {
+        let prefix = reference.trim().to_ascii_lowercase();
+        let state = self.lock();
+        let matches: Vec<JobId> = state
+            .jobs
+            .keys()
+            .filter(|id| !prefix.is_empty() && id.to_string().starts_with(&prefix))
+            .copied()
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(Lookup::NotFound(reference.to_string())),
+            many => Err(Lookup::Ambiguous {
+                prefix: reference.to_string(),
+                matches: many.iter().take(5).map(|id| id.short()).collect(),
+            }),
+        }
+    }
+
+    /// Add a new job; returns its id and the delta to gossip.
+    pub fn submit(&self, spec: JobSpec) -> Result<(JobId, Delta), LedgerError> {
+        validate::check_spec(&spec)?;
+        let id = job_id(&spec);
+        let delta = JobRecord::new(spec);
+        self.merge_checked(id, &delta)?;
+        Ok((id, delta))
+    }
+
+    /// Merge a delta made on this node. Returns the change counter to pass
+    /// to [`Ledger::flush_to`] before gossiping the delta.
+    pub fn apply_local(&self, id: JobId, delta: &Delta) -> Result<u64, LedgerError> {
+        self.merge_checked(id, delta)?;
+        Ok(self.lock().seq)
+    }
+
+    /// Merge a record or delta from another node, after checking it.
+    /// Returns whether anything changed.
+    pub fn apply_remote(&self, id: JobId, rec: &JobRecord) -> Result<bool, LedgerError> {
+        validate::check_record(id, rec)?;
+        self.merge_checked(id, rec)
+    }
+
+    fn merge_checked(&self, id: JobId, rec: &JobRecord) -> Result<bool, LedgerError> {
+        let mut state = self.lock();
+        let touched = merge::merge_into(&mut state.jobs, id, rec)?;
+        if !touched.any() {
+            return Ok(false);
+        }
+        self.clock.observe(rec.max_lamport());
+        let dirty = state.dirty.entry(id).or_default();
+        dirty.header |= touched.header;
+        dirty.tasks.extend(touched.tasks);
+        state.hashes.remove(&id);
+        state.seq += 1;
+        let seq = state.seq;
+        drop(state);
+        self.changes.send_replace(seq);
+        Ok(true)
+    }
+
+    /// Make every change so far durable, in one transaction.
+    pub fn flush(&self) -> Result<(), LedgerError> {
+        let _one_at_a_time = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (batch, seq, dirty) = {
+            let mut state = self.lock();
+            let dirty = std::mem::take(&mut state.dirty);
+            (
+                encode_batch(&state.jobs, &dirty, self.clock.now()),
+                state.seq,
+                dirty,
+            )
+        };
+        if batch.headers.is_empty() && batch.tasks.is_empty() {
+            self.persisted.fetch_max(seq, Ordering::SeqCst);
+            return Ok(());
+        }
+        if let Err(e) = self.db.write(&batch) {
+            // Keep the rows dirty so the next flush tries again.
+            let mut state = self.lock();
+            for (id, d) in dirty {
+                let mine = state.dirty.entry(id).or_default();
+                mine.header |= d.header;
+                mine.tasks.extend(d.tasks);
+            }
+            return Err(e.into());
+        }
+        self.persisted.fetch_max(seq, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Flush unless change `seq` is already durable.
+    pub fn flush_to(&self, seq: u64) -> Result<(), LedgerError> {
+        if self.persisted.load(Ordering::SeqCst) >= seq {
+            return Ok(());
+        }
+        self.flush()
+    }
+
+    /// Whether changes are waiting for a flush.
+    pub fn has_dirty(&self) -> bool {
+        !self.lock().dirty.is_empty()
+    }
+
+    /// Per-job record hashes of the jobs this node offers in sync
+    /// (everything not archived).
+    pub fn digest(&self) -> BTreeMap<JobId, Hash> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut out = BTreeMap::new();
+        for (id, rec) in &state.jobs {
+            if rec.archived.0 {
+                continue;
+            }
+            let h = *state.hashes.entry(*id).or_insert_with(|| record_hash(rec));
+            out.insert(*id, h);
+        }
+        out
+    }
+
+    /// One hash over every record, archived ones included: equal on two
+    /// nodes exactly when their ledgers are identical.
+    pub fn root_digest(&self) -> Hash {
+        let state = self.lock();
+        let all: Vec<(JobId, Hash)> = state
+            .jobs
+            .iter()
+            .map(|(id, rec)| {
+                (
+                    *id,
+                    state
+                        .hashes
+                        .get(id)
+                        .copied()
+                        .unwrap_or_else(|| record_hash(rec)),
+                )
+            })
+            .collect();
+        Hash::of(&codec::encode(&all))
+    }
+
+    /// Node-local settings stored beside the ledger (the node's key).
+    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        Ok(self.db.meta_get(key)?)
+    }
+
+    pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), LedgerError> {
+        Ok(self.db.meta_put(key, value)?)
+    }
+}
+
+fn encode_batch(
+    jobs: &BTreeMap<JobId, JobRecord>,
+    dirty: &BTreeMap<JobId, Dirty>,
+    clock: u64,
+) -> Batch {
+    let mut batch = Batch {
+        clock,
+        ..Batch::default()
+    };
+    for (id, d) in dirty {
+        let Some(rec) = jobs.get(id) else { continue };
+        if d.header {
+            batch.headers.push((*id, db::encode_header(rec)));
+        }
+        for i in &d.tasks {
+            if let Some(t) = rec.tasks.get(i) {
+                batch.tasks.push((*id, *i, codec::encode(t)));
+            }
+        }
+    }
+    batch
+}

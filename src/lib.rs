@@ -1,0 +1,35 @@
+//! renderswarm: a peer-to-peer, leaderless render farm.
+//!
+//! Every studio machine runs the same `swarm` binary. Nodes find each other,
+//! agree on one job ledger without any manager, hand scene files around by
+//! content hash, render frames with the engines each has, and show the whole
+//! farm on a local web page. Any node can submit, watch and control any job;
+//! any node can die at any moment and nothing is lost.
+//!
+//! # Layout
+//!
+//! - [`ledger`] — what is true: the CRDT records of every job, their merge,
+//!   what is derived from them, and their persistence (redb).
+//! - [`node`] — what a node does about it: owns the ledger, the store and
+//!   the engines; the scheduler that claims tasks and the runner loop.
+//! - [`store`] — the blake3 content-addressed chunk store: FastCDC import,
+//!   verified export, bundles of project folders.
+//! - [`render`] — the engines (`builtin`, `blender`, `command`) and the task
+//!   runner: spawn, progress, timeout, stall and crash detection, output checks.
+//! - [`web`] — the local HTTP API, live events and the status page.
+//! - [`cli`] — the `swarm` commands, talking to a node over its HTTP API.
+//! - [`codec`], [`hash`] — the one binary encoding and the one hash type.
+//!
+//! `ledger`, `store` and `render` know nothing of each other or of the
+//! network; `node` is the only place where they meet. Learn the system from
+//! `ledger` (what is true) and `node` (what a node does about it).
+
+pub mod cli;
+pub mod codec;
+pub mod hash;
+pub mod ledger;
+pub mod node;
+pub mod render;
+pub mod store;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,442 @@
+//! What people ask of a node: submit, look, act. The HTTP API is a thin
+//! skin over these methods; tests and embedders may call them directly.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::peers::NodeLiveness;
+use super::views::{JobView, NodeTaskView, NodeView, OutputView, TaskView};
+use super::{Inner, Node, NodeError, Severity, SubmitError, SubmitRequest, lock};
+use crate::hash::Hash;
+use crate::ledger::{
+    Control, JobId, JobProgress, JobRecord, JobStatus, Liveness, Lookup, TaskState, TaskStatus, ops,
+};
+
+/// A change a person makes to a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Pause,
+    Resume,
+    Cancel,
+    /// Give every failed task fresh attempts.
+    Retry,
+    Priority(i32),
+}
+
+/// Why an action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Lookup(#[from] Lookup),
+    #[error("job {name} is {status}: {action} does not apply")]
+    NotApplicable {
+        name: String,
+        status: &'static str,
+        action: &'static str,
+    },
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// This node, as the API reports it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub engines: Vec<crate::render::EngineInfo>,
+    pub data_dir: String,
+}
+
+impl Node {
+    /// Check and add a job.
+    pub async fn submit(&self, req: SubmitRequest) -> Result<JobId, SubmitError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(SubmitError {
+                field: "",
+                message: "the node is shutting down".into(),
+                internal: true,
+            });
+        }
+        self.inner.submit(req).await
+    }
+
+    /// A job id or unique prefix.
+    pub fn resolve(&self, reference: &str) -> Result<JobId, Lookup> {
+        self.inner.ledger.resolve(reference)
+    }
+
+    /// Every job, newest first.
+    pub fn jobs(&self, with_tasks: bool) -> Vec<JobView> {
+        let mut ids: Vec<(u64, JobId)> = self.inner.ledger.read(|jobs| {
+            jobs.iter()
+                .map(|(id, r)| (r.spec.submitted_ms, *id))
+                .collect()
+        });
+        ids.sort_by(|a, b| b.cmp(a));
+        ids.into_iter()
+            .filter_map(|(_, id)| self.job(id, with_tasks))
+            .collect()
+    }
+
+    /// One job.
+    pub fn job(&self, id: JobId, with_tasks: bool) -> Option<JobView> {
+        let inner = &self.inner;
+        let now = Instant::now();
+        let held = inner.held();
+        let progress = self.local_progress();
+        let peers = lock(&inner.peers);
+        let live = NodeLiveness {
+            me: &inner.id,
+            mine: &held,
+            peers: &peers,
+            now,
+        };
+        let remote = |job: JobId, task: u32| {
+            peers.alive(now).find_map(|p| {
+                p.heartbeat
+                    .held
+                    .iter()
+                    .find(|h| h.job == job && h.task == task)
+                    .map(|h| h.progress)
+            })
+        };
+        let live_nodes = 1 + peers.alive(now).count() as u64;
+        inner.ledger.read(|jobs| {
+            let rec = jobs.get(&id)?;
+            let p = rec.progress(id, &live);
+            let mut view = job_view(id, rec, &p, live_nodes);
+            if with_tasks {
+                let name_of = |n: &crate::ledger::NodeId| {
+                    if *n == inner.id {
+                        Some(inner.cfg.name.clone())
+                    } else {
+                        peers.get(n).map(|p| p.heartbeat.name.clone())
+                    }
+                };
+                let progress_of = |task: u32| {
+                    progress
+                        .get(&(id, task))
+                        .copied()
+                        .or_else(|| remote(id, task))
+                };
+                view.tasks = Some(task_views(id, rec, &live, &name_of, &progress_of));
+            }
+            Some(view)
+        })
+    }
+
+    fn local_progress(&self) -> std::collections::HashMap<(JobId, u32), f32> {
+        lock(&self.inner.running)
+            .iter()
+            .map(|(k, r)| (*k, r.progress.borrow().fraction))
+            .collect()
+    }
+
+    /// Pause, resume, cancel, retry or re-prioritise a job.
+    pub async fn act(&self, id: JobId, action: Action) -> Result<(), ActionError> {
+        let inner = &self.inner;
+        let (base, status) = {
+            let now = Instant::now();
+            let held = inner.held();
+            let peers = lock(&inner.peers);
+            let live = NodeLiveness {
+                me: &inner.id,
+                mine: &held,
+                peers: &peers,
+                now,
+            };
+            inner
+                .ledger
+                .read(|jobs| jobs.get(&id).map(|r| (r.header(), r.status(id, &live))))
+                .ok_or_else(|| Lookup::NotFound(id.to_string()))?
+        };
+        let refuse = |action: &'static str| ActionError::NotApplicable {
+            name: base.spec.name.clone(),
+            status: status.as_str(),
+            action,
+        };
+        let delta = match action {
+            Action::Pause | Action::Resume if status.is_final() => {
+                return Err(refuse(action_name(action)));
+            }
+            Action::Cancel if status == JobStatus::Cancelled => return Err(refuse("cancel")),
+            Action::Cancel if status == JobStatus::Done => return Err(refuse("cancel")),
+            Action::Retry if status == JobStatus::Cancelled => return Err(refuse("retry")),
+            Action::Pause => ops::control(&base, inner.ledger.stamp(), Control::Paused),
+            Action::Resume => ops::control(&base, inner.ledger.stamp(), Control::Active),
+            Action::Cancel => ops::cancel(&base),
+            Action::Retry => ops::retry(&base),
+            Action::Priority(p) => ops::priority(&base, inner.ledger.stamp(), p),
+        };
+        inner.commit(id, delta).await?;
+        inner.events.push(
+            Severity::Info,
+            "job_changed",
+            Some(id),
+            None,
+            format!(
+                "job {}: {} on {}",
+                base.spec.name,
+                action_name(action),
+                inner.cfg.name
+            ),
+        );
+        Ok(())
+    }
+
+    /// The output of `frame` of job `id`, if the frame is done.
+    pub fn output(&self, id: JobId, frame: u32) -> Option<crate::ledger::Output> {
+        self.inner.ledger.read(|jobs| {
+            let rec = jobs.get(&id)?;
+            let task = rec.spec.task_of_frame(frame)?;
+            rec.tasks
+                .get(&task)?
+                .winning_done()?
+                .outputs
+                .get(&frame)
+                .cloned()
+        })
+    }
+
+    /// Make `blob` complete in this node's store (fetching it from peers).
+    pub async fn ensure_blob(&self, blob: Hash) -> Result<(), String> {
+        self.inner.ensure_blob(blob, &self.inner.shutdown).await
+    }
+
+    /// This node.
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.inner.id.to_string(),
+            name: self.inner.cfg.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            engines: self.inner.engines.describe(),
+            data_dir: self.inner.cfg.data_dir.display().to_string(),
+        }
+    }
+
+    /// Every node this node knows, itself first.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let inner = &self.inner;
+        let names = self.job_names();
+        let mut out = vec![self.self_view(&names)];
+        let now = Instant::now();
+        let peers = lock(&inner.peers);
+        let mut others: Vec<NodeView> = peers
+            .all()
+            .filter(|p| p.heartbeat.node != inner.id)
+            .map(|p| {
+                peer_view(p, now, &names, inner.cfg.lease, &|j, t| {
+                    inner.task_frames(j, t)
+                })
+            })
+            .collect();
+        others.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        out.extend(others);
+        out
+    }
+
+    fn job_names(&self) -> std::collections::HashMap<JobId, String> {
+        self.inner.ledger.read(|jobs| {
+            jobs.iter()
+                .map(|(id, r)| (*id, r.spec.name.clone()))
+                .collect()
+        })
+    }
+
+    fn self_view(&self, names: &std::collections::HashMap<JobId, String>) -> NodeView {
+        let inner = &self.inner;
+        let tasks: Vec<NodeTaskView> = lock(&inner.running)
+            .iter()
+            .map(|((job, task), r)| NodeTaskView {
+                job: job.to_string(),
+                job_name: names.get(job).cloned().unwrap_or_default(),
+                task: *task,
+                frames: inner.task_frames(*job, *task),
+                progress: r.progress.borrow().fraction,
+            })
+            .collect();
+        let t = self.telemetry();
+        NodeView {
+            id: inner.id.to_string(),
+            name: inner.cfg.name.clone(),
+            me: true,
+            alive: true,
+            state: if tasks.is_empty() {
+                "idle"
+            } else {
+                "rendering"
+            }
+            .to_string(),
+            last_seen_ms: 0,
+            slots: inner.cfg.slots as u32,
+            tasks,
+            engines: inner.engines.names(),
+            tags: inner.cfg.tags.iter().cloned().collect(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            web: None,
+            cpu: t.cpu,
+            memory: t.memory_used,
+            memory_total: t.memory_total,
+            rtt_ms: None,
+            telemetry: t,
+        }
+    }
+}
+
+impl Inner {
+    pub fn task_frames(&self, job: JobId, task: u32) -> Vec<u32> {
+        self.ledger
+            .read(|jobs| jobs.get(&job).map(|r| r.spec.task_frames(task)))
+            .unwrap_or_default()
+    }
+}
+
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Pause => "pause",
+        Action::Resume => "resume",
+        Action::Cancel => "cancel",
+        Action::Retry => "retry",
+        Action::Priority(_) => "priority",
+    }
+}
+
+fn job_view(id: JobId, rec: &JobRecord, p: &JobProgress, live_nodes: u64) -> JobView {
+    let status = rec.status_of(p);
+    let mean = (p.tasks_done > 0).then(|| p.render_ms_done / u64::from(p.tasks_done));
+    let remaining = u64::from(p.tasks_pending + p.tasks_running);
+    let eta_secs = match (status, mean) {
+        (JobStatus::Running | JobStatus::Pending, Some(m)) => {
+            Some(remaining * m / live_nodes.max(1) / 1000)
+        }
+        _ => None,
+    };
+    JobView {
+        id: id.to_string(),
+        name: rec.spec.name.clone(),
+        status,
+        engine: rec.spec.engine.clone(),
+        scene_file: rec.spec.scene_file.clone(),
+        frames: rec.spec.frames.to_string(),
+        frames_per_task: rec.spec.frames_per_task,
+        priority: rec.priority.value,
+        max_attempts: rec.spec.max_attempts,
+        submitter: rec.spec.submitter.to_string(),
+        submitted_ms: rec.spec.submitted_ms,
+        frames_total: p.frames_total,
+        frames_done: p.frames_done,
+        tasks_total: p.tasks_total,
+        tasks_pending: p.tasks_pending,
+        tasks_running: p.tasks_running,
+        tasks_done: p.tasks_done,
+        tasks_failed: p.tasks_failed,
+        renders_started: p.renders_started,
+        renders_wasted: p.renders_wasted,
+        mean_render_ms: mean,
+        eta_secs,
+        collect_dir: rec.spec.collect_dir.clone(),
+        collected: rec.collected.0,
+        tasks: None,
+    }
+}
+
+fn task_views(
+    id: JobId,
+    rec: &JobRecord,
+    live: &dyn Liveness,
+    name_of: &dyn Fn(&crate::ledger::NodeId) -> Option<String>,
+    progress_of: &dyn Fn(u32) -> Option<f32>,
+) -> Vec<TaskView> {
+    let empty = TaskState::default();
+    (0..rec.spec.task_count())
+        .map(|i| {
+            let t = rec.tasks.get(&i).unwrap_or(&empty);
+            let status = t.status(rec, id, i, live);
+            let done = t.winning_done();
+            let node = done.map(|d| &d.node).or(t.winning_claim().map(|c| &c.node));
+            let failure = t.last_failure();
+            TaskView {
+                index: i,
+                frames: rec.spec.task_frames(i),
+                status,
+                node: node.map(|n| n.to_string()),
+                node_name: node.and_then(name_of),
+                attempts: t.starts.len() as u32,
+                failures: t.failures(rec.retry_generation.0),
+                progress: (status == TaskStatus::Running)
+                    .then(|| progress_of(i))
+                    .flatten(),
+                reason: failure.map(|e| e.reason.clone()),
+                log: failure.and_then(|e| e.log).map(|h| h.to_string()),
+                render_ms: done.map(|d| d.render_ms),
+                outputs: done
+                    .map(|d| {
+                        d.outputs
+                            .iter()
+                            .map(|(f, o)| {
+                                (
+                                    *f,
+                                    OutputView {
+                                        blob: o.blob.to_string(),
+                                        ext: o.ext.clone(),
+                                    },
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// A peer as the API reports it.
+fn peer_view(
+    p: &super::peers::Peer,
+    now: Instant,
+    names: &std::collections::HashMap<JobId, String>,
+    lease: std::time::Duration,
+    frames: &dyn Fn(JobId, u32) -> Vec<u32>,
+) -> NodeView {
+    let hb = &p.heartbeat;
+    let since = now.saturating_duration_since(p.seen);
+    let alive = since <= lease;
+    let tasks: Vec<NodeTaskView> = hb
+        .held
+        .iter()
+        .map(|h| NodeTaskView {
+            job: h.job.to_string(),
+            job_name: names.get(&h.job).cloned().unwrap_or_default(),
+            task: h.task,
+            frames: frames(h.job, h.task),
+            progress: h.progress,
+        })
+        .collect();
+    let state = match (alive, tasks.is_empty()) {
+        (false, _) => "offline",
+        (true, true) => "idle",
+        (true, false) => "rendering",
+    };
+    NodeView {
+        id: hb.node.to_string(),
+        name: hb.name.clone(),
+        me: false,
+        alive,
+        state: state.to_string(),
+        last_seen_ms: since.as_millis() as u64,
+        slots: hb.slots,
+        tasks: if alive { tasks } else { Vec::new() },
+        engines: hb.engines.clone(),
+        tags: hb.tags.clone(),
+        version: hb.version.clone(),
+        web: hb.web.clone(),
+        cpu: hb.telemetry.cpu,
+        memory: hb.telemetry.memory_used,
+        memory_total: hb.telemetry.memory_total,
+        rtt_ms: p.rtt.map(|r| r.as_secs_f64() * 1000.0),
+        telemetry: hb.telemetry.clone(),
+    }
+}

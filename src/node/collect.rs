@@ -1,0 +1,135 @@
+//! The submitter collects: finished frames are written where `submit --out`
+//! asked, on the submitting node's disk, as `frame_0001.png` (four digits,
+//! like Blender's `####`; the extension is the output's).
+//!
+//! Collection is driven by the ledger alone, so a submitter that was killed
+//! mid-job and restarted simply collects everything when it comes back.
+//! Each file is written atomically; when every frame is written the job is
+//! marked collected, which also tells the swarm the outputs may be evicted.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Inner, Severity};
+use crate::ledger::{JobId, Output, ops};
+
+/// A frame to write.
+struct Pending {
+    job: JobId,
+    dir: PathBuf,
+    frame: u32,
+    output: Output,
+}
+
+pub(crate) async fn collect(inner: Arc<Inner>) {
+    let mut changes = inner.ledger.subscribe();
+    let mut written: HashMap<JobId, HashSet<u32>> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = changes.changed() => {}
+            // Retry frames whose blobs were not reachable yet.
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        for p in pending(&inner, &written) {
+            match write_frame(&inner, &p).await {
+                Ok(()) => {
+                    written.entry(p.job).or_default().insert(p.frame);
+                }
+                Err(e) => {
+                    tracing::warn!("collecting frame {} of job {}: {e}", p.frame, p.job.short())
+                }
+            }
+        }
+        finish(&inner, &mut written).await;
+    }
+}
+
+/// Done frames of this node's jobs not written yet.
+fn pending(inner: &Inner, written: &HashMap<JobId, HashSet<u32>>) -> Vec<Pending> {
+    inner.ledger.read(|jobs| {
+        let mut out = Vec::new();
+        for (id, rec) in jobs {
+            let Some(dir) = &rec.spec.collect_dir else {
+                continue;
+            };
+            if rec.spec.submitter != inner.id || rec.collected.0 || rec.cancelled.0 {
+                continue;
+            }
+            let done = written.get(id);
+            for t in rec.tasks.values() {
+                let Some(d) = t.winning_done() else { continue };
+                for (frame, output) in &d.outputs {
+                    if done.is_none_or(|w| !w.contains(frame)) {
+                        out.push(Pending {
+                            job: *id,
+                            dir: PathBuf::from(dir),
+                            frame: *frame,
+                            output: output.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    })
+}
+
+/// The name a collected frame gets.
+pub fn frame_file_name(frame: u32, ext: &str) -> String {
+    format!("frame_{frame:04}.{ext}")
+}
+
+async fn write_frame(inner: &Inner, p: &Pending) -> Result<(), String> {
+    inner.ensure_blob(p.output.blob, &inner.shutdown).await?;
+    let store = inner.store.clone();
+    let dest = p.dir.join(frame_file_name(p.frame, &p.output.ext));
+    let (dir, blob) = (p.dir.clone(), p.output.blob);
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        store.export_file(blob, &dest).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Mark jobs whose every frame is written.
+async fn finish(inner: &Inner, written: &mut HashMap<JobId, HashSet<u32>>) {
+    let complete: Vec<(JobId, String, Option<String>)> = inner.ledger.read(|jobs| {
+        written
+            .iter()
+            .filter_map(|(id, frames)| {
+                let rec = jobs.get(id)?;
+                let all = rec.spec.frames.count() == frames.len() as u64;
+                (all && !rec.collected.0)
+                    .then(|| (*id, rec.spec.name.clone(), rec.spec.collect_dir.clone()))
+            })
+            .collect()
+    });
+    for (id, name, dir) in complete {
+        let Some(base) = inner.ledger.read(|jobs| jobs.get(&id).map(|r| r.header())) else {
+            continue;
+        };
+        match inner.commit(id, ops::collected(&base)).await {
+            Ok(()) => {
+                written.remove(&id);
+                let dir = dir
+                    .as_deref()
+                    .map(Path::new)
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default();
+                inner.events.push(
+                    Severity::Info,
+                    "outputs_collected",
+                    Some(id),
+                    None,
+                    format!("job {name}: every frame written to {dir}"),
+                );
+            }
+            Err(e) => tracing::warn!("marking job {} collected: {e}", id.short()),
+        }
+    }
+}

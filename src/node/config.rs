@@ -1,0 +1,90 @@
+//! A node's validated settings.
+//!
+//! The CLI and the config file produce raw values; they are checked and
+//! turned into a [`NodeConfig`] in one place (`cli/node.rs`), ripgrep-style,
+//! so everything below it can trust what it is given.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::render::EngineConfig;
+
+/// How a node joins the swarm. `None` in [`NodeConfig::net`] runs a node
+/// alone, without any network.
+#[derive(Clone, Debug, Default)]
+pub struct NetConfig {
+    /// Multiaddrs to listen on (default: every interface, a free TCP port).
+    pub listen: Vec<String>,
+    /// Multiaddrs to dial at start and whenever the connection drops.
+    pub peers: Vec<String>,
+    /// Discover peers on the LAN by mDNS.
+    pub mdns: bool,
+    /// How often mDNS asks.
+    pub mdns_interval: Duration,
+    /// The private swarm's pre-shared key (32 bytes), if any.
+    pub swarm_key: Option<[u8; 32]>,
+    /// Tests only: drop all traffic with these peers (a partition).
+    pub blocked_peers: Vec<String>,
+}
+
+/// Everything a node needs to run.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Ledger, store, scenes and work files live here.
+    pub data_dir: PathBuf,
+    /// What people call this node (default: the host name).
+    pub name: String,
+    /// Tags jobs can require (`gpu`, `bigmem`, ...).
+    pub tags: BTreeSet<String>,
+    /// Where the HTTP API and page listen.
+    pub web: SocketAddr,
+    /// Required for a non-loopback `web` address.
+    pub web_token: Option<String>,
+    /// Renders at a time.
+    pub slots: usize,
+    pub engines: EngineConfig,
+    /// How often this node says it is alive.
+    pub heartbeat: Duration,
+    /// How long a peer counts as alive after its last heartbeat.
+    pub lease: Duration,
+    /// Failed attempts on one job after which this node stops taking it
+    /// (while another node can).
+    pub blocklist_after: u32,
+    /// Bytes of blobs kept beyond those active jobs need.
+    pub cache_size: u64,
+    /// The swarm; `None` for a lone node.
+    pub net: Option<NetConfig>,
+}
+
+impl NodeConfig {
+    /// Defaults for a node keeping its data in `data_dir`.
+    pub fn new(data_dir: PathBuf) -> NodeConfig {
+        let heartbeat = Duration::from_secs(1);
+        NodeConfig {
+            data_dir,
+            name: default_name(),
+            tags: BTreeSet::new(),
+            web: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            web_token: None,
+            slots: 1,
+            engines: EngineConfig::default(),
+            heartbeat,
+            lease: heartbeat * 3,
+            blocklist_after: 3,
+            cache_size: 20 << 30,
+            net: None,
+        }
+    }
+}
+
+/// The host name, or `node` when it cannot be read.
+pub fn default_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "node".to_string())
+}

@@ -1,0 +1,204 @@
+//! The node's background loops. Each waits on events (a ledger change, a
+//! freed slot, a tick) and never on a slow consumer, and each ends when the
+//! node shuts down.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::net::NetEvents;
+use super::peers::NodeLiveness;
+use super::scheduler::{self, Capability, Pick};
+use super::worker::{self, Assignment};
+use super::{Inner, Running, lock};
+use crate::ledger::Claim;
+use crate::render::Progress;
+
+/// Start every loop of a node.
+pub(crate) fn spawn_all(inner: &Arc<Inner>, _net: Option<NetEvents>) {
+    let t = &inner.tracker;
+    t.spawn(schedule(inner.clone()));
+    t.spawn(flush(inner.clone()));
+    sample(inner.clone());
+    t.spawn(super::collect::collect(inner.clone()));
+}
+
+/// Claim work whenever a slot is free; stop renders that must stop.
+async fn schedule(inner: Arc<Inner>) {
+    let mut changes = inner.ledger.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = changes.changed() => {}
+            _ = inner.slot_freed.notified() => {}
+            _ = tick.tick() => {}
+        }
+        watchdog(&inner);
+        while inner.free_slots() > 0 && !inner.shutdown.is_cancelled() {
+            let Some(pick) = next_pick(&inner) else { break };
+            launch(&inner, pick);
+        }
+    }
+}
+
+fn next_pick(inner: &Inner) -> Option<Pick> {
+    let now = Instant::now();
+    let held = inner.held();
+    let busy: HashSet<_> = held.iter().map(|(j, t, _)| (*j, *t)).collect();
+    let mine = Capability {
+        engines: inner.engines.names().into_iter().collect(),
+        tags: inner.cfg.tags.clone(),
+    };
+    let peers = lock(&inner.peers);
+    let caps: BTreeMap<_, _> = peers
+        .capabilities(now)
+        .into_iter()
+        .filter(|(n, _)| *n != inner.id)
+        .map(|(n, (engines, tags))| (n, Capability { engines, tags }))
+        .collect();
+    let live = NodeLiveness {
+        me: &inner.id,
+        mine: &held,
+        peers: &peers,
+        now,
+    };
+    let view = scheduler::View {
+        me: &inner.id,
+        mine: &mine,
+        peers: &caps,
+        blocklist_after: inner.cfg.blocklist_after,
+        busy: &busy,
+        live: &live,
+    };
+    inner.ledger.read(|jobs| scheduler::pick(jobs, &view))
+}
+
+fn launch(inner: &Arc<Inner>, pick: Pick) {
+    let claim = Claim {
+        epoch: pick.epoch,
+        lamport: inner.ledger.clock().tick(),
+        node: inner.id.clone(),
+    };
+    let cancel = inner.shutdown.child_token();
+    let (progress, progress_rx) = watch::channel(Progress::default());
+    let cancel_reason = Arc::new(std::sync::Mutex::new(None));
+    lock(&inner.running).insert(
+        (pick.job, pick.task),
+        Running {
+            epoch: pick.epoch,
+            lamport: claim.lamport,
+            started: false,
+            progress: progress_rx,
+            cancel: cancel.clone(),
+            cancel_reason: cancel_reason.clone(),
+        },
+    );
+    let a = Assignment {
+        job: pick.job,
+        task: pick.task,
+        claim,
+        cancel,
+        progress,
+        cancel_reason,
+    };
+    inner.tracker.spawn(worker::run(inner.clone(), a));
+}
+
+/// Stop renders whose claim lost, whose task another node finished, or
+/// whose job was cancelled.
+fn watchdog(inner: &Inner) {
+    let running: Vec<_> = lock(&inner.running)
+        .iter()
+        .map(|((j, t), r)| {
+            (
+                *j,
+                *t,
+                r.epoch,
+                r.lamport,
+                r.cancel.clone(),
+                r.cancel_reason.clone(),
+            )
+        })
+        .collect();
+    if running.is_empty() {
+        return;
+    }
+    let verdicts: Vec<Option<String>> = inner.ledger.read(|jobs| {
+        running
+            .iter()
+            .map(|(job, task, epoch, lamport, _, _)| {
+                let rec = jobs.get(job)?;
+                if rec.cancelled.0 {
+                    return Some("the job was cancelled".to_string());
+                }
+                let t = rec.tasks.get(task)?;
+                if t.dones.iter().any(|d| d.node != inner.id) {
+                    return Some("another node finished the task".to_string());
+                }
+                let mine = Claim {
+                    epoch: *epoch,
+                    lamport: *lamport,
+                    node: inner.id.clone(),
+                };
+                match t.winning_claim() {
+                    Some(w) if *w != mine && t.claims.contains(&mine) => {
+                        Some(format!("lost the claim to node {}", w.node.short()))
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
+    });
+    for ((.., cancel, reason), verdict) in running.iter().zip(verdicts) {
+        if let Some(why) = verdict
+            && !cancel.is_cancelled()
+        {
+            *lock(reason) = Some(why);
+            cancel.cancel();
+        }
+    }
+}
+
+/// Make merged changes durable in batches (group commit).
+async fn flush(inner: Arc<Inner>) {
+    let mut changes = inner.ledger.subscribe();
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            r = changes.changed() => if r.is_err() { return },
+        }
+        // Let a burst gather, then write it in one transaction.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let ledger = inner.ledger.clone();
+        match tokio::task::spawn_blocking(move || ledger.flush()).await {
+            Ok(Err(e)) => {
+                tracing::error!("ledger flush failed (will retry): {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(_) => return,
+            Ok(Ok(())) => {}
+        }
+    }
+}
+
+/// Sample the hardware every heartbeat period, on a thread of its own (the
+/// sampler is not `Send`).
+fn sample(inner: Arc<Inner>) {
+    let spawned = std::thread::Builder::new()
+        .name("telemetry".into())
+        .spawn(move || {
+            let mut sampler = crate::telemetry::Sampler::new(&inner.cfg.data_dir);
+            while !inner.shutdown.is_cancelled() {
+                let t = sampler.sample();
+                lock(&inner.telemetry).push(super::events::now_ms(), t);
+                std::thread::sleep(inner.cfg.heartbeat.min(Duration::from_secs(1)));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the telemetry thread: {e}");
+    }
+}

@@ -1,0 +1,272 @@
+//! The node: the one place where ledger, store, engines and network meet.
+//!
+//! A [`Node`] is a cheap handle on shared state. Starting one opens the
+//! ledger and store in the data directory, finds the engines, and spawns the
+//! node's loops (`loops.rs`): the scheduler that claims tasks when a slot is
+//! free, the watchdog that stops renders which lost their claim or whose job
+//! was cancelled, the flusher that makes merged gossip durable, the
+//! heartbeat, and the collector that writes finished frames where the
+//! submitter asked. Each claimed task runs in `worker.rs`: claim, settle,
+//! start, render, record. What people ask of a node (submit, pause, views)
+//! is in `api.rs`; the HTTP layer in `web` is a thin skin over it.
+//!
+//! A lone node (no `net` in its config) runs exactly the same code; the
+//! swarm only adds gossip, sync and fetching behind [`net::Net`].
+
+mod api;
+mod collect;
+pub mod config;
+pub mod events;
+mod loops;
+pub mod net;
+pub mod peers;
+mod scenes;
+pub mod scheduler;
+mod submit;
+pub mod views;
+mod worker;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use api::{Action, ActionError, NodeInfo};
+pub use collect::frame_file_name;
+pub use config::{NetConfig, NodeConfig};
+pub use events::{Event, EventLog, Severity};
+pub use submit::{SubmitError, SubmitRequest};
+
+use crate::ledger::{Delta, JobId, Ledger, LedgerError, NodeId, TaskIndex};
+use crate::render::{Engines, Progress};
+use crate::store::Store;
+use crate::telemetry::Telemetry;
+
+/// Why a node could not start or do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Engine(#[from] crate::render::EngineError),
+    #[error("network: {0}")]
+    Net(String),
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+/// A task this node holds a claim on.
+pub(crate) struct Running {
+    pub epoch: u32,
+    pub lamport: u64,
+    /// The engine has started (after the settle window).
+    pub started: bool,
+    pub progress: watch::Receiver<Progress>,
+    pub cancel: CancellationToken,
+    /// Why it was cancelled, for the End record.
+    pub cancel_reason: Arc<Mutex<Option<String>>>,
+}
+
+/// The shared state behind a [`Node`] handle.
+pub(crate) struct Inner {
+    pub id: NodeId,
+    pub cfg: NodeConfig,
+    pub ledger: Arc<Ledger>,
+    pub store: Arc<Store>,
+    pub engines: Arc<Engines>,
+    pub peers: Mutex<peers::PeerTable>,
+    pub running: Mutex<HashMap<(JobId, TaskIndex), Running>>,
+    pub events: EventLog,
+    pub net: Option<net::Net>,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    /// Wakes the scheduler when a slot frees.
+    pub slot_freed: Notify,
+    pub scenes: scenes::SceneCache,
+    pub telemetry: Mutex<telemetry_history::History>,
+}
+
+pub(crate) mod telemetry_history;
+
+/// A running node.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Node {
+    /// Open the data directory, find the engines, join the swarm (if
+    /// configured) and start working.
+    pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
+        let dirs = DataDirs::create(&cfg.data_dir)?;
+        let key = net::load_or_create_key(&dirs.root)?;
+        let id = NodeId::new(key.public().to_peer_id().to_base58());
+        let ledger = Arc::new(Ledger::open(&dirs.root.join("ledger.redb"), id.clone())?);
+        let store = Arc::new(Store::open(&dirs.root.join("store"))?);
+        let engines_cfg = cfg.engines.clone();
+        let engines = tokio::task::spawn_blocking(move || Engines::new(&engines_cfg))
+            .await
+            .map_err(|e| NodeError::Net(e.to_string()))??;
+        let shutdown = CancellationToken::new();
+        let (net, net_events) = match &cfg.net {
+            Some(net_cfg) => {
+                let (n, ev) = net::Net::start(key, net_cfg, shutdown.child_token())?;
+                (Some(n), Some(ev))
+            }
+            None => (None, None),
+        };
+        let inner = Arc::new(Inner {
+            events: EventLog::new(id.clone()),
+            peers: Mutex::new(peers::PeerTable::new(cfg.lease)),
+            running: Mutex::new(HashMap::new()),
+            scenes: scenes::SceneCache::new(dirs.scenes.clone()),
+            telemetry: Mutex::new(telemetry_history::History::default()),
+            id,
+            cfg,
+            ledger,
+            store,
+            engines: Arc::new(engines),
+            net,
+            shutdown,
+            tracker: TaskTracker::new(),
+            slot_freed: Notify::new(),
+        });
+        loops::spawn_all(&inner, net_events);
+        tracing::info!(node = %inner.id, name = %inner.cfg.name, "node started");
+        Ok(Node { inner })
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.inner.id
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.cfg
+    }
+
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.inner.ledger
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    pub fn events(&self) -> &EventLog {
+        &self.inner.events
+    }
+
+    /// Resolves when the node starts shutting down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Stop cleanly: stop claiming, kill renders, release their claims so
+    /// the swarm does not wait out the lease, flush the ledger.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.shutdown.cancel();
+        for r in lock(&inner.running).values() {
+            *lock(&r.cancel_reason) = Some(format!("node {} shut down", inner.cfg.name));
+            r.cancel.cancel();
+        }
+        inner.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(20), inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some node tasks did not stop within 20 s");
+        }
+        let ledger = inner.ledger.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || ledger.flush()).await {
+            tracing::error!("final ledger flush failed: {e}");
+        }
+        if let Some(net) = &inner.net {
+            net.close().await;
+        }
+        tracing::info!("node stopped");
+    }
+
+    /// The latest hardware sample of this node.
+    pub fn telemetry(&self) -> Telemetry {
+        lock(&self.inner.telemetry).latest.clone()
+    }
+}
+
+impl Inner {
+    /// Merge a local change, make it durable, then tell the swarm.
+    pub async fn commit(&self, id: JobId, delta: Delta) -> Result<(), NodeError> {
+        let seq = self.ledger.apply_local(id, &delta)?;
+        let ledger = self.ledger.clone();
+        tokio::task::spawn_blocking(move || ledger.flush_to(seq))
+            .await
+            .map_err(|_| NodeError::ShuttingDown)??;
+        if let Some(net) = &self.net {
+            net.publish_delta(id, &delta);
+        }
+        Ok(())
+    }
+
+    /// The (job, task, epoch) triples this node holds.
+    pub fn held(&self) -> BTreeSet<(JobId, TaskIndex, u32)> {
+        lock(&self.running)
+            .iter()
+            .map(|((j, t), r)| (*j, *t, r.epoch))
+            .collect()
+    }
+
+    pub fn free_slots(&self) -> usize {
+        self.cfg.slots.saturating_sub(lock(&self.running).len())
+    }
+}
+
+/// The data directory's layout.
+pub(crate) struct DataDirs {
+    pub root: PathBuf,
+    pub scenes: PathBuf,
+    pub work: PathBuf,
+    pub uploads: PathBuf,
+}
+
+impl DataDirs {
+    pub fn of(root: &std::path::Path) -> DataDirs {
+        DataDirs {
+            root: root.to_path_buf(),
+            scenes: root.join("scenes"),
+            work: root.join("work"),
+            uploads: root.join("uploads"),
+        }
+    }
+
+    fn create(root: &std::path::Path) -> Result<DataDirs, NodeError> {
+        let dirs = DataDirs::of(root);
+        let io = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| NodeError::DataDir { path, source }
+        };
+        std::fs::create_dir_all(&dirs.root).map_err(io(&dirs.root))?;
+        // Work and upload files of a previous run belong to renders and
+        // uploads that died with it.
+        for d in [&dirs.work, &dirs.uploads] {
+            let _ = std::fs::remove_dir_all(d);
+            std::fs::create_dir_all(d).map_err(io(d))?;
+        }
+        std::fs::create_dir_all(&dirs.scenes).map_err(io(&dirs.scenes))?;
+        Ok(dirs)
+    }
+}

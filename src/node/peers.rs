@@ -1,0 +1,269 @@
+//! Who is alive, judged on this node's own clock, and whose claims still hold.
+//!
+//! Every node says what it is doing once per heartbeat period. A peer is
+//! alive while its last heartbeat arrived within the lease, measured with
+//! this node's monotonic clock when the heartbeat *arrived* — no clock sync
+//! is assumed. A claim holds while its owner is alive and the owner's
+//! heartbeats stamped *after* the claim still list it (a heartbeat sent
+//! before the claim says nothing about it; comparing Lamport stamps keeps
+//! that race from turning into a duplicate render).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::Hash;
+use crate::ledger::{Claim, JobId, Liveness, NodeId, TaskIndex};
+use crate::telemetry::Telemetry;
+
+/// A task a node holds a claim on, as its heartbeat reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldTask {
+    pub job: JobId,
+    pub task: TaskIndex,
+    pub epoch: u32,
+    /// 0..=1 once the engine runs.
+    pub progress: f32,
+    pub frame: Option<u32>,
+}
+
+/// "I am alive, and this is what I am doing."
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node: NodeId,
+    pub name: String,
+    /// Lamport stamp: later than every claim this node made before sending it.
+    pub stamp: u64,
+    pub version: String,
+    pub slots: u32,
+    pub held: Vec<HeldTask>,
+    pub engines: Vec<String>,
+    pub tags: Vec<String>,
+    pub telemetry: Telemetry,
+    /// Blobs this node holds completely (bounded), so fetchers know whom to ask.
+    pub blobs: Vec<Hash>,
+    /// The node's page, when it is reachable from other machines.
+    pub web: Option<String>,
+    /// Wall clock at sending, ms since the Unix epoch: shown, never trusted.
+    pub sent_ms: u64,
+}
+
+/// At most this many blobs are listed in one heartbeat.
+pub const MAX_HEARTBEAT_BLOBS: usize = 512;
+
+/// What this node knows of one peer.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub heartbeat: Heartbeat,
+    /// When its latest heartbeat arrived, on this node's clock.
+    pub seen: Instant,
+    /// Round-trip time of the connection, where measured.
+    pub rtt: Option<Duration>,
+    held: BTreeSet<(JobId, TaskIndex, u32)>,
+}
+
+/// Every peer this node has heard from.
+pub struct PeerTable {
+    peers: HashMap<NodeId, Peer>,
+    lease: Duration,
+    /// Until a lease has passed since this node started, a peer it has not
+    /// heard from yet may simply not have spoken: its claims are presumed held.
+    started: Instant,
+}
+
+impl PeerTable {
+    pub fn new(lease: Duration) -> PeerTable {
+        PeerTable {
+            peers: HashMap::new(),
+            lease,
+            started: Instant::now(),
+        }
+    }
+
+    /// Record a heartbeat. Returns true if the peer is new (or was dead).
+    pub fn heard(&mut self, hb: Heartbeat, now: Instant) -> bool {
+        let held = hb.held.iter().map(|h| (h.job, h.task, h.epoch)).collect();
+        let was_alive = self.is_alive(&hb.node, now);
+        let rtt = self.peers.get(&hb.node).and_then(|p| p.rtt);
+        // Heartbeats can arrive out of order; an older stamp never replaces a newer one.
+        if let Some(p) = self.peers.get(&hb.node)
+            && p.heartbeat.stamp > hb.stamp
+        {
+            return false;
+        }
+        self.peers.insert(
+            hb.node.clone(),
+            Peer {
+                heartbeat: hb,
+                seen: now,
+                rtt,
+                held,
+            },
+        );
+        !was_alive
+    }
+
+    /// Record a connection's round-trip time.
+    pub fn set_rtt(&mut self, node: &NodeId, rtt: Duration) {
+        if let Some(p) = self.peers.get_mut(node) {
+            p.rtt = Some(rtt);
+        }
+    }
+
+    pub fn is_alive(&self, node: &NodeId, now: Instant) -> bool {
+        self.peers
+            .get(node)
+            .is_some_and(|p| now.saturating_duration_since(p.seen) <= self.lease)
+    }
+
+    /// Peers alive now.
+    pub fn alive(&self, now: Instant) -> impl Iterator<Item = &Peer> {
+        self.peers
+            .values()
+            .filter(move |p| now.saturating_duration_since(p.seen) <= self.lease)
+    }
+
+    /// Every peer ever heard from, alive or not.
+    pub fn all(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
+    pub fn get(&self, node: &NodeId) -> Option<&Peer> {
+        self.peers.get(node)
+    }
+
+    /// Whether a peer's claim still holds, as of `now`.
+    pub fn claim_holds(&self, job: JobId, task: TaskIndex, claim: &Claim, now: Instant) -> bool {
+        match self.peers.get(&claim.node) {
+            None => now.saturating_duration_since(self.started) <= self.lease,
+            Some(p) => {
+                let alive = now.saturating_duration_since(p.seen) <= self.lease;
+                let spoke_after = p.heartbeat.stamp > claim.lamport;
+                alive && (!spoke_after || p.held.contains(&(job, task, claim.epoch)))
+            }
+        }
+    }
+
+    /// The slowest round trip to a live peer: the base of the settle window.
+    pub fn max_rtt(&self, now: Instant) -> Option<Duration> {
+        self.alive(now).filter_map(|p| p.rtt).max()
+    }
+
+    /// Live peers holding `blob`, for fetching.
+    pub fn providers(&self, blob: Hash, now: Instant) -> Vec<NodeId> {
+        self.alive(now)
+            .filter(|p| p.heartbeat.blobs.contains(&blob))
+            .map(|p| p.heartbeat.node.clone())
+            .collect()
+    }
+
+    /// Engines and tags of every live peer.
+    pub fn capabilities(
+        &self,
+        now: Instant,
+    ) -> BTreeMap<NodeId, (BTreeSet<String>, BTreeSet<String>)> {
+        self.alive(now)
+            .map(|p| {
+                let hb = &p.heartbeat;
+                let engines = hb.engines.iter().cloned().collect();
+                let tags = hb.tags.iter().cloned().collect();
+                (hb.node.clone(), (engines, tags))
+            })
+            .collect()
+    }
+}
+
+/// The liveness this node judges claims by: its own claims hold while it is
+/// working on them; a peer's while the peer table says so.
+pub struct NodeLiveness<'a> {
+    pub me: &'a NodeId,
+    pub mine: &'a BTreeSet<(JobId, TaskIndex, u32)>,
+    pub peers: &'a PeerTable,
+    pub now: Instant,
+}
+
+impl Liveness for NodeLiveness<'_> {
+    fn holds(&self, job: JobId, task: TaskIndex, claim: &Claim) -> bool {
+        if &claim.node == self.me {
+            self.mine.contains(&(job, task, claim.epoch))
+        } else {
+            self.peers.claim_holds(job, task, claim, self.now)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hb(node: &str, stamp: u64, held: &[(JobId, u32, u32)]) -> Heartbeat {
+        Heartbeat {
+            node: NodeId::new(node),
+            name: node.into(),
+            stamp,
+            version: "t".into(),
+            slots: 1,
+            held: held
+                .iter()
+                .map(|&(job, task, epoch)| HeldTask {
+                    job,
+                    task,
+                    epoch,
+                    progress: 0.0,
+                    frame: None,
+                })
+                .collect(),
+            engines: vec![],
+            tags: vec![],
+            telemetry: Telemetry::default(),
+            blobs: vec![],
+            web: None,
+            sent_ms: 0,
+        }
+    }
+
+    #[test]
+    fn claims_hold_only_while_listed_after_their_stamp() {
+        let lease = Duration::from_secs(3);
+        let mut t = PeerTable::new(lease);
+        let t0 = t.started;
+        let job = JobId::default();
+        let claim = Claim {
+            epoch: 1,
+            lamport: 10,
+            node: NodeId::new("b"),
+        };
+        // Unknown peer right after start: presumed alive; later: expired.
+        assert!(t.claim_holds(job, 0, &claim, t0));
+        assert!(!t.claim_holds(job, 0, &claim, t0 + lease * 2));
+        // A heartbeat from before the claim says nothing about it.
+        t.heard(hb("b", 5, &[]), t0);
+        assert!(t.claim_holds(job, 0, &claim, t0));
+        // A later heartbeat that lists it keeps it; one that omits it drops it.
+        t.heard(hb("b", 11, &[(job, 0, 1)]), t0);
+        assert!(t.claim_holds(job, 0, &claim, t0));
+        t.heard(hb("b", 12, &[]), t0);
+        assert!(!t.claim_holds(job, 0, &claim, t0));
+        // An out-of-order older heartbeat does not bring it back.
+        t.heard(hb("b", 11, &[(job, 0, 1)]), t0);
+        assert!(!t.claim_holds(job, 0, &claim, t0));
+    }
+
+    #[test]
+    fn a_silent_peer_loses_its_lease() {
+        let lease = Duration::from_secs(3);
+        let mut t = PeerTable::new(lease);
+        let t0 = Instant::now();
+        let job = JobId::default();
+        t.heard(hb("b", 11, &[(job, 0, 1)]), t0);
+        let claim = Claim {
+            epoch: 1,
+            lamport: 10,
+            node: NodeId::new("b"),
+        };
+        assert!(t.claim_holds(job, 0, &claim, t0 + lease));
+        assert!(!t.claim_holds(job, 0, &claim, t0 + lease + Duration::from_millis(1)));
+        assert_eq!(t.alive(t0 + lease * 2).count(), 0);
+    }
+}

@@ -1,0 +1,311 @@
+//! Which task this node claims next. No node assigns work: each node with a
+//! free slot picks for itself, from the same ledger, by the same rules.
+//!
+//! 1. Runnable jobs only: not paused, cancelled, archived or finished; the
+//!    engine is here; the job's requirements are among this node's tags; this
+//!    node is not blocklisted for the job (unless no live node that could run
+//!    it is free of the blocklist, so a lone node still drives a bad job to
+//!    Failed instead of leaving it pending forever).
+//! 2. Highest priority first, then oldest submission.
+//! 3. Within a job, pending tasks in frame order, preferring those for which
+//!    this node ranks first by rendezvous hashing over the live nodes that can
+//!    run the job, so concurrent pickers spread out instead of colliding; when
+//!    none is left, take the pending task where this node ranks best among the
+//!    first few (work stealing, still spread out).
+//!
+//! A pure function of the ledger and what this node sees, so it is tested
+//! without a network.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use crate::hash::Hash;
+use crate::ledger::{
+    Control, JobId, JobRecord, Liveness, NodeId, TaskIndex, TaskState, TaskStatus,
+};
+
+/// A task to claim, at the epoch that beats every claim so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pick {
+    pub job: JobId,
+    pub task: TaskIndex,
+    pub epoch: u32,
+}
+
+/// What a node can run.
+#[derive(Clone, Debug, Default)]
+pub struct Capability {
+    pub engines: BTreeSet<String>,
+    pub tags: BTreeSet<String>,
+}
+
+impl Capability {
+    pub fn can_run(&self, job: &JobRecord) -> bool {
+        self.engines.contains(&job.spec.engine) && job.spec.requirements.is_subset(&self.tags)
+    }
+}
+
+/// This node and the swarm as this node sees it.
+pub struct View<'a> {
+    pub me: &'a NodeId,
+    pub mine: &'a Capability,
+    /// Live peers (not this node) and what they can run.
+    pub peers: &'a BTreeMap<NodeId, Capability>,
+    pub blocklist_after: u32,
+    /// Tasks this node is already working on.
+    pub busy: &'a HashSet<(JobId, TaskIndex)>,
+    pub live: &'a dyn Liveness,
+}
+
+/// How many pending tasks work stealing ranks itself over.
+const STEAL_WINDOW: usize = 32;
+
+/// The next task this node should claim, if any.
+pub fn pick(jobs: &BTreeMap<JobId, JobRecord>, view: &View<'_>) -> Option<Pick> {
+    let mut runnable: Vec<(&JobId, &JobRecord)> = jobs
+        .iter()
+        .filter(|(_, rec)| job_is_open(rec) && view.mine.can_run(rec))
+        .collect();
+    runnable.sort_by_key(|(id, rec)| {
+        (
+            std::cmp::Reverse(rec.priority.value),
+            rec.spec.submitted_ms,
+            **id,
+        )
+    });
+    runnable
+        .into_iter()
+        .filter(|(_, rec)| !blocked(rec, view))
+        .find_map(|(id, rec)| pick_in_job(*id, rec, view))
+}
+
+fn job_is_open(rec: &JobRecord) -> bool {
+    !rec.cancelled.0 && !rec.archived.0 && rec.control.value == Control::Active
+}
+
+/// Whether this node should leave the job to others.
+fn blocked(rec: &JobRecord, view: &View<'_>) -> bool {
+    let failures = rec.failures_by_node();
+    let over = |n: &NodeId| failures.get(n).copied().unwrap_or(0) >= view.blocklist_after;
+    if !over(view.me) {
+        return false;
+    }
+    view.peers
+        .iter()
+        .any(|(n, cap)| cap.can_run(rec) && !over(n))
+}
+
+fn pick_in_job(id: JobId, rec: &JobRecord, view: &View<'_>) -> Option<Pick> {
+    let mut candidates: Vec<&NodeId> = view
+        .peers
+        .iter()
+        .filter(|(_, cap)| cap.can_run(rec))
+        .map(|(n, _)| n)
+        .collect();
+    candidates.push(view.me);
+    let empty = TaskState::default();
+    let pending = (0..rec.spec.task_count()).filter_map(|i| {
+        if view.busy.contains(&(id, i)) {
+            return None;
+        }
+        let t = rec.tasks.get(&i).unwrap_or(&empty);
+        (t.status(rec, id, i, view.live) == TaskStatus::Pending).then_some((i, t))
+    });
+    let mut window = Vec::new();
+    for (i, t) in pending {
+        let rank = rank_of(view.me, id, i, &candidates);
+        if rank == 0 {
+            return Some(Pick {
+                job: id,
+                task: i,
+                epoch: t.next_epoch(),
+            });
+        }
+        if window.len() < STEAL_WINDOW {
+            window.push((rank, i, t.next_epoch()));
+        }
+    }
+    window.into_iter().min().map(|(_, task, epoch)| Pick {
+        job: id,
+        task,
+        epoch,
+    })
+}
+
+/// Where `me` ranks for a task among `nodes` by rendezvous (highest random
+/// weight) hashing: 0 is first choice.
+pub fn rank_of(me: &NodeId, job: JobId, task: TaskIndex, nodes: &[&NodeId]) -> usize {
+    let score = |n: &NodeId| {
+        let mut h = blake3::Hasher::new();
+        h.update(&job.0.0);
+        h.update(&task.to_le_bytes());
+        h.update(n.as_str().as_bytes());
+        Hash::from(h.finalize())
+    };
+    let mine = score(me);
+    nodes
+        .iter()
+        .filter(|n| **n != me && score(n) > mine)
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::crdt::Lww;
+    use crate::ledger::{AllLive, Claim, End, EndKind, FrameRange, JobSpec, Stamp};
+
+    fn job(priority: i32, submitted_ms: u64, frames: u32) -> (JobId, JobRecord) {
+        let spec = JobSpec {
+            name: "j".into(),
+            scene: Hash::of(b"s"),
+            scene_file: "s.toml".into(),
+            engine: "builtin".into(),
+            frames: FrameRange {
+                start: 1,
+                end: frames,
+                step: 1,
+            },
+            frames_per_task: 1,
+            priority,
+            output_format: None,
+            requirements: BTreeSet::new(),
+            max_attempts: 3,
+            timeout_secs: None,
+            collect_dir: None,
+            options: BTreeMap::new(),
+            submitter: NodeId::new("a"),
+            submitted_ms,
+        };
+        (crate::ledger::job_id(&spec), JobRecord::new(spec))
+    }
+
+    fn cap() -> Capability {
+        Capability {
+            engines: ["builtin".to_string()].into(),
+            tags: BTreeSet::new(),
+        }
+    }
+
+    fn view<'a>(
+        me: &'a NodeId,
+        mine: &'a Capability,
+        peers: &'a BTreeMap<NodeId, Capability>,
+        busy: &'a HashSet<(JobId, TaskIndex)>,
+    ) -> View<'a> {
+        View {
+            me,
+            mine,
+            peers,
+            blocklist_after: 2,
+            busy,
+            live: &AllLive,
+        }
+    }
+
+    #[test]
+    fn priority_then_age() {
+        let (old, old_rec) = job(0, 1, 1);
+        let (new_hi, hi_rec) = job(5, 9, 1);
+        let jobs = BTreeMap::from([(old, old_rec), (new_hi, hi_rec)]);
+        let (me, mine, peers, busy) = (NodeId::new("a"), cap(), BTreeMap::new(), HashSet::new());
+        let p = pick(&jobs, &view(&me, &mine, &peers, &busy)).unwrap();
+        assert_eq!(p.job, new_hi);
+    }
+
+    #[test]
+    fn concurrent_pickers_spread_out() {
+        let (id, rec) = job(0, 1, 64);
+        let jobs = BTreeMap::from([(id, rec)]);
+        let names: Vec<NodeId> = (0..4).map(|i| NodeId::new(format!("n{i}"))).collect();
+        let mut picks = HashSet::new();
+        for me in &names {
+            let peers: BTreeMap<NodeId, Capability> = names
+                .iter()
+                .filter(|n| *n != me)
+                .map(|n| (n.clone(), cap()))
+                .collect();
+            let (mine, busy) = (cap(), HashSet::new());
+            picks.insert(pick(&jobs, &view(me, &mine, &peers, &busy)).unwrap().task);
+        }
+        assert_eq!(
+            picks.len(),
+            4,
+            "four nodes picking at once choose four different tasks"
+        );
+    }
+
+    #[test]
+    fn claimed_and_done_tasks_are_skipped_and_epochs_advance() {
+        let (id, mut rec) = job(0, 1, 2);
+        let other = NodeId::new("b");
+        rec.tasks.entry(0).or_default().claims.insert(Claim {
+            epoch: 1,
+            lamport: 1,
+            node: other.clone(),
+        });
+        let jobs = BTreeMap::from([(id, rec.clone())]);
+        let (me, mine, peers, busy) = (NodeId::new("a"), cap(), BTreeMap::new(), HashSet::new());
+        let p = pick(&jobs, &view(&me, &mine, &peers, &busy)).unwrap();
+        assert_eq!((p.task, p.epoch), (1, 1), "task 0 is held by a live claim");
+
+        // The claim failed: task 0 is pending again, at epoch 2.
+        rec.tasks.entry(0).or_default().ends.insert(End {
+            epoch: 1,
+            node: other,
+            generation: 0,
+            kind: EndKind::Failed,
+            reason: "x".into(),
+            log: None,
+        });
+        let jobs = BTreeMap::from([(id, rec)]);
+        let p = pick(&jobs, &view(&me, &mine, &peers, &busy)).unwrap();
+        assert_eq!((p.task, p.epoch), (0, 2));
+    }
+
+    #[test]
+    fn paused_and_foreign_engine_jobs_are_not_picked() {
+        let (id, mut rec) = job(0, 1, 1);
+        rec.control = Lww::new(
+            Stamp {
+                lamport: 1,
+                node: NodeId::new("a"),
+            },
+            Control::Paused,
+        );
+        let jobs = BTreeMap::from([(id, rec)]);
+        let (me, mine, peers, busy) = (NodeId::new("a"), cap(), BTreeMap::new(), HashSet::new());
+        assert!(pick(&jobs, &view(&me, &mine, &peers, &busy)).is_none());
+        let (id, mut rec) = job(0, 1, 1);
+        rec.spec.engine = "blender".into();
+        let jobs = BTreeMap::from([(id, rec)]);
+        assert!(pick(&jobs, &view(&me, &mine, &peers, &busy)).is_none());
+    }
+
+    #[test]
+    fn blocklisted_node_leaves_the_job_to_others_but_not_to_nobody() {
+        let (id, mut rec) = job(0, 1, 4);
+        let me = NodeId::new("a");
+        for (task, epoch) in [(0, 1), (1, 1)] {
+            rec.tasks.entry(task).or_default().ends.insert(End {
+                epoch,
+                node: me.clone(),
+                generation: 0,
+                kind: EndKind::Failed,
+                reason: "x".into(),
+                log: None,
+            });
+        }
+        let jobs = BTreeMap::from([(id, rec)]);
+        let (mine, busy) = (cap(), HashSet::new());
+        let peers = BTreeMap::from([(NodeId::new("b"), cap())]);
+        assert!(
+            pick(&jobs, &view(&me, &mine, &peers, &busy)).is_none(),
+            "b can take it"
+        );
+        let alone = BTreeMap::new();
+        assert!(
+            pick(&jobs, &view(&me, &mine, &alone, &busy)).is_some(),
+            "nobody else can"
+        );
+    }
+}

@@ -1,0 +1,437 @@
+//! Turning a submission into a job: check everything, then import the scene,
+//! then write the job to the ledger.
+//!
+//! Every check names the request field it concerns, so the CLI can exit 2
+//! with the message and the page can show it next to the right input.
+//! Nothing is written to the ledger unless every check passed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Inner, Severity};
+use crate::ledger::validate::{self, MAX_ATTEMPTS};
+use crate::ledger::{FrameRange, JobId, JobSpec};
+use crate::render::BLENDER_FORMATS;
+use crate::render::builtin;
+
+/// A request to render a scene, as the API and the CLI send it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    /// Absolute path, on this node's machine, of a scene file or a project folder.
+    pub scene: String,
+    /// The scene file inside a project folder (relative to it).
+    #[serde(default)]
+    pub scene_file: Option<String>,
+    /// `builtin`, `blender` or a command engine's name; default from the
+    /// scene's extension (`.blend` -> blender, `.toml` -> builtin).
+    #[serde(default)]
+    pub engine: Option<String>,
+    /// `A-B`, `A-B:STEP` or `N`.
+    pub frames: String,
+    #[serde(default)]
+    pub frames_per_task: Option<u32>,
+    #[serde(default)]
+    pub priority: Option<i32>,
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Per-task timeout in seconds.
+    #[serde(default)]
+    pub timeout: Option<u32>,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Absolute directory on this node where finished frames are written.
+    #[serde(default)]
+    pub out: Option<String>,
+    #[serde(default)]
+    pub output_format: Option<String>,
+    #[serde(default)]
+    pub requirements: Vec<String>,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A submission that was refused: which field, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SubmitError {
+    pub field: &'static str,
+    pub message: String,
+    /// The node failed, not the request (a 5xx, not a 4xx).
+    pub internal: bool,
+}
+
+fn bad(field: &'static str, message: impl Into<String>) -> SubmitError {
+    SubmitError {
+        field,
+        message: message.into(),
+        internal: false,
+    }
+}
+
+/// Defaults a submission gets.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// The scene, located and checked.
+struct Scene {
+    /// What is imported: the file, or the project folder.
+    root: PathBuf,
+    /// The scene file's path inside the bundle.
+    file: String,
+    /// The scene file on disk.
+    path: PathBuf,
+}
+
+impl Inner {
+    /// Check a submission, import its scene, and add the job.
+    pub async fn submit(&self, req: SubmitRequest) -> Result<JobId, SubmitError> {
+        let frames: FrameRange = req
+            .frames
+            .parse()
+            .map_err(|e: crate::ledger::FrameRangeError| bad("frames", e.to_string()))?;
+        let scene = locate_scene(&req, &self.cfg.name)?;
+        let engine = self.choose_engine(&req, &scene)?;
+        let spec_probe = self.check_settings(&req, &engine, frames)?;
+        if engine == "builtin" {
+            check_builtin_scene(&scene.path)?;
+        }
+        let store = self.store.clone();
+        let root = scene.root.clone();
+        let blob = tokio::task::spawn_blocking(move || store.import_bundle(&root))
+            .await
+            .map_err(|e| internal(e.to_string()))?
+            .map_err(|e| bad("scene", format!("cannot import the scene: {e}")))?;
+        let spec = JobSpec {
+            name: req
+                .name
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| default_name(&scene)),
+            scene: blob,
+            scene_file: scene.file.clone(),
+            engine,
+            submitter: self.id.clone(),
+            submitted_ms: super::events::now_ms(),
+            ..spec_probe
+        };
+        validate::check_spec(&spec).map_err(|e| bad("frames", e.to_string()))?;
+        let (id, delta) = self
+            .ledger
+            .submit(spec.clone())
+            .map_err(|e| internal(e.to_string()))?;
+        let ledger = self.ledger.clone();
+        tokio::task::spawn_blocking(move || ledger.flush())
+            .await
+            .map_err(|e| internal(e.to_string()))?
+            .map_err(|e| internal(e.to_string()))?;
+        if let Some(net) = &self.net {
+            net.publish_delta(id, &delta);
+        }
+        self.events.push(
+            Severity::Info,
+            "job_submitted",
+            Some(id),
+            None,
+            format!(
+                "job {} submitted: {} frames {} on {}",
+                spec.name, spec.engine, spec.frames, self.cfg.name
+            ),
+        );
+        Ok(id)
+    }
+
+    fn choose_engine(&self, req: &SubmitRequest, scene: &Scene) -> Result<String, SubmitError> {
+        let engine = match req
+            .engine
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            Some(e) => e.to_string(),
+            None => match Path::new(&scene.file).extension().and_then(|e| e.to_str()) {
+                Some("blend") => "blender".to_string(),
+                Some("toml") => "builtin".to_string(),
+                _ => {
+                    return Err(bad(
+                        "engine",
+                        "cannot tell the engine from the scene's extension; name one with --engine",
+                    ));
+                }
+            },
+        };
+        let mut known: BTreeSet<String> = self.engines.names().into_iter().collect();
+        let now = std::time::Instant::now();
+        let peers = super::lock(&self.peers);
+        for p in peers.alive(now) {
+            known.extend(p.heartbeat.engines.iter().cloned());
+        }
+        if !known.contains(&engine) {
+            let list: Vec<&str> = known.iter().map(String::as_str).collect();
+            return Err(bad(
+                "engine",
+                format!(
+                    "unknown engine `{engine}`: no live node has it (known here: {})",
+                    list.join(", ")
+                ),
+            ));
+        }
+        Ok(engine)
+    }
+
+    /// Everything but the scene, as a spec with placeholders for the scene.
+    fn check_settings(
+        &self,
+        req: &SubmitRequest,
+        engine: &str,
+        frames: FrameRange,
+    ) -> Result<JobSpec, SubmitError> {
+        let count = frames.count();
+        if count > validate::MAX_FRAMES {
+            return Err(bad(
+                "frames",
+                format!(
+                    "frame range `{}` holds {count} frames; a job may hold at most {}",
+                    req.frames,
+                    validate::MAX_FRAMES
+                ),
+            ));
+        }
+        let frames_per_task = req.frames_per_task.unwrap_or(1);
+        if frames_per_task == 0 {
+            return Err(bad("frames_per_task", "frames per task must be at least 1"));
+        }
+        let max_attempts = req.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        if max_attempts == 0 || max_attempts > MAX_ATTEMPTS {
+            return Err(bad(
+                "max_attempts",
+                format!("max attempts must be between 1 and {MAX_ATTEMPTS}, not {max_attempts}"),
+            ));
+        }
+        if req.timeout == Some(0) {
+            return Err(bad("timeout", "the timeout must be at least 1 second"));
+        }
+        let output_format = req
+            .output_format
+            .as_ref()
+            .map(|f| f.trim().to_ascii_uppercase())
+            .filter(|f| !f.is_empty());
+        if let Some(f) = &output_format
+            && engine == "blender"
+            && !BLENDER_FORMATS.contains(&f.as_str())
+        {
+            return Err(bad(
+                "output_format",
+                format!(
+                    "`{f}` is not a Blender output format (one of {})",
+                    BLENDER_FORMATS.join(", ")
+                ),
+            ));
+        }
+        let collect_dir = check_out(req.out.as_deref())?;
+        Ok(JobSpec {
+            name: String::new(),
+            scene: Default::default(),
+            scene_file: String::new(),
+            engine: engine.to_string(),
+            frames,
+            frames_per_task,
+            priority: req.priority.unwrap_or(0),
+            output_format,
+            requirements: req
+                .requirements
+                .iter()
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty())
+                .collect(),
+            max_attempts,
+            timeout_secs: req.timeout,
+            collect_dir,
+            options: req.options.clone(),
+            submitter: self.id.clone(),
+            submitted_ms: 0,
+        })
+    }
+}
+
+fn internal(message: String) -> SubmitError {
+    SubmitError {
+        field: "",
+        message,
+        internal: true,
+    }
+}
+
+fn check_out(out: Option<&str>) -> Result<Option<String>, SubmitError> {
+    let Some(out) = out.map(str::trim).filter(|o| !o.is_empty()) else {
+        return Ok(None);
+    };
+    let path = Path::new(out);
+    if !path.is_absolute() {
+        return Err(bad(
+            "out",
+            format!("output directory `{out}` must be an absolute path on this node"),
+        ));
+    }
+    if path.exists() && !path.is_dir() {
+        return Err(bad("out", format!("`{out}` exists and is not a directory")));
+    }
+    Ok(Some(out.to_string()))
+}
+
+/// Find the scene the request names, and make sure it can be read.
+fn locate_scene(req: &SubmitRequest, node_name: &str) -> Result<Scene, SubmitError> {
+    let given = req.scene.trim();
+    if given.is_empty() {
+        return Err(bad(
+            "scene",
+            "no scene given: name a scene file or a project folder",
+        ));
+    }
+    let path = PathBuf::from(given);
+    if !path.is_absolute() {
+        return Err(bad(
+            "scene",
+            format!("scene path `{given}` must be absolute (a path on node {node_name})"),
+        ));
+    }
+    let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => bad(
+            "scene",
+            format!("scene `{given}` does not exist on node {node_name}"),
+        ),
+        _ => bad("scene", format!("cannot read scene `{given}`: {e}")),
+    })?;
+    let scene = if meta.is_dir() {
+        let file = match req
+            .scene_file
+            .as_deref()
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+        {
+            Some(f) => f.to_string(),
+            None => only_scene_in(&path)?,
+        };
+        if !validate::is_safe_relative(&file) {
+            return Err(bad(
+                "scene_file",
+                format!("scene file `{file}` must be a relative path inside `{given}`"),
+            ));
+        }
+        Scene {
+            path: path.join(&file),
+            root: path,
+            file,
+        }
+    } else {
+        if req
+            .scene_file
+            .as_deref()
+            .is_some_and(|f| !f.trim().is_empty())
+        {
+            return Err(bad(
+                "scene_file",
+                "--scene-file is for project folders; the scene given is a file",
+            ));
+        }
+        let file = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| {
+                bad(
+                    "scene",
+                    format!("scene file name `{given}` is not valid UTF-8"),
+                )
+            })?
+            .to_string();
+        Scene {
+            root: path.clone(),
+            path,
+            file,
+        }
+    };
+    std::fs::File::open(&scene.path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut [0u8; 1]))
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => bad(
+                "scene_file",
+                format!(
+                    "scene file `{}` is not in the project folder `{given}`",
+                    scene.file
+                ),
+            ),
+            _ => bad(
+                "scene",
+                format!("cannot read scene `{}`: {e}", scene.path.display()),
+            ),
+        })?;
+    Ok(scene)
+}
+
+/// The one `.blend` or `.toml` at the top of a project folder.
+fn only_scene_in(dir: &Path) -> Result<String, SubmitError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| bad("scene", format!("cannot list `{}`: {e}", dir.display())))?;
+    let found: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".blend") || n.ends_with(".toml"))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(bad(
+            "scene_file",
+            format!(
+                "no .blend or .toml scene at the top of `{}`: name it with --scene-file",
+                dir.display()
+            ),
+        )),
+        many => Err(bad(
+            "scene_file",
+            format!(
+                "`{}` holds several scenes ({}): name one with --scene-file",
+                dir.display(),
+                many.join(", ")
+            ),
+        )),
+    }
+}
+
+/// Parse a builtin scene now, so a typo is reported at submission and not
+/// as every task failing.
+fn check_builtin_scene(path: &Path) -> Result<(), SubmitError> {
+    let limit = builtin::MAX_SCENE_BYTES as u64;
+    if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) > limit {
+        return Err(bad(
+            "scene",
+            format!(
+                "scene `{}` is over {} MiB: not a builtin scene",
+                path.display(),
+                limit >> 20
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        bad(
+            "scene",
+            format!("cannot read scene `{}`: {e}", path.display()),
+        )
+    })?;
+    builtin::Scene::parse(&text).map_err(|e| {
+        bad(
+            "scene",
+            format!(
+                "scene `{}` is not a valid builtin scene: {e}",
+                path.display()
+            ),
+        )
+    })?;
+    Ok(())
+}
+
+fn default_name(scene: &Scene) -> String {
+    Path::new(&scene.file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("job")
+        .to_string()
+}

@@ -1,0 +1,386 @@
+//! One claimed task, from claim to record: the claim and lease protocol as a
+//! node carries it out.
+//!
+//! 1. Write and gossip the claim (flushed first: a node that crashes right
+//!    after announcing a claim still knows it made it).
+//! 2. Wait the settle window (a few gossip round trips, measured), then
+//!    start only if the claim still wins; a lost race costs nothing.
+//! 3. Record the start, unpack the scene, run the engine.
+//! 4. Record the outcome: a Done with every frame's output blob, a Failed end
+//!    with the reason, the log tail and the whole log as a blob, or a
+//!    Released end when the render was stopped (lost claim, cancel, shutdown).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{Inner, NodeError, Severity, lock};
+use crate::ledger::{
+    Claim, Done, End, EndKind, JobId, JobRecord, JobStatus, Output, Start, TaskIndex, TaskStatus,
+    ops,
+};
+use crate::render::{FailureKind, Progress, RenderFailure, RenderOutput, RenderRequest};
+
+/// A task the scheduler picked, with what the worker needs to run it.
+pub(crate) struct Assignment {
+    pub job: JobId,
+    pub task: TaskIndex,
+    pub claim: Claim,
+    pub cancel: CancellationToken,
+    pub progress: watch::Sender<Progress>,
+    pub cancel_reason: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+enum Outcome {
+    Rendered(RenderOutput),
+    Failed(RenderFailure),
+    /// Stopped before or while rendering; does not count as an attempt.
+    Released(String),
+}
+
+/// Run one task to its end, then free the slot.
+pub(crate) async fn run(inner: Arc<Inner>, a: Assignment) {
+    if let Err(e) = attempt(&inner, &a).await {
+        inner.events.push(
+            Severity::Error,
+            "node_error",
+            Some(a.job),
+            Some(a.task),
+            format!("task {} of job {}: {e}", a.task, a.job.short()),
+        );
+    }
+    lock(&inner.running).remove(&(a.job, a.task));
+    inner.slot_freed.notify_one();
+}
+
+async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
+    let Some(base) = inner
+        .ledger
+        .read(|jobs| jobs.get(&a.job).map(JobRecord::header))
+    else {
+        return Ok(());
+    };
+    inner
+        .commit(a.job, ops::claim(&base, a.task, a.claim.clone()))
+        .await?;
+    let settle = inner.settle_window();
+    if !settle.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(settle) => {}
+            _ = a.cancel.cancelled() => {}
+        }
+    }
+    if a.cancel.is_cancelled() || !inner.claim_wins(a.job, a.task, &a.claim) {
+        return Ok(());
+    }
+    if let Some(r) = lock(&inner.running).get_mut(&(a.job, a.task)) {
+        r.started = true;
+    }
+    let start = Start {
+        epoch: a.claim.epoch,
+        node: inner.id.clone(),
+    };
+    inner
+        .commit(a.job, ops::start(&base, a.task, start))
+        .await?;
+    let began = Instant::now();
+    let outcome = render(inner, &base, a).await;
+    record(inner, &base, a, outcome, began.elapsed()).await
+}
+
+async fn render(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment) -> Outcome {
+    let spec = &base.spec;
+    let scene_dir = match inner.scene_ready(spec.scene, &a.cancel).await {
+        Ok(dir) => dir,
+        Err(reason) if a.cancel.is_cancelled() => return Outcome::Released(reason),
+        Err(reason) => return Outcome::Failed(failure(FailureKind::EngineError, reason)),
+    };
+    let work = inner.work_dir(a.job, a.task, a.claim.epoch);
+    let output_dir = work.join("out");
+    if let Err(e) = tokio::fs::create_dir_all(&output_dir).await {
+        let reason = format!(
+            "cannot create the work folder {}: {e}",
+            output_dir.display()
+        );
+        return Outcome::Failed(failure(FailureKind::EngineError, reason));
+    }
+    let req = RenderRequest {
+        scene: scene_dir.join(&spec.scene_file),
+        workdir: scene_dir,
+        frames: spec.task_frames(a.task),
+        output_dir,
+        output_format: spec.output_format.clone(),
+        timeout: spec.timeout_secs.map(|s| Duration::from_secs(u64::from(s))),
+    };
+    let result = inner
+        .engines
+        .render(&spec.engine, req, a.cancel.clone(), a.progress.clone())
+        .await;
+    match result {
+        Ok(out) => Outcome::Rendered(out),
+        Err(f) if f.kind == FailureKind::Cancelled => {
+            let why = lock(&a.cancel_reason).clone();
+            Outcome::Released(why.unwrap_or_else(|| "stopped".into()))
+        }
+        Err(f) => Outcome::Failed(f),
+    }
+}
+
+fn failure(kind: FailureKind, reason: String) -> RenderFailure {
+    RenderFailure {
+        kind,
+        reason,
+        log_tail: String::new(),
+        log: Vec::new(),
+    }
+}
+
+async fn record(
+    inner: &Arc<Inner>,
+    base: &JobRecord,
+    a: &Assignment,
+    outcome: Outcome,
+    took: Duration,
+) -> Result<(), NodeError> {
+    let work = inner.work_dir(a.job, a.task, a.claim.epoch);
+    let outcome = match outcome {
+        Outcome::Rendered(out) => match store_outputs(inner, &out).await {
+            Ok(outputs) => {
+                let done = Done {
+                    outputs,
+                    node: inner.id.clone(),
+                    epoch: a.claim.epoch,
+                    lamport: inner.ledger.clock().tick(),
+                    render_ms: took.as_millis() as u64,
+                };
+                inner.commit(a.job, ops::done(base, a.task, done)).await?;
+                None
+            }
+            Err(reason) => Some(Outcome::Failed(failure(FailureKind::BadOutput, reason))),
+        },
+        other => Some(other),
+    };
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    match outcome {
+        None => inner.after_done(a.job),
+        Some(Outcome::Released(reason)) => {
+            let end = end(inner, base, a, EndKind::Released, reason, None);
+            inner.commit(a.job, ops::end(base, a.task, end)).await?;
+        }
+        Some(Outcome::Failed(f)) => {
+            let log = store_log(inner, &f.log).await;
+            let reason = with_tail(&f.reason, &f.log_tail);
+            let end = end(inner, base, a, EndKind::Failed, reason, log);
+            inner.commit(a.job, ops::end(base, a.task, end)).await?;
+            inner.after_failure(a.job, a.task, &f.reason);
+        }
+        Some(Outcome::Rendered(_)) => {}
+    }
+    Ok(())
+}
+
+fn end(
+    inner: &Inner,
+    base: &JobRecord,
+    a: &Assignment,
+    kind: EndKind,
+    reason: String,
+    log: Option<crate::hash::Hash>,
+) -> End {
+    let generation = inner
+        .ledger
+        .read(|jobs| jobs.get(&a.job).map(|r| r.retry_generation.0))
+        .unwrap_or(base.retry_generation.0);
+    End {
+        epoch: a.claim.epoch,
+        node: inner.id.clone(),
+        generation,
+        kind,
+        reason,
+        log,
+    }
+}
+
+/// The reason, then the log's last lines, bounded.
+fn with_tail(reason: &str, tail: &str) -> String {
+    const MAX_TAIL: usize = 6000;
+    if tail.trim().is_empty() {
+        return reason.to_string();
+    }
+    let mut start = tail.len().saturating_sub(MAX_TAIL);
+    while !tail.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("{reason}\n--- log tail ---\n{}", &tail[start..])
+}
+
+async fn store_outputs(
+    inner: &Arc<Inner>,
+    out: &RenderOutput,
+) -> Result<std::collections::BTreeMap<u32, Output>, String> {
+    let store = inner.store.clone();
+    let frames = out.frames.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut outputs = std::collections::BTreeMap::new();
+        for (frame, path) in frames {
+            let blob = store
+                .import_file(&path)
+                .map_err(|e| format!("cannot store the output of frame {frame}: {e}"))?;
+            let ext = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .filter(|e| crate::ledger::validate::is_extension(e))
+                .unwrap_or("bin")
+                .to_ascii_lowercase();
+            outputs.insert(frame, Output { blob, ext });
+        }
+        Ok(outputs)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+async fn store_log(inner: &Arc<Inner>, log: &[u8]) -> Option<crate::hash::Hash> {
+    if log.is_empty() {
+        return None;
+    }
+    let store = inner.store.clone();
+    let log = log.to_vec();
+    tokio::task::spawn_blocking(move || store.import_bytes(&log).ok())
+        .await
+        .ok()
+        .flatten()
+}
+
+impl Inner {
+    /// How long a fresh claim waits before its engine starts: long enough
+    /// for a concurrent claim to arrive. Twice the slowest measured round
+    /// trip plus processing time; nothing when this node is alone.
+    pub fn settle_window(&self) -> Duration {
+        let now = Instant::now();
+        let peers = lock(&self.peers);
+        if peers.alive(now).next().is_none() {
+            return Duration::ZERO;
+        }
+        match peers.max_rtt(now) {
+            Some(rtt) => (rtt * 2 + Duration::from_millis(5))
+                .clamp(Duration::from_millis(5), Duration::from_secs(1)),
+            None => Duration::from_millis(50),
+        }
+    }
+
+    /// Whether `claim` is still the task's winning claim and the task is open.
+    pub fn claim_wins(&self, job: JobId, task: TaskIndex, claim: &Claim) -> bool {
+        self.ledger.read(|jobs| {
+            let Some(rec) = jobs.get(&job) else {
+                return false;
+            };
+            let Some(t) = rec.tasks.get(&task) else {
+                return false;
+            };
+            !rec.cancelled.0 && t.dones.is_empty() && t.winning_claim() == Some(claim)
+        })
+    }
+
+    pub fn work_dir(&self, job: JobId, task: TaskIndex, epoch: u32) -> std::path::PathBuf {
+        super::DataDirs::of(&self.cfg.data_dir)
+            .work
+            .join(format!("{}-{task}-{epoch}", job.short()))
+    }
+
+    /// The scene bundle, complete in the store and unpacked.
+    async fn scene_ready(
+        &self,
+        bundle: crate::hash::Hash,
+        cancel: &CancellationToken,
+    ) -> Result<std::path::PathBuf, String> {
+        self.ensure_blob(bundle, cancel).await?;
+        self.scenes.unpack(&self.store, bundle).await
+    }
+
+    /// Make `blob` complete in the local store (fetching it from peers).
+    pub async fn ensure_blob(
+        &self,
+        blob: crate::hash::Hash,
+        _cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        let store = self.store.clone();
+        let complete = tokio::task::spawn_blocking(move || store.has_blob(blob))
+            .await
+            .unwrap_or(false);
+        if complete {
+            return Ok(());
+        }
+        Err(format!(
+            "the scene bundle {} is not on this node and no peer provides it",
+            blob.short(12)
+        ))
+    }
+
+    fn job_status(&self, job: JobId) -> Option<(String, JobStatus)> {
+        let now = Instant::now();
+        let held = self.held();
+        let peers = lock(&self.peers);
+        let live = super::peers::NodeLiveness {
+            me: &self.id,
+            mine: &held,
+            peers: &peers,
+            now,
+        };
+        self.ledger.read(|jobs| {
+            jobs.get(&job)
+                .map(|r| (r.spec.name.clone(), r.status(job, &live)))
+        })
+    }
+
+    fn after_done(&self, job: JobId) {
+        if let Some((name, JobStatus::Done)) = self.job_status(job) {
+            self.events.push(
+                Severity::Info,
+                "job_finished",
+                Some(job),
+                None,
+                format!("job {name} finished"),
+            );
+        }
+    }
+
+    fn after_failure(&self, job: JobId, task: TaskIndex, reason: &str) {
+        let first_line = reason.lines().next().unwrap_or(reason);
+        let task_failed = self.ledger.read(|jobs| {
+            jobs.get(&job).and_then(|r| {
+                let t = r.tasks.get(&task)?;
+                let live = crate::ledger::AllLive;
+                Some((
+                    t.status(r, job, task, &live) == TaskStatus::Failed,
+                    t.failures(r.retry_generation.0),
+                    r.spec.max_attempts,
+                ))
+            })
+        });
+        let Some((final_, failures, max)) = task_failed else {
+            return;
+        };
+        self.events.push(
+            Severity::Warning,
+            "task_failed",
+            Some(job),
+            Some(task),
+            format!(
+                "task {task} failed on {} (attempt {failures} of {max}): {first_line}",
+                self.cfg.name
+            ),
+        );
+        if final_ && let Some((name, JobStatus::Failed)) = self.job_status(job) {
+            self.events.push(
+                Severity::Error,
+                "job_failed",
+                Some(job),
+                None,
+                format!("job {name} failed"),
+            );
+        }
+    }
+}

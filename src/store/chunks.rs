@@ -1,0 +1,218 @@
+//! Single chunks on disk: where they live, how they are written atomically
+//! and how every read is verified.
+//!
+//! This is the only file that creates or reads chunk files, so the two
+//! guarantees of the store — no partial chunk ever sits under its name, no
+//! read returns bytes that do not hash to the name — are kept in one place.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::manifest::MAX_MANIFEST_BYTES;
+use super::{Store, StoreError};
+use crate::hash::Hash;
+
+impl Store {
+    /// `<root>/blobs/<first 2 hex>/<64 hex>`.
+    pub(super) fn chunk_path(&self, hash: Hash) -> PathBuf {
+        self.blobs
+            .join(format!("{:02x}", hash.0[0]))
+            .join(hash.to_hex())
+    }
+
+    /// Whether the chunk's file is present (not verified: see `read_chunk`).
+    pub fn has_chunk(&self, hash: Hash) -> bool {
+        fs::metadata(self.chunk_path(hash)).is_ok_and(|m| m.is_file())
+    }
+
+    /// The chunk's bytes, verified against its hash. A manifest is a chunk
+    /// too, so this serves both to peers.
+    pub fn read_chunk(&self, hash: Hash) -> Result<Vec<u8>, StoreError> {
+        let mut buf = Vec::new();
+        self.read_chunk_into(hash, &mut buf, MAX_MANIFEST_BYTES)?;
+        Ok(buf)
+    }
+
+    /// Stores a chunk received from a peer: refuses bytes that do not hash to
+    /// `hash`, writes nothing in that case.
+    pub fn write_chunk(&self, hash: Hash, bytes: &[u8]) -> Result<(), StoreError> {
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(StoreError::TooLarge {
+                what: format!("chunk {hash} offered by a peer"),
+                size: bytes.len() as u64,
+                limit: MAX_MANIFEST_BYTES as u64,
+            });
+        }
+        let actual = Hash::of(bytes);
+        if actual != hash {
+            return Err(StoreError::HashMismatch {
+                expected: hash,
+                actual,
+            });
+        }
+        let _writer = self.writer();
+        self.store_chunk(hash, bytes)
+    }
+
+    /// Reads chunk `hash` into `buf` (replacing its content) and verifies it.
+    /// A file longer than `max_len` or with the wrong hash is corrupt: it is
+    /// removed so that it gets fetched again.
+    pub(super) fn read_chunk_into(
+        &self,
+        hash: Hash,
+        buf: &mut Vec<u8>,
+        max_len: usize,
+    ) -> Result<(), StoreError> {
+        let path = self.chunk_path(hash);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingChunk(hash));
+            }
+            Err(e) => return Err(StoreError::io("opening chunk", path)(e)),
+        };
+        let len = file
+            .metadata()
+            .map_err(StoreError::io("reading chunk", &path))?
+            .len();
+        buf.clear();
+        if len <= max_len as u64 {
+            buf.reserve_exact(len as usize);
+            // `take` bounds the read should the file grow meanwhile.
+            (&mut file)
+                .take(max_len as u64 + 1)
+                .read_to_end(buf)
+                .map_err(StoreError::io("reading chunk", &path))?;
+        }
+        if len > max_len as u64 || buf.len() > max_len || Hash::of(buf) != hash {
+            buf.clear();
+            drop(file);
+            tracing::warn!(chunk = %hash, path = %path.display(), "corrupt chunk removed");
+            // Already gone is fine; anything else leaves a file we cannot
+            // trust, so say so.
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("removing corrupt chunk", path)(e)),
+            }
+            return Err(StoreError::Corrupt { hash, path });
+        }
+        Ok(())
+    }
+
+    /// Writes a chunk whose hash the caller has computed, unless it is
+    /// already present: temp file, fsync, rename. The caller holds
+    /// `self.writer()`. On any failure the temp file is removed.
+    pub(super) fn store_chunk(&self, hash: Hash, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.chunk_path(hash);
+        if fs::symlink_metadata(&path).is_ok() {
+            return Ok(());
+        }
+        let tmp = self.tmp_path(hash);
+        let result = write_synced(&tmp, bytes).and_then(|()| rename_into_place(&tmp, &path));
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+/// Creates `path` (which must not exist), writes `bytes`, fsyncs.
+pub(super) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut file = File::create_new(path).map_err(StoreError::io("creating temp file", path))?;
+    file.write_all(bytes)
+        .map_err(StoreError::io("writing chunk to", path))?;
+    file.sync_data()
+        .map_err(StoreError::io("syncing chunk", path))
+}
+
+/// Renames `tmp` to `path`, creating the `<2 hex>` folder on first use.
+fn rename_into_place(tmp: &Path, path: &Path) -> Result<(), StoreError> {
+    match fs::rename(tmp, path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(StoreError::io("creating folder", dir))?;
+            }
+            fs::rename(tmp, path).map_err(StoreError::io("moving chunk into place", path))
+        }
+        other => other.map_err(StoreError::io("moving chunk into place", path)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_then_read_is_verified_and_placed_by_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bytes = b"some chunk".to_vec();
+        let hash = Hash::of(&bytes);
+        assert!(!store.has_chunk(hash));
+        store.write_chunk(hash, &bytes).unwrap();
+        assert!(store.has_chunk(hash));
+        let hex = hash.to_hex();
+        assert!(
+            dir.path()
+                .join("blobs")
+                .join(&hex[..2])
+                .join(&hex)
+                .is_file()
+        );
+        assert_eq!(store.read_chunk(hash).unwrap(), bytes);
+        // Writing again is a no-op, not an error.
+        store.write_chunk(hash, &bytes).unwrap();
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn wrong_bytes_are_refused_and_nothing_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let claimed = Hash::of(b"the real chunk");
+        match store.write_chunk(claimed, b"something else") {
+            Err(StoreError::HashMismatch { expected, actual }) => {
+                assert_eq!(expected, claimed);
+                assert_eq!(actual, Hash::of(b"something else"));
+            }
+            other => panic!("expected HashMismatch, got {other:?}"),
+        }
+        assert!(!store.has_chunk(claimed));
+        assert!(!store.has_chunk(Hash::of(b"something else")));
+        assert_eq!(store.usage().unwrap(), 0);
+    }
+
+    #[test]
+    fn missing_chunk_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let h = Hash::of(b"absent");
+        assert!(matches!(store.read_chunk(h), Err(StoreError::MissingChunk(x)) if x == h));
+    }
+
+    #[test]
+    fn flipped_byte_is_corrupt_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bytes = vec![7u8; 1000];
+        let hash = Hash::of(&bytes);
+        store.write_chunk(hash, &bytes).unwrap();
+        let path = store.chunk_path(hash);
+        let mut on_disk = fs::read(&path).unwrap();
+        on_disk[500] ^= 1;
+        fs::write(&path, &on_disk).unwrap();
+        match store.read_chunk(hash) {
+            Err(StoreError::Corrupt { hash: h, path: p }) => {
+                assert_eq!(h, hash);
+                assert_eq!(p, path);
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert!(
+            !store.has_chunk(hash),
+            "a corrupt chunk must be removed so it is fetched again"
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! What a node's hardware is doing, sampled for heartbeats and the page.
+//!
+//! A [`Sampler`] keeps its `sysinfo` handles between samples (CPU usage is a
+//! difference between two refreshes, and re-enumerating disks and GPUs each
+//! second would cost more than the node itself). GPUs come from sysinfo's
+//! GPU data (Linux DRM, Windows, macOS); where none is visible the list is
+//! empty, never an error. Each sysinfo part that cannot be read on this
+//! platform reads as zero rather than stopping the node. The sampler is not
+//! `Send` (the NVML handle is a raw pointer), so it lives on one thread.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sysinfo::{Disks, Gpus, System};
+
+/// One GPU.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuSample {
+    pub name: String,
+    pub memory_total: u64,
+    pub memory_used: u64,
+    /// Percent busy, where the driver tells.
+    pub usage: Option<f32>,
+}
+
+/// One sample of a node's hardware.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Telemetry {
+    /// Percent of all cores, 0..=100.
+    pub cpu: f32,
+    pub cores: u32,
+    pub memory_used: u64,
+    pub memory_total: u64,
+    /// One-minute load average.
+    pub load: f32,
+    /// Free and total bytes on the disk holding the data directory.
+    pub disk_free: u64,
+    pub disk_total: u64,
+    pub gpus: Vec<GpuSample>,
+}
+
+/// Takes samples.
+pub struct Sampler {
+    system: Option<System>,
+    disks: Option<Disks>,
+    gpus: Option<Gpus>,
+    data_dir: PathBuf,
+}
+
+impl Sampler {
+    /// A sampler reporting the disk that holds `data_dir`.
+    pub fn new(data_dir: &Path) -> Sampler {
+        let mut system = System::new().ok();
+        if let Some(s) = system.as_mut() {
+            s.refresh_cpu_usage();
+        }
+        Sampler {
+            system,
+            disks: Disks::new_with_refreshed_list().ok(),
+            gpus: Gpus::new_with_refreshed_list().ok(),
+            data_dir: data_dir
+                .canonicalize()
+                .unwrap_or_else(|_| data_dir.to_path_buf()),
+        }
+    }
+
+    /// A fresh sample.
+    pub fn sample(&mut self) -> Telemetry {
+        if let Some(d) = self.disks.as_mut() {
+            d.refresh(true);
+        }
+        let (disk_free, disk_total) = self.disk();
+        let gpus = self.gpus.as_mut().map(sample_gpus).unwrap_or_default();
+        let load = System::load_average().map(|l| l.one as f32).unwrap_or(0.0);
+        let mut t = Telemetry {
+            load,
+            disk_free,
+            disk_total,
+            gpus,
+            ..Telemetry::default()
+        };
+        if let Some(s) = self.system.as_mut() {
+            s.refresh_cpu_usage();
+            s.refresh_memory();
+            t.cpu = s.global_cpu_usage();
+            t.cores = s.cpus().len() as u32;
+            t.memory_used = s.used_memory();
+            t.memory_total = s.total_memory();
+        }
+        t
+    }
+
+    /// The disk whose mount point is the longest prefix of the data dir.
+    fn disk(&self) -> (u64, u64) {
+        self.disks
+            .iter()
+            .flat_map(|d| d.iter())
+            .filter(|d| self.data_dir.starts_with(d.mount_point()))
+            .max_by_key(|d| d.mount_point().as_os_str().len())
+            .map(|d| (d.available_space(), d.total_space()))
+            .unwrap_or((0, 0))
+    }
+}
+
+fn sample_gpus(gpus: &mut Gpus) -> Vec<GpuSample> {
+    gpus.refresh(true);
+    gpus.iter()
+        .map(|g| GpuSample {
+            name: g.model().or(g.vendor()).unwrap_or("GPU").to_string(),
+            memory_total: g.total_memory().unwrap_or(0),
+            memory_used: g.used_memory().unwrap_or(0),
+            usage: g.usage(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_reads_this_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Sampler::new(dir.path());
+        let t = s.sample();
+        assert!(t.memory_total > 0, "memory total is read");
+        assert!(t.cores > 0, "cores are counted");
+        assert!(
+            t.disk_total > 0 && t.disk_free <= t.disk_total,
+            "the data dir's disk is found"
+        );
+        assert!((0.0..=100.0).contains(&t.cpu));
+    }
+}

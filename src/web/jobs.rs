@@ -1,0 +1,255 @@
+//! `/api/v1/` routes for jobs, nodes and events.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use super::{ApiError, AppState};
+use crate::hash::Hash;
+use crate::ledger::JobId;
+use crate::node::views::{JobView, NodeView};
+use crate::node::{Action, Event, NodeInfo, SubmitRequest};
+use crate::store::{Manifest, Store};
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/node", get(node_info))
+        .route("/nodes", get(nodes))
+        .route("/events", get(events))
+        .route("/jobs", get(list_jobs).post(submit))
+        .route("/jobs/{job}", get(show_job))
+        .route("/jobs/{job}/priority", post(set_priority))
+        .route("/jobs/{job}/frames/{frame}", get(frame))
+        .route("/jobs/{job}/tasks/{task}/log", get(task_log))
+        .route("/jobs/{job}/{action}", post(act))
+}
+
+async fn node_info(State(s): State<AppState>) -> Json<NodeInfo> {
+    Json(s.node.info())
+}
+
+async fn nodes(State(s): State<AppState>) -> Json<Vec<NodeView>> {
+    Json(s.node.nodes())
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    since: u64,
+    limit: Option<usize>,
+}
+
+async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Json<Vec<Event>> {
+    Json(
+        s.node
+            .events()
+            .since(q.since, q.limit.unwrap_or(500).min(2000)),
+    )
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    tasks: Option<bool>,
+}
+
+async fn list_jobs(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Json<Vec<JobView>> {
+    Json(s.node.jobs(q.tasks.unwrap_or(true)))
+}
+
+async fn submit(
+    State(s): State<AppState>,
+    body: Result<Json<SubmitRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let Json(req) = body.map_err(|e| {
+        ApiError::bad(
+            "body",
+            format!(
+                "the submission is not valid JSON for this API: {}",
+                e.body_text()
+            ),
+        )
+    })?;
+    created(&s, s.node.submit(req).await?)
+}
+
+pub(crate) fn created(s: &AppState, id: JobId) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let view = s
+        .node
+        .job(id, true)
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the new job vanished"))?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn show_job(
+    State(s): State<AppState>,
+    Path(job): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = s.node.resolve(&job)?;
+    s.node
+        .job(id, true)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no job {job}")))
+}
+
+async fn act(
+    State(s): State<AppState>,
+    Path((job, action)): Path<(String, String)>,
+) -> Result<Json<JobView>, ApiError> {
+    let action = match action.as_str() {
+        "pause" => Action::Pause,
+        "resume" => Action::Resume,
+        "cancel" => Action::Cancel,
+        "retry" => Action::Retry,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "unknown action `{other}`: use pause, resume, cancel, retry or priority"
+            )));
+        }
+    };
+    let id = s.node.resolve(&job)?;
+    s.node.act(id, action).await?;
+    show_job(State(s), Path(id.to_string())).await
+}
+
+#[derive(Deserialize)]
+struct PriorityBody {
+    priority: i32,
+}
+
+async fn set_priority(
+    State(s): State<AppState>,
+    Path(job): Path<String>,
+    body: Result<Json<PriorityBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<JobView>, ApiError> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::bad(
+            "priority",
+            format!("send {{\"priority\": N}}: {}", e.body_text()),
+        )
+    })?;
+    let id = s.node.resolve(&job)?;
+    s.node.act(id, Action::Priority(body.priority)).await?;
+    show_job(State(s), Path(id.to_string())).await
+}
+
+/// One finished frame's file, streamed chunk by chunk from the store.
+async fn frame(
+    State(s): State<AppState>,
+    Path((job, frame)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = s.node.resolve(&job)?;
+    let frame: u32 = frame
+        .parse()
+        .map_err(|_| ApiError::bad("frame", format!("`{frame}` is not a frame number")))?;
+    let output = s.node.output(id, frame).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "frame {frame} of job {} is not rendered (yet)",
+            id.short()
+        ))
+    })?;
+    s.node
+        .ensure_blob(output.blob)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let name = crate::node::frame_file_name(frame, &output.ext);
+    let body = stream_blob(s.node.store().clone(), output.blob)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type(&output.ext).to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"{name}\""),
+            ),
+            (
+                header::CACHE_CONTROL,
+                "public, max-age=31536000, immutable".to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The whole log of a task's last failed attempt.
+async fn task_log(
+    State(s): State<AppState>,
+    Path((job, task)): Path<(String, u32)>,
+) -> Result<Response, ApiError> {
+    let id = s.node.resolve(&job)?;
+    let view = s
+        .node
+        .job(id, true)
+        .ok_or_else(|| ApiError::not_found("no such job"))?;
+    let log = view
+        .tasks
+        .unwrap_or_default()
+        .into_iter()
+        .find(|t| t.index == task)
+        .and_then(|t| t.log)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "task {task} of job {} has no failure log",
+                id.short()
+            ))
+        })?;
+    let blob: Hash = log.parse().map_err(|e: crate::hash::ParseHashError| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    })?;
+    s.node
+        .ensure_blob(blob)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let body = stream_blob(s.node.store().clone(), blob)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
+/// A body that reads a file blob chunk by chunk (each verified), so a large
+/// EXR never sits whole in memory.
+async fn stream_blob(store: Arc<Store>, blob: Hash) -> Result<Body, String> {
+    let st = store.clone();
+    let manifest = tokio::task::spawn_blocking(move || st.manifest(blob))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let Manifest::File { chunks, .. } = manifest else {
+        return Err(format!("blob {} is a bundle, not a file", blob.short(12)));
+    };
+    let stream = futures::stream::iter(chunks).then(move |c| {
+        let store = store.clone();
+        async move {
+            tokio::task::spawn_blocking(move || store.read_chunk(c.hash))
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(std::io::Error::other)
+        }
+    });
+    Ok(Body::from_stream(stream))
+}
+
+use futures::StreamExt;
+
+fn content_type(ext: &str) -> &'static str {
+    match ext {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "exr" => "image/x-exr",
+        "tif" | "tiff" => "image/tiff",
+        "webp" => "image/webp",
+        "bmp" => "image/bmp",
+        "txt" | "log" => "text/plain; charset=utf-8",
+        "mp4" => "video/mp4",
+        "mov" => "video/quicktime",
+        _ => "application/octet-stream",
+    }
+}

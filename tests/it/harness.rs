@@ -1,0 +1,315 @@
+//! Shared test machinery: real `swarm node` processes, the real CLI, and
+//! waiting on events with generous deadlines instead of fixed sleeps.
+//!
+//! What belongs here: helpers only; no test functions.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use renderswarm::node::views::JobView;
+
+/// How long any one event may take before a test fails. Generous: the CI
+/// machine is shared and slow, and debug builds render slowly.
+pub const DEADLINE: Duration = Duration::from_secs(180);
+
+pub fn swarm_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_swarm")
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn example(name: &str) -> PathBuf {
+    repo().join("examples").join(name)
+}
+
+static LOGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A `swarm node` process with its own data directory, serving its API on
+/// a port the OS chose.
+pub struct NodeProc {
+    pub child: Child,
+    pub data: PathBuf,
+    pub api: String,
+    pub log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    args: Vec<String>,
+}
+
+impl NodeProc {
+    /// Start a node in a fresh temporary data directory.
+    pub fn start(args: &[&str]) -> NodeProc {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let mut n = NodeProc::start_in(&data, args);
+        n._tmp = Some(tmp);
+        n
+    }
+
+    /// Start a node on data directory `data` (which may already hold a ledger).
+    pub fn start_in(data: &Path, args: &[&str]) -> NodeProc {
+        let log = data.with_extension(format!(
+            "log{}",
+            LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let stderr = std::fs::File::create(&log).unwrap();
+        let mut child = Command::new(swarm_bin())
+            .arg("node")
+            .arg("--data")
+            .arg(data)
+            .args(["--web", "127.0.0.1:0"])
+            .args(&args)
+            .env("SWARM_LOG", "info,renderswarm=debug,libp2p=warn")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn swarm node");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("serving ").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let api = match rx.recv_timeout(DEADLINE) {
+            Ok(api) => api,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "node did not start; its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        NodeProc {
+            child,
+            data: data.to_path_buf(),
+            api,
+            log,
+            _tmp: None,
+            args,
+        }
+    }
+
+    /// Run the CLI against this node.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.api, args)
+    }
+
+    /// `swarm job JOB --json`.
+    pub fn job(&self, id: &str) -> JobView {
+        let out = self.cli(&["job", id, "--json"]);
+        assert!(
+            out.status.success(),
+            "swarm job failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `swarm jobs --json`.
+    pub fn jobs(&self) -> Vec<JobView> {
+        let out = self.cli(&["jobs", "--json"]);
+        assert!(
+            out.status.success(),
+            "swarm jobs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Submit and return the new job.
+    pub fn submit(&self, args: &[&str]) -> JobView {
+        let mut all = vec!["submit"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "submit failed: {}\nnode log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Wait until `job` satisfies `cond`, returning it.
+    pub fn wait_job(&self, id: &str, what: &str, cond: impl Fn(&JobView) -> bool) -> JobView {
+        let mut last = None;
+        let found = wait_for(what, || {
+            let j = self.job(id);
+            let ok = cond(&j);
+            last = Some(j.clone());
+            ok.then_some(j)
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "{what}: last seen {last:#?}\nnode log:\n{}",
+                self.log_text()
+            )
+        })
+    }
+
+    pub fn log_text(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(20_000);
+        text[text
+            .char_indices()
+            .map(|(i, _)| i)
+            .find(|i| *i >= start)
+            .unwrap_or(0)..]
+            .to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run the CLI against `api`.
+pub fn cli(api: &str, args: &[&str]) -> Output {
+    Command::new(swarm_bin())
+        .args(args)
+        .env("SWARM_API", api)
+        .env_remove("SWARM_WEB_TOKEN")
+        .output()
+        .expect("run swarm")
+}
+
+/// Poll `f` until it returns `Some`, for up to [`DEADLINE`].
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > DEADLINE {
+            eprintln!("gave up waiting: {what}");
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Decode a PNG, returning (width, height, pixels).
+pub fn decode_png(path: &Path) -> (u32, u32, Vec<u8>) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+/// Blender's path; `None` (with a note) when missing outside CI. Under
+/// `CI=true` a missing Blender fails the test: a CI image that lost
+/// Blender must not pass silently.
+pub fn blender_or_skip() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("blender"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but `blender` is not on PATH"
+        );
+        eprintln!("note: blender not on PATH; skipping a real-Blender test");
+    }
+    found
+}
+
+/// Build a small Cycles scene (64x48, 4 samples, denoising off because
+/// Debian's Blender lacks OpenImageDenoise, an animated cube, frames 1-3).
+pub fn make_blend(blender: &Path, path: &Path) {
+    const SCRIPT: &str = r#"
+import bpy, sys
+path = sys.argv[sys.argv.index("--") + 1]
+s = bpy.context.scene
+for o in list(bpy.data.objects):
+    bpy.data.objects.remove(o, do_unlink=True)
+bpy.ops.mesh.primitive_cube_add(location=(0, 0, 0))
+cube = bpy.context.active_object
+cube.keyframe_insert("rotation_euler", frame=1)
+cube.rotation_euler = (0.0, 0.0, 1.0)
+cube.keyframe_insert("rotation_euler", frame=3)
+light = bpy.data.objects.new("L", bpy.data.lights.new("L", "POINT"))
+light.data.energy = 1000
+light.location = (4, -4, 6)
+s.collection.objects.link(light)
+cam = bpy.data.objects.new("C", bpy.data.cameras.new("C"))
+cam.location = (6, -6, 5)
+cam.rotation_euler = (1.1, 0, 0.785)
+s.collection.objects.link(cam)
+s.camera = cam
+s.render.engine = "CYCLES"
+s.cycles.device = "CPU"
+s.cycles.samples = 4
+s.cycles.seed = 0
+s.cycles.use_denoising = False
+s.render.resolution_x, s.render.resolution_y, s.render.resolution_percentage = 64, 48, 100
+s.frame_start, s.frame_end = 1, 3
+s.render.image_settings.file_format = "PNG"
+bpy.ops.wm.save_as_mainfile(filepath=path)
+"#;
+    let status = Command::new(blender)
+        .args([
+            "-b",
+            "--factory-startup",
+            "--python-exit-code",
+            "1",
+            "--python-expr",
+            SCRIPT,
+            "--",
+        ])
+        .arg(path)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "blender could not make the test scene");
+}
+
+/// Render frames directly with `blender -b`, as a studio would by hand.
+pub fn render_direct(blender: &Path, scene: &Path, out: &Path, frames: &str) {
+    let status = Command::new(blender)
+        .args(["-b", "--disable-autoexec"])
+        .arg(scene)
+        .arg("-o")
+        .arg(out.join("frame_####"))
+        .args(["-f", frames])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

@@ -1,0 +1,296 @@
+//! The ledger's lattice laws and replica convergence, property-tested.
+//!
+//! What belongs here: properties of `ledger` that must hold for every input
+//! (merge laws on whole records; replicas converging byte for byte under any
+//! delivery order with duplicates; persistence preserving records exactly).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use renderswarm::codec;
+use renderswarm::hash::Hash;
+use renderswarm::ledger::crdt::{Flag, Lww, Max};
+use renderswarm::ledger::*;
+
+fn spec(seed: u8) -> JobSpec {
+    JobSpec {
+        name: format!("job{seed}"),
+        scene: Hash::of(&[seed]),
+        scene_file: "scene.toml".into(),
+        engine: "builtin".into(),
+        frames: FrameRange {
+            start: 1,
+            end: 8,
+            step: 1,
+        },
+        frames_per_task: 2,
+        priority: 0,
+        output_format: None,
+        requirements: BTreeSet::new(),
+        max_attempts: 3,
+        timeout_secs: None,
+        collect_dir: None,
+        options: BTreeMap::new(),
+        submitter: NodeId::new("n0"),
+        submitted_ms: u64::from(seed),
+    }
+}
+
+fn node() -> impl Strategy<Value = NodeId> {
+    (0u8..3).prop_map(|n| NodeId::new(format!("n{n}")))
+}
+
+fn stamp() -> impl Strategy<Value = Stamp> {
+    (0u64..5, node()).prop_map(|(lamport, node)| Stamp { lamport, node })
+}
+
+fn task_state() -> impl Strategy<Value = TaskState> {
+    let claim = (1u32..4, 0u64..6, node()).prop_map(|(epoch, lamport, node)| Claim {
+        epoch,
+        lamport,
+        node,
+    });
+    let start = (1u32..4, node()).prop_map(|(epoch, node)| Start { epoch, node });
+    let end =
+        (1u32..4, node(), 0u32..2, any::<bool>()).prop_map(|(epoch, node, generation, failed)| {
+            End {
+                epoch,
+                node,
+                generation,
+                kind: if failed {
+                    EndKind::Failed
+                } else {
+                    EndKind::Released
+                },
+                reason: "boom".into(),
+                log: None,
+            }
+        });
+    let done = (1u32..4, node(), 0u64..6, 0u8..2).prop_map(|(epoch, node, lamport, out)| Done {
+        node,
+        epoch,
+        lamport,
+        render_ms: 10,
+        ..done_outputs(out)
+    });
+    (
+        prop::collection::btree_set(claim, 0..4),
+        prop::collection::btree_set(start, 0..3),
+        prop::collection::btree_set(end, 0..3),
+        prop::collection::btree_set(done, 0..2),
+    )
+        .prop_map(|(claims, starts, ends, dones)| TaskState {
+            claims,
+            starts,
+            ends,
+            dones,
+        })
+}
+
+// Outputs are filled in per task by `fix_outputs`, which knows the frames.
+fn done_outputs(variant: u8) -> Done {
+    Done {
+        outputs: BTreeMap::from([(
+            u32::MAX,
+            Output {
+                blob: Hash::of(&[variant]),
+                ext: "png".into(),
+            },
+        )]),
+        node: NodeId::default(),
+        epoch: 0,
+        lamport: 0,
+        render_ms: 0,
+    }
+}
+
+fn fix_outputs(rec: &mut JobRecord) {
+    for (i, t) in rec.tasks.iter_mut() {
+        let frames = rec.spec.task_frames(*i);
+        t.dones = std::mem::take(&mut t.dones)
+            .into_iter()
+            .map(|mut d| {
+                let variant = d
+                    .outputs
+                    .values()
+                    .next()
+                    .map(|o| o.blob)
+                    .unwrap_or_default();
+                d.outputs = frames
+                    .iter()
+                    .map(|f| {
+                        (
+                            *f,
+                            Output {
+                                blob: variant,
+                                ext: "png".into(),
+                            },
+                        )
+                    })
+                    .collect();
+                d
+            })
+            .collect();
+    }
+}
+
+fn record(seed: u8) -> impl Strategy<Value = JobRecord> {
+    (
+        (stamp(), any::<bool>())
+            .prop_map(|(s, p)| Lww::new(s, if p { Control::Paused } else { Control::Active })),
+        (stamp(), -2i32..3).prop_map(|(s, v)| Lww::new(s, v)),
+        any::<bool>(),
+        any::<bool>(),
+        0u32..3,
+        prop::collection::btree_map(0u32..4, task_state(), 0..4),
+    )
+        .prop_map(
+            move |(control, priority, cancelled, collected, generation, tasks)| {
+                let mut rec = JobRecord::new(spec(seed));
+                rec.control = control;
+                rec.priority = priority;
+                rec.cancelled = Flag(cancelled);
+                rec.collected = Flag(collected);
+                rec.retry_generation = Max(generation);
+                rec.tasks = tasks;
+                fix_outputs(&mut rec);
+                rec
+            },
+        )
+}
+
+fn join(a: &JobRecord, b: &JobRecord) -> JobRecord {
+    let mut out = a.clone();
+    out.try_merge(b).expect("same spec");
+    out
+}
+
+fn bytes(r: &JobRecord) -> Vec<u8> {
+    codec::encode(r)
+}
+
+proptest! {
+    #[test]
+    fn merge_is_commutative(a in record(1), b in record(1)) {
+        prop_assert_eq!(bytes(&join(&a, &b)), bytes(&join(&b, &a)));
+    }
+
+    #[test]
+    fn merge_is_associative(a in record(1), b in record(1), c in record(1)) {
+        prop_assert_eq!(bytes(&join(&join(&a, &b), &c)), bytes(&join(&a, &join(&b, &c))));
+    }
+
+    #[test]
+    fn merge_is_idempotent(a in record(1), b in record(1)) {
+        prop_assert_eq!(bytes(&join(&a, &a)), bytes(&a));
+        let ab = join(&a, &b);
+        let mut again = ab.clone();
+        let touched = again.try_merge(&b).expect("same spec");
+        prop_assert!(!touched.any(), "re-merging reports no change");
+        prop_assert_eq!(bytes(&again), bytes(&ab));
+    }
+
+    /// N replicas receive every delta (of two jobs), each in its own random
+    /// order, with random duplicates and random extra subsets in between:
+    /// they end byte-identical.
+    #[test]
+    fn replicas_converge(
+        deltas in prop::collection::vec((0u8..2).prop_flat_map(|s| record(s).prop_map(move |r| (s, r))), 1..12),
+        orders in prop::collection::vec((Just(()), any::<u64>()), 2..6),
+        dup_seed in any::<u64>(),
+    ) {
+        let deltas: Vec<(JobId, JobRecord)> = deltas.into_iter().map(|(_, r)| (job_id(&r.spec), r)).collect();
+        let mut replicas = Vec::new();
+        for (k, (_, seed)) in orders.iter().enumerate() {
+            let mut sequence: Vec<usize> = (0..deltas.len()).collect();
+            shuffle(&mut sequence, *seed);
+            // Duplicates, and a random subset delivered early.
+            let mut rng = dup_seed ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let extra: Vec<usize> = (0..deltas.len()).filter(|_| next(&mut rng).is_multiple_of(3)).collect();
+            let mut all = extra.clone();
+            all.extend(sequence);
+            all.extend(extra);
+            let mut jobs = BTreeMap::new();
+            for i in all {
+                let (id, rec) = &deltas[i];
+                merge_into(&mut jobs, *id, rec).expect("specs agree");
+            }
+            replicas.push(codec::encode(&jobs));
+        }
+        for r in &replicas[1..] {
+            prop_assert_eq!(r, &replicas[0]);
+        }
+    }
+
+    /// Derived status never goes backwards from Done under further merges.
+    #[test]
+    fn done_absorbs(a in record(1), b in record(1)) {
+        let id = job_id(&a.spec);
+        let ab = join(&a, &b);
+        for (i, st) in a.task_statuses(id, &AllLive).iter().enumerate() {
+            if *st == TaskStatus::Done {
+                prop_assert_eq!(ab.task_statuses(id, &AllLive)[i], TaskStatus::Done);
+            }
+        }
+    }
+}
+
+fn next(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn shuffle(v: &mut [usize], seed: u64) {
+    let mut s = seed;
+    for i in (1..v.len()).rev() {
+        let j = (next(&mut s) % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+}
+
+/// Records survive a flush and a reopen exactly, and the clock does not go back.
+#[test]
+fn persistence_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    let me = NodeId::new("n0");
+    let ledger = Ledger::open(&path, me.clone()).unwrap();
+    let (id, rec) = ledger.submit(spec(7)).unwrap();
+    let claim = Claim {
+        epoch: 1,
+        lamport: ledger.clock().tick(),
+        node: me.clone(),
+    };
+    let seq = ledger.apply_local(id, &ops::claim(&rec, 2, claim)).unwrap();
+    ledger.flush_to(seq).unwrap();
+    let stamp = ledger.stamp();
+    ledger
+        .apply_local(id, &ops::control(&rec, stamp, Control::Paused))
+        .unwrap();
+    ledger.flush().unwrap();
+    let digest = ledger.root_digest();
+    let clock = ledger.clock().now();
+    drop(ledger);
+
+    let again = Ledger::open(&path, me).unwrap();
+    assert_eq!(again.root_digest(), digest);
+    assert!(again.clock().now() >= clock);
+    let rec = again.job(id).unwrap();
+    assert_eq!(rec.control.value, Control::Paused);
+    assert_eq!(rec.tasks[&2].claims.len(), 1);
+}
+
+/// A record whose spec does not hash to its id is refused, and nothing of it is kept.
+#[test]
+fn forged_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("l.redb"), NodeId::new("n0")).unwrap();
+    let rec = JobRecord::new(spec(1));
+    let wrong = job_id(&spec(2));
+    let err = ledger.apply_remote(wrong, &rec).unwrap_err();
+    assert!(err.to_string().contains("hashes to"), "{err}");
+    assert!(ledger.job(wrong).is_none());
+}

@@ -1,0 +1,7 @@
+//! The integration tests: one binary, one module per area.
+
+mod bad_input;
+mod blender;
+mod harness;
+mod ledger_laws;
+mod single_node;

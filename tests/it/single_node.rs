@@ -1,0 +1,219 @@
+//! One real `swarm node` process driven by the real CLI: rendering,
+//! determinism, failures and retries, crash recovery.
+//!
+//! What belongs here: behaviour of a lone node as a user meets it through
+//! `swarm submit`, `swarm job` and friends.
+
+use std::path::Path;
+
+use renderswarm::ledger::{JobStatus, TaskStatus};
+use renderswarm::render::builtin;
+
+use crate::harness::*;
+
+fn pngs_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The first acceptance line: 24 valid PNGs, and frame 7 rendered
+/// again gives identical bytes.
+#[test]
+fn submit_wait_out_renders_24_frames_deterministically() {
+    let node = NodeProc::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let orbit = example("orbit.toml");
+    let res = node.cli(&[
+        "submit",
+        orbit.to_str().unwrap(),
+        "--engine",
+        "builtin",
+        "--frames",
+        "1-24",
+        "--wait",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(
+        res.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&res.stderr),
+        node.log_text()
+    );
+    let names = pngs_in(out.path());
+    let expected: Vec<String> = (1..=24).map(|f| format!("frame_{f:04}.png")).collect();
+    assert_eq!(names, expected);
+    for n in &names {
+        let (w, h, _) = decode_png(&out.path().join(n));
+        assert_eq!((w, h), (320, 180), "{n} decodes at the scene's resolution");
+    }
+
+    // Frame 7 again, through the farm: the same bytes.
+    let again = tempfile::tempdir().unwrap();
+    let res = node.cli(&[
+        "submit",
+        orbit.to_str().unwrap(),
+        "--frames",
+        "7",
+        "--wait",
+        "--out",
+        again.path().to_str().unwrap(),
+    ]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let first = std::fs::read(out.path().join("frame_0007.png")).unwrap();
+    let second = std::fs::read(again.path().join("frame_0007.png")).unwrap();
+    assert_eq!(first, second, "frame 7 rendered twice differs");
+
+    // And rendered directly by the library, with another thread count: the same bytes.
+    let scene = builtin::Scene::parse(&std::fs::read_to_string(&orbit).unwrap()).unwrap();
+    let direct = builtin::render_png(
+        &scene,
+        7,
+        &builtin::RenderOptions { threads: 1 },
+        &std::sync::atomic::AtomicBool::new(false),
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        first, direct,
+        "the farm's frame 7 differs from a direct render"
+    );
+}
+
+/// Crash, hang and no-output engines: each task fails with its reason,
+/// is retried up to max attempts, the job ends Failed, and the node goes on
+/// serving and rendering other jobs.
+#[test]
+fn failing_engines_fail_tasks_with_reasons_and_the_node_carries_on() {
+    let node = NodeProc::start(&[
+        "--engine-command",
+        "crash=sh -c 'echo about to crash; kill -SEGV $$'",
+        "--engine-command",
+        "hang=sleep 600",
+        "--engine-command",
+        "nothing=true",
+        "--engine-command",
+        "exit3=sh -c 'echo Error: the license server is down >&2; exit 3'",
+    ]);
+    let orbit = example("orbit.toml");
+    let scene = orbit.to_str().unwrap();
+    let cases = [
+        ("crash", vec!["--max-attempts", "2"], "signal"),
+        (
+            "hang",
+            vec!["--max-attempts", "2", "--timeout", "1"],
+            "timeout",
+        ),
+        ("nothing", vec!["--max-attempts", "2"], "frame"),
+        ("exit3", vec!["--max-attempts", "2"], "license server"),
+    ];
+    let mut ids = Vec::new();
+    for (engine, extra, _) in &cases {
+        let mut args = vec![scene, "--frames", "1-2", "--engine", engine];
+        args.extend(extra.iter().copied());
+        ids.push(node.submit(&args).id);
+    }
+    for ((engine, _, why), id) in cases.iter().zip(&ids) {
+        let job = node.wait_job(id, &format!("{engine} job fails"), |j| {
+            j.status == JobStatus::Failed
+        });
+        for t in job.tasks.as_ref().unwrap() {
+            assert_eq!(t.status, TaskStatus::Failed, "{engine}");
+            assert_eq!(t.failures, 2, "{engine}: retried up to max attempts");
+            let reason = t.reason.clone().unwrap_or_default().to_lowercase();
+            assert!(
+                reason.contains(why),
+                "{engine}: reason `{reason}` should mention `{why}`"
+            );
+        }
+        // The reason is visible to a person in `swarm job`.
+        let shown = node.cli(&["job", id]);
+        assert!(String::from_utf8_lossy(&shown.stdout).contains("failed"));
+    }
+    // The node keeps rendering other jobs.
+    let ok = node.submit(&[scene, "--frames", "1-2"]);
+    node.wait_job(&ok.id, "a good job after failures finishes", |j| {
+        j.status == JobStatus::Done
+    });
+}
+
+/// `submit --wait` exits non-zero and names the failed frames.
+#[test]
+fn wait_exits_non_zero_naming_failed_frames() {
+    let node = NodeProc::start(&["--engine-command", "bad=sh -c 'exit 7'"]);
+    let orbit = example("orbit.toml");
+    let res = node.cli(&[
+        "submit",
+        orbit.to_str().unwrap(),
+        "--frames",
+        "1-3",
+        "--engine",
+        "bad",
+        "--max-attempts",
+        "1",
+        "--wait",
+    ]);
+    assert_eq!(res.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("failed frames"), "{err}");
+    for f in ["frames 1 ", "frames 2 ", "frames 3 "] {
+        assert!(err.contains(f), "`{f}` missing from: {err}");
+    }
+}
+
+/// `kill -9` mid-job, restart on the same data: the job is still there,
+/// done frames stay done (same outputs), the interrupted task runs again.
+#[test]
+fn kill_9_mid_job_then_restart_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let slow = "slow=sh -c 'sleep 0.4; cp \"$1\" \"$2/frame_$(printf %04d $3).txt\"' sh {scene} {output} {frame}";
+    let mut node = NodeProc::start_in(&data, &["--engine-command", slow]);
+    let orbit = example("orbit.toml");
+    let job = node.submit(&[
+        orbit.to_str().unwrap(),
+        "--frames",
+        "1-12",
+        "--engine",
+        "slow",
+    ]);
+    let before = node.wait_job(&job.id, "some frames done, one running", |j| {
+        j.frames_done >= 3 && j.tasks_running == 1
+    });
+    node.kill9();
+
+    let node = NodeProc::start_in(&data, &["--engine-command", slow]);
+    let after = node.wait_job(&job.id, "job finishes after restart", |j| {
+        j.status == JobStatus::Done
+    });
+    let (bt, at) = (before.tasks.unwrap(), after.tasks.unwrap());
+    for (b, a) in bt.iter().zip(&at) {
+        if b.status == TaskStatus::Done {
+            assert_eq!(
+                b.outputs, a.outputs,
+                "task {} was done before the crash and kept its output",
+                b.index
+            );
+            assert_eq!(a.attempts, 1, "task {} was not rendered again", a.index);
+        }
+    }
+    let interrupted: Vec<_> = bt
+        .iter()
+        .filter(|t| t.status == TaskStatus::Running)
+        .collect();
+    assert_eq!(interrupted.len(), 1);
+    let again = &at[interrupted[0].index as usize];
+    assert!(
+        again.attempts >= 2,
+        "the interrupted task ran again: {again:?}"
+    );
+    assert_eq!(after.frames_done, 12);
+}
