@@ -31,5 +31,6 @@ pub mod ledger;
 pub mod node;
 pub mod render;
 pub mod store;
+pub mod swarm;
 pub mod telemetry;
 pub mod web;

@@ -245,3 +245,53 @@ async fn download(api: &Api, path: &str, dest: &Path) -> Result<()> {
     tokio::fs::rename(&tmp, dest).await?;
     Ok(())
 }
+
+pub async fn peers(args: &ApiArgs, json: bool) -> Result<i32> {
+    let nodes: Vec<crate::node::views::NodeView> = api(args)?.get("/nodes").await?;
+    let others: Vec<_> = nodes.into_iter().filter(|n| !n.me).collect();
+    if json {
+        print_json(&others)?;
+        return Ok(0);
+    }
+    let mut out = std::io::stdout().lock();
+    if others.is_empty() {
+        writeln!(out, "no other nodes known yet")?;
+        return Ok(0);
+    }
+    writeln!(
+        out,
+        "{:<16}  {:<10}  {:<9}  {:>5}  {:>11}  {:<20}  LAST SEEN",
+        "NAME", "ID", "STATE", "CPU", "MEMORY", "TASK"
+    )?;
+    for n in &others {
+        let task = n
+            .tasks
+            .first()
+            .map(|t| {
+                format!(
+                    "{} {} {:.0}%",
+                    clip(&t.job_name, 10),
+                    frames_label(&t.frames),
+                    t.progress * 100.0
+                )
+            })
+            .unwrap_or_else(|| "-".into());
+        writeln!(
+            out,
+            "{:<16}  {:<10}  {:<9}  {:>4.0}%  {:>5}/{:>5}  {:<20}  {:.1} s ago",
+            clip(&n.name, 16),
+            &n.id[n.id.len().saturating_sub(10)..],
+            n.state,
+            n.cpu,
+            gib(n.memory),
+            gib(n.memory_total),
+            task,
+            n.last_seen_ms as f64 / 1000.0
+        )?;
+    }
+    Ok(0)
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1}G", bytes as f64 / (1u64 << 30) as f64)
+}

@@ -8,6 +8,7 @@
 //! input was wrong and the process exits 2; other errors exit 1.
 
 mod client;
+mod demo;
 mod jobs;
 mod node;
 mod submit;
@@ -81,6 +82,22 @@ pub enum Command {
         #[command(flatten)]
         job: JobArgs,
         priority: i32,
+    },
+    /// List the other nodes this node knows, with what they are doing.
+    Peers {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print JSON (an array of nodes).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a local swarm rendering the built-in example.
+    Demo(demo::DemoArgs),
+    /// Make a swarm key: nodes started with `--swarm-key FILE` form a private
+    /// swarm that nodes without the key cannot join.
+    Keygen {
+        /// Where to write the key (refuses to overwrite); stdout when absent.
+        file: Option<PathBuf>,
     },
     /// Download a job's finished frames.
     Fetch {
@@ -161,7 +178,32 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Retry(j) => jobs::act(&j, "retry").await,
         Command::Priority { job, priority } => jobs::priority(&job, priority).await,
         Command::Fetch { job, out } => jobs::fetch(&job, &out).await,
+        Command::Peers { api, json } => jobs::peers(&api, json).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Keygen { file } => keygen(file.as_deref()),
     }
+}
+
+fn keygen(file: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    let key = node::new_swarm_key()?;
+    match file {
+        None => print!("{key}"),
+        Some(f) => {
+            crate::node::net::write_private(f, key.as_bytes()).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => BadInput(format!(
+                    "{} exists: a swarm key is not overwritten; remove it first",
+                    f.display()
+                )),
+                _ => BadInput(format!("cannot write {}: {e}", f.display())),
+            })?;
+            eprintln!(
+                "wrote a new swarm key to {}; copy it to every node and start them with --swarm-key {}",
+                f.display(),
+                f.display()
+            );
+        }
+    }
+    Ok(0)
 }
 
 /// Print a JSON value on stdout.

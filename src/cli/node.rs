@@ -15,7 +15,9 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::BadInput;
-use crate::node::{Node, NodeConfig};
+use libp2p::Multiaddr;
+
+use crate::node::{NetConfig, Node, NodeConfig};
 use crate::render::{DEFAULT_STALL, EngineConfig};
 
 #[derive(Args, Debug, Default)]
@@ -50,6 +52,24 @@ pub struct NodeArgs {
     /// Settings file (TOML); flags override it.
     #[arg(long, env = "SWARM_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Where to listen for peers (repeatable; default /ip4/0.0.0.0/tcp/7879).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<String>,
+    /// A peer to dial, for networks without multicast (repeatable).
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    pub peers: Vec<String>,
+    /// Do not discover peers by mDNS.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Seconds between mDNS queries.
+    #[arg(long, default_value_t = 5)]
+    pub mdns_interval: u64,
+    /// The private swarm's key (made by `swarm keygen`): nodes without it cannot connect.
+    #[arg(long, env = "SWARM_KEY_FILE")]
+    pub swarm_key: Option<PathBuf>,
+    /// Tests only: a file of peer ids whose traffic is cut (a partition).
+    #[arg(long, hide = true)]
+    pub test_partition_file: Option<PathBuf>,
 }
 
 /// The config file: the same settings as the flags.
@@ -68,6 +88,12 @@ pub struct FileConfig {
     pub tags: Vec<String>,
     pub stall: Option<u64>,
     pub threads: Option<usize>,
+    #[serde(default)]
+    pub listen: Vec<String>,
+    #[serde(default)]
+    pub peers: Vec<String>,
+    pub mdns: Option<bool>,
+    pub swarm_key: Option<PathBuf>,
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig> {
@@ -89,6 +115,12 @@ pub fn config(args: &NodeArgs) -> Result<NodeConfig> {
         .or(file.data.clone())
         .map(Ok)
         .unwrap_or_else(default_data_dir)?;
+    // Engines run in work folders under it; they must get absolute paths.
+    let data = if data.is_absolute() {
+        data
+    } else {
+        std::env::current_dir()?.join(data)
+    };
     let mut cfg = NodeConfig::new(data);
     if let Some(name) = args.name.clone().or(file.name.clone()) {
         cfg.name = name;
@@ -130,7 +162,86 @@ pub fn config(args: &NodeArgs) -> Result<NodeConfig> {
         .into());
     }
     cfg.engines = engine_config(args, &file)?;
+    cfg.net = Some(net_config(args, &file)?);
     Ok(cfg)
+}
+
+/// The default swarm port.
+pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/7879";
+
+fn net_config(args: &NodeArgs, file: &FileConfig) -> Result<NetConfig> {
+    let listen = if args.listen.is_empty() {
+        &file.listen
+    } else {
+        &args.listen
+    };
+    let mut listen: Vec<Multiaddr> = listen
+        .iter()
+        .map(|a| multiaddr("--listen", a))
+        .collect::<Result<_>>()?;
+    if listen.is_empty() {
+        listen.push(multiaddr("--listen", DEFAULT_LISTEN)?);
+    }
+    let peers = if args.peers.is_empty() {
+        &file.peers
+    } else {
+        &args.peers
+    };
+    let peers = peers
+        .iter()
+        .map(|a| multiaddr("--peer", a))
+        .collect::<Result<_>>()?;
+    let key_file = args.swarm_key.clone().or(file.swarm_key.clone());
+    let swarm_key = key_file.map(|f| read_swarm_key(&f)).transpose()?;
+    if args.mdns_interval == 0 {
+        return Err(BadInput("--mdns-interval must be at least 1 second".into()).into());
+    }
+    Ok(NetConfig {
+        listen,
+        peers,
+        mdns: !args.no_mdns && file.mdns.unwrap_or(true),
+        mdns_interval: Duration::from_secs(args.mdns_interval),
+        swarm_key,
+        partition_file: args.test_partition_file.clone(),
+    })
+}
+
+fn multiaddr(flag: &str, text: &str) -> Result<Multiaddr> {
+    text.trim().parse().map_err(|e| {
+        BadInput(format!(
+            "{flag} `{text}` is not a multiaddr ({e}); write it like /ip4/192.168.1.20/tcp/7879"
+        ))
+        .into()
+    })
+}
+
+/// The first line of a swarm key file.
+const KEY_HEADER: &str = "/key/swarm/psk/1.0.0/";
+
+/// Read a swarm key file (the IPFS format: header, `/base16/`, 64 hex digits).
+pub fn read_swarm_key(path: &Path) -> Result<[u8; 32]> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BadInput(format!("cannot read swarm key {}: {e}", path.display())))?;
+    let bad = || {
+        BadInput(format!(
+            "{} is not a swarm key: make one with `swarm keygen FILE`",
+            path.display()
+        ))
+    };
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    if lines.next() != Some(KEY_HEADER) || lines.next() != Some("/base16/") {
+        return Err(bad().into());
+    }
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(lines.next().ok_or_else(bad)?, &mut key).map_err(|_| bad())?;
+    Ok(key)
+}
+
+/// A new swarm key file's text.
+pub fn new_swarm_key() -> Result<String> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness for a key: {e}"))?;
+    Ok(format!("{KEY_HEADER}\n/base16/\n{}\n", hex::encode(key)))
 }
 
 fn engine_config(args: &NodeArgs, file: &FileConfig) -> Result<EngineConfig> {
@@ -196,6 +307,9 @@ pub async fn run(args: NodeArgs) -> Result<i32> {
     })?;
     let node = Node::start(cfg).await.context("the node could not start")?;
     let local = listener.local_addr()?;
+    for addr in node.listen_addrs(Duration::from_secs(5)).await {
+        println!("listening on {addr}");
+    }
     println!(
         "node {} ({}) serving http://{local}",
         node.config().name,

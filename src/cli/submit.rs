@@ -208,6 +208,12 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Wait for a job the node collects itself; the exit code says whether
+/// every frame is done.
+pub(crate) async fn wait_collected(api: &Api, id: &str) -> Result<i32> {
+    wait(api, id, Collect::ByNode).await
+}
+
 enum Collect {
     Nothing,
     /// The node writes the frames (it is on this machine).

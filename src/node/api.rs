@@ -48,6 +48,13 @@ pub struct NodeInfo {
     pub version: String,
     pub engines: Vec<crate::render::EngineInfo>,
     pub data_dir: String,
+    /// Where it listens for peers, as dialable multiaddrs.
+    pub listen: Vec<String>,
+    /// One hash over the whole ledger: equal on two nodes exactly when
+    /// their ledgers are identical.
+    pub ledger_digest: String,
+    /// Bad messages and records received from peers and dropped.
+    pub bad_input: u64,
 }
 
 impl Node {
@@ -84,16 +91,19 @@ impl Node {
     /// One job.
     pub fn job(&self, id: JobId, with_tasks: bool) -> Option<JobView> {
         let inner = &self.inner;
-        let now = Instant::now();
-        let held = inner.held();
         let progress = self.local_progress();
-        let peers = lock(&inner.peers);
-        let live = NodeLiveness {
-            me: &inner.id,
-            mine: &held,
-            peers: &peers,
-            now,
-        };
+        inner.with_liveness(|live| self.job_with(id, with_tasks, live, &progress))
+    }
+
+    fn job_with(
+        &self,
+        id: JobId,
+        with_tasks: bool,
+        live: &NodeLiveness<'_>,
+        progress: &std::collections::HashMap<(JobId, u32), f32>,
+    ) -> Option<JobView> {
+        let inner = &self.inner;
+        let (peers, now) = (live.peers, live.now);
         let remote = |job: JobId, task: u32| {
             peers.alive(now).find_map(|p| {
                 p.heartbeat
@@ -106,7 +116,7 @@ impl Node {
         let live_nodes = 1 + peers.alive(now).count() as u64;
         inner.ledger.read(|jobs| {
             let rec = jobs.get(&id)?;
-            let p = rec.progress(id, &live);
+            let p = rec.progress(id, live);
             let mut view = job_view(id, rec, &p, live_nodes);
             if with_tasks {
                 let name_of = |n: &crate::ledger::NodeId| {
@@ -122,7 +132,7 @@ impl Node {
                         .copied()
                         .or_else(|| remote(id, task))
                 };
-                view.tasks = Some(task_views(id, rec, &live, &name_of, &progress_of));
+                view.tasks = Some(task_views(id, rec, live, &name_of, &progress_of));
             }
             Some(view)
         })
@@ -138,21 +148,13 @@ impl Node {
     /// Pause, resume, cancel, retry or re-prioritise a job.
     pub async fn act(&self, id: JobId, action: Action) -> Result<(), ActionError> {
         let inner = &self.inner;
-        let (base, status) = {
-            let now = Instant::now();
-            let held = inner.held();
-            let peers = lock(&inner.peers);
-            let live = NodeLiveness {
-                me: &inner.id,
-                mine: &held,
-                peers: &peers,
-                now,
-            };
-            inner
-                .ledger
-                .read(|jobs| jobs.get(&id).map(|r| (r.header(), r.status(id, &live))))
-                .ok_or_else(|| Lookup::NotFound(id.to_string()))?
-        };
+        let (base, status) = inner
+            .with_liveness(|live| {
+                inner
+                    .ledger
+                    .read(|jobs| jobs.get(&id).map(|r| (r.header(), r.status(id, live))))
+            })
+            .ok_or_else(|| Lookup::NotFound(id.to_string()))?;
         let refuse = |action: &'static str| ActionError::NotApplicable {
             name: base.spec.name.clone(),
             status: status.as_str(),
@@ -203,7 +205,7 @@ impl Node {
 
     /// Make `blob` complete in this node's store (fetching it from peers).
     pub async fn ensure_blob(&self, blob: Hash) -> Result<(), String> {
-        self.inner.ensure_blob(blob, &self.inner.shutdown).await
+        self.inner.ensure_blob(blob, &[]).await
     }
 
     /// This node.
@@ -214,6 +216,9 @@ impl Node {
             version: env!("CARGO_PKG_VERSION").to_string(),
             engines: self.inner.engines.describe(),
             data_dir: self.inner.cfg.data_dir.display().to_string(),
+            listen: lock(&self.inner.listen_addrs).clone(),
+            ledger_digest: self.inner.ledger.root_digest().to_string(),
+            bad_input: self.bad_input_count(),
         }
     }
 
@@ -228,7 +233,8 @@ impl Node {
             .all()
             .filter(|p| p.heartbeat.node != inner.id)
             .map(|p| {
-                peer_view(p, now, &names, inner.cfg.lease, &|j, t| {
+                let rtt = peers.rtt(&p.heartbeat.node);
+                peer_view(p, rtt, now, &names, inner.cfg.lease, &|j, t| {
                     inner.task_frames(j, t)
                 })
             })
@@ -396,6 +402,7 @@ fn task_views(
 /// A peer as the API reports it.
 fn peer_view(
     p: &super::peers::Peer,
+    rtt: Option<std::time::Duration>,
     now: Instant,
     names: &std::collections::HashMap<JobId, String>,
     lease: std::time::Duration,
@@ -436,7 +443,7 @@ fn peer_view(
         cpu: hb.telemetry.cpu,
         memory: hb.telemetry.memory_used,
         memory_total: hb.telemetry.memory_total,
-        rtt_ms: p.rtt.map(|r| r.as_secs_f64() * 1000.0),
+        rtt_ms: rtt.map(|r| r.as_secs_f64() * 1000.0),
         telemetry: hb.telemetry.clone(),
     }
 }

@@ -18,6 +18,8 @@ use crate::ledger::{JobId, Output, ops};
 /// A frame to write.
 struct Pending {
     job: JobId,
+    /// The node that rendered it, asked first.
+    node: crate::ledger::NodeId,
     dir: PathBuf,
     frame: u32,
     output: Output,
@@ -65,6 +67,7 @@ fn pending(inner: &Inner, written: &HashMap<JobId, HashSet<u32>>) -> Vec<Pending
                     if done.is_none_or(|w| !w.contains(frame)) {
                         out.push(Pending {
                             job: *id,
+                            node: d.node.clone(),
                             dir: PathBuf::from(dir),
                             frame: *frame,
                             output: output.clone(),
@@ -82,8 +85,10 @@ pub fn frame_file_name(frame: u32, ext: &str) -> String {
     format!("frame_{frame:04}.{ext}")
 }
 
-async fn write_frame(inner: &Inner, p: &Pending) -> Result<(), String> {
-    inner.ensure_blob(p.output.blob, &inner.shutdown).await?;
+async fn write_frame(inner: &Arc<Inner>, p: &Pending) -> Result<(), String> {
+    inner
+        .ensure_blob(p.output.blob, std::slice::from_ref(&p.node))
+        .await?;
     let store = inner.store.clone();
     let dest = p.dir.join(frame_file_name(p.frame, &p.output.ext));
     let (dir, blob) = (p.dir.clone(), p.output.blob);

@@ -9,24 +9,27 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use libp2p::Multiaddr;
+
 use crate::render::EngineConfig;
 
 /// How a node joins the swarm. `None` in [`NodeConfig::net`] runs a node
 /// alone, without any network.
 #[derive(Clone, Debug, Default)]
 pub struct NetConfig {
-    /// Multiaddrs to listen on (default: every interface, a free TCP port).
-    pub listen: Vec<String>,
-    /// Multiaddrs to dial at start and whenever the connection drops.
-    pub peers: Vec<String>,
+    /// Where to listen (default: every interface, a free TCP port).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start and whenever the connection drops.
+    pub peers: Vec<Multiaddr>,
     /// Discover peers on the LAN by mDNS.
     pub mdns: bool,
     /// How often mDNS asks.
     pub mdns_interval: Duration,
     /// The private swarm's pre-shared key (32 bytes), if any.
     pub swarm_key: Option<[u8; 32]>,
-    /// Tests only: drop all traffic with these peers (a partition).
-    pub blocked_peers: Vec<String>,
+    /// Tests only: a file listing peer ids (one per line) whose traffic is
+    /// cut, re-read continuously, so a test can partition and heal a swarm.
+    pub partition_file: Option<PathBuf>,
 }
 
 /// Everything a node needs to run.

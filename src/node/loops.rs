@@ -4,12 +4,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::net::NetEvents;
-use super::peers::NodeLiveness;
+use super::peers::{Heartbeat, HeldTask};
 use super::scheduler::{self, Capability, Pick};
 use super::worker::{self, Assignment};
 use super::{Inner, Running, lock};
@@ -17,12 +17,126 @@ use crate::ledger::Claim;
 use crate::render::Progress;
 
 /// Start every loop of a node.
-pub(crate) fn spawn_all(inner: &Arc<Inner>, _net: Option<NetEvents>) {
+pub(crate) fn spawn_all(inner: &Arc<Inner>, net: Option<NetEvents>) {
     let t = &inner.tracker;
     t.spawn(schedule(inner.clone()));
     t.spawn(flush(inner.clone()));
     sample(inner.clone());
     t.spawn(super::collect::collect(inner.clone()));
+    t.spawn(remember_held_blobs(inner.clone()));
+    if let Some(events) = net {
+        t.spawn(super::inbound::run(inner.clone(), events));
+        t.spawn(heartbeat(inner.clone()));
+        if let Some(file) = inner
+            .cfg
+            .net
+            .as_ref()
+            .and_then(|n| n.partition_file.clone())
+        {
+            t.spawn(partition(inner.clone(), file));
+        }
+    }
+}
+
+/// Say what this node is doing, every heartbeat period and whenever a peer
+/// newly subscribes.
+async fn heartbeat(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(inner.cfg.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+            _ = inner.heartbeat_now.notified() => {}
+        }
+        if let Some(net) = &inner.net {
+            net.publish_heartbeat(&inner.heartbeat());
+        }
+    }
+}
+
+impl Inner {
+    /// This node's heartbeat, stamped after every claim it made so far.
+    pub(crate) fn heartbeat(&self) -> Heartbeat {
+        let held = lock(&self.running)
+            .iter()
+            .map(|((job, task), r)| {
+                let p = r.progress.borrow();
+                HeldTask {
+                    job: *job,
+                    task: *task,
+                    epoch: r.epoch,
+                    progress: p.fraction,
+                    frame: p.frame,
+                }
+            })
+            .collect();
+        Heartbeat {
+            node: self.id.clone(),
+            name: self.cfg.name.clone(),
+            stamp: self.ledger.clock().tick(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            slots: self.cfg.slots as u32,
+            held,
+            engines: self.engines.names(),
+            tags: self.cfg.tags.iter().cloned().collect(),
+            telemetry: lock(&self.telemetry).latest.clone(),
+            blobs: lock(&self.held_blobs).iter().rev().copied().collect(),
+            web: None,
+            addrs: lock(&self.listen_addrs).iter().take(8).cloned().collect(),
+            sent_ms: super::events::now_ms(),
+        }
+    }
+}
+
+/// At start, find the blobs of open jobs this node already holds, so its
+/// heartbeats advertise them.
+async fn remember_held_blobs(inner: Arc<Inner>) {
+    let candidates: Vec<crate::hash::Hash> = inner.ledger.read(|jobs| {
+        jobs.values()
+            .filter(|r| !r.archived.0 && !r.collected.0)
+            .flat_map(|r| {
+                let outputs = r
+                    .tasks
+                    .values()
+                    .flat_map(|t| t.dones.iter())
+                    .flat_map(|d| d.outputs.values().map(|o| o.blob));
+                std::iter::once(r.spec.scene).chain(outputs)
+            })
+            .collect()
+    });
+    let store = inner.store.clone();
+    let held = tokio::task::spawn_blocking(move || {
+        candidates
+            .into_iter()
+            .filter(|b| store.has_blob(*b))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for b in held {
+        inner.hold_blob(b);
+    }
+}
+
+/// Tests only: cut traffic with the peers listed in `file`, as it changes.
+async fn partition(inner: Arc<Inner>, file: std::path::PathBuf) {
+    let Some(net) = &inner.net else { return };
+    let mut current: Vec<libp2p::PeerId> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        let text = tokio::fs::read_to_string(&file).await.unwrap_or_default();
+        let wanted: Vec<libp2p::PeerId> =
+            text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if wanted != current {
+            tracing::info!("partition: blocking {} peer(s)", wanted.len());
+            net.client.set_blocked(wanted.clone()).await;
+            current = wanted;
+        }
+    }
 }
 
 /// Claim work whenever a slot is free; stop renders that must stop.
@@ -46,35 +160,29 @@ async fn schedule(inner: Arc<Inner>) {
 }
 
 fn next_pick(inner: &Inner) -> Option<Pick> {
-    let now = Instant::now();
-    let held = inner.held();
-    let busy: HashSet<_> = held.iter().map(|(j, t, _)| (*j, *t)).collect();
     let mine = Capability {
         engines: inner.engines.names().into_iter().collect(),
         tags: inner.cfg.tags.clone(),
     };
-    let peers = lock(&inner.peers);
-    let caps: BTreeMap<_, _> = peers
-        .capabilities(now)
-        .into_iter()
-        .filter(|(n, _)| *n != inner.id)
-        .map(|(n, (engines, tags))| (n, Capability { engines, tags }))
-        .collect();
-    let live = NodeLiveness {
-        me: &inner.id,
-        mine: &held,
-        peers: &peers,
-        now,
-    };
-    let view = scheduler::View {
-        me: &inner.id,
-        mine: &mine,
-        peers: &caps,
-        blocklist_after: inner.cfg.blocklist_after,
-        busy: &busy,
-        live: &live,
-    };
-    inner.ledger.read(|jobs| scheduler::pick(jobs, &view))
+    inner.with_liveness(|live| {
+        let busy: HashSet<_> = live.mine.iter().map(|(j, t, _)| (*j, *t)).collect();
+        let caps: BTreeMap<_, _> = live
+            .peers
+            .capabilities(live.now)
+            .into_iter()
+            .filter(|(n, _)| *n != inner.id)
+            .map(|(n, (engines, tags))| (n, Capability { engines, tags }))
+            .collect();
+        let view = scheduler::View {
+            me: &inner.id,
+            mine: &mine,
+            peers: &caps,
+            blocklist_after: inner.cfg.blocklist_after,
+            busy: &busy,
+            live,
+        };
+        inner.ledger.read(|jobs| scheduler::pick(jobs, &view))
+    })
 }
 
 fn launch(inner: &Arc<Inner>, pick: Pick) {

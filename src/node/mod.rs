@@ -17,16 +17,21 @@ mod api;
 mod collect;
 pub mod config;
 pub mod events;
+mod fetch;
+mod inbound;
 mod loops;
+pub mod metrics;
 pub mod net;
 pub mod peers;
 mod scenes;
 pub mod scheduler;
 mod submit;
+mod sync;
 pub mod views;
+pub mod wire;
 mod worker;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -95,6 +100,21 @@ pub(crate) struct Inner {
     pub slot_freed: Notify,
     pub scenes: scenes::SceneCache,
     pub telemetry: Mutex<telemetry_history::History>,
+    /// Peers with an open connection.
+    pub connected: Mutex<HashSet<libp2p::PeerId>>,
+    /// Wakes the heartbeat loop early (a peer just subscribed).
+    pub heartbeat_now: Notify,
+    /// Where this node listens, as `/ip4/.../tcp/PORT/p2p/ID`.
+    pub listen_addrs: Mutex<Vec<String>>,
+    /// Bad input from peers, counted and rate-limit logged.
+    pub bad_input: inbound::BadInput,
+    pub metrics: metrics::Metrics,
+    /// One fetch per blob at a time.
+    pub fetch_locks: Mutex<HashMap<crate::hash::Hash, Arc<tokio::sync::Mutex<()>>>>,
+    /// When this node last tried to dial each peer it heard of.
+    pub dial_attempts: Mutex<HashMap<libp2p::PeerId, std::time::Instant>>,
+    /// Blobs held completely, most recent last (advertised in heartbeats).
+    pub held_blobs: Mutex<VecDeque<crate::hash::Hash>>,
 }
 
 pub(crate) mod telemetry_history;
@@ -136,6 +156,14 @@ impl Node {
             running: Mutex::new(HashMap::new()),
             scenes: scenes::SceneCache::new(dirs.scenes.clone()),
             telemetry: Mutex::new(telemetry_history::History::default()),
+            connected: Mutex::new(HashSet::new()),
+            heartbeat_now: Notify::new(),
+            listen_addrs: Mutex::new(Vec::new()),
+            bad_input: inbound::BadInput::default(),
+            metrics: metrics::Metrics::default(),
+            fetch_locks: Mutex::new(HashMap::new()),
+            held_blobs: Mutex::new(VecDeque::new()),
+            dial_attempts: Mutex::new(HashMap::new()),
             id,
             cfg,
             ledger,
@@ -202,6 +230,29 @@ impl Node {
         tracing::info!("node stopped");
     }
 
+    /// Where this node listens for peers, once it does (waits up to `wait`).
+    pub async fn listen_addrs(&self, wait: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let addrs = lock(&self.inner.listen_addrs).clone();
+            if !addrs.is_empty()
+                || self.inner.net.is_none()
+                || tokio::time::Instant::now() >= deadline
+            {
+                return addrs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Bad messages and records received from peers so far.
+    pub fn bad_input_count(&self) -> u64 {
+        self.inner
+            .bad_input
+            .count
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The latest hardware sample of this node.
     pub fn telemetry(&self) -> Telemetry {
         lock(&self.inner.telemetry).latest.clone()
@@ -228,6 +279,20 @@ impl Inner {
             .iter()
             .map(|((j, t), r)| (*j, *t, r.epoch))
             .collect()
+    }
+
+    /// Run `f` with this node's judgement of which claims hold: its own
+    /// while it works on them, a peer's while the peer table says so, now.
+    pub fn with_liveness<R>(&self, f: impl FnOnce(&peers::NodeLiveness<'_>) -> R) -> R {
+        let held = self.held();
+        let table = lock(&self.peers);
+        let live = peers::NodeLiveness {
+            me: &self.id,
+            mine: &held,
+            peers: &table,
+            now: std::time::Instant::now(),
+        };
+        f(&live)
     }
 
     pub fn free_slots(&self) -> usize {

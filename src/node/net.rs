@@ -1,13 +1,22 @@
-//! The node's side of the network: identity now; gossip, sync and fetching
-//! once the swarm layer joins.
+//! The node's side of the network: its identity, and a handle that
+//! publishes deltas and heartbeats in order without ever blocking the node.
+//!
+//! The swarm layer (`crate::swarm`) moves bytes; what the bytes mean is
+//! decided here and in `inbound.rs` (gossip and requests in), `sync.rs`
+//! (digest exchange) and `fetch.rs` (chunks).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use libp2p::identity::Keypair;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::peers::Heartbeat;
+use super::wire::{self, DeltaMsg};
 use super::{NetConfig, NodeError};
 use crate::ledger::{Delta, JobId};
+use crate::swarm::{self, Client, Event, ProtocolSpec, SwarmConfig};
 
 /// The node's key: made once, kept in the data directory (mode 0600), so a
 /// restarted node is the same peer with the same claims.
@@ -36,7 +45,8 @@ pub fn load_or_create_key(dir: &Path) -> Result<Keypair, NodeError> {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Write a file only its owner can read.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -47,27 +57,90 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// The swarm connection. No value of it exists until the swarm layer is
-/// built into the node; until then every node runs alone.
-pub enum Net {}
+/// The node's connection to the swarm.
+pub struct Net {
+    pub client: Client,
+    /// Deltas and heartbeats to publish, in order, by one task.
+    outbox: mpsc::UnboundedSender<(&'static str, Vec<u8>)>,
+}
 
 /// What the swarm tells the node.
-pub type NetEvents = ();
+pub type NetEvents = mpsc::Receiver<Event>;
 
 impl Net {
+    /// Join the swarm.
     pub fn start(
-        _key: Keypair,
-        _cfg: &NetConfig,
-        _stop: CancellationToken,
+        key: Keypair,
+        cfg: &NetConfig,
+        stop: CancellationToken,
     ) -> Result<(Net, NetEvents), NodeError> {
-        Err(NodeError::Net("this build runs nodes alone".into()))
+        let spec = |name, max_request, max_response, timeout| ProtocolSpec {
+            name,
+            max_request,
+            max_response,
+            timeout,
+        };
+        let swarm_cfg = SwarmConfig {
+            keypair: key,
+            listen: cfg.listen.clone(),
+            peers: cfg.peers.clone(),
+            mdns: cfg.mdns,
+            mdns_interval: cfg.mdns_interval,
+            psk: cfg.swarm_key,
+            topics: vec![
+                wire::TOPIC_LEDGER.to_string(),
+                wire::TOPIC_HEARTBEAT.to_string(),
+            ],
+            max_gossip_bytes: wire::MAX_GOSSIP,
+            protocols: vec![
+                spec(
+                    wire::PROTO_SYNC,
+                    wire::MAX_SYNC_REQUEST,
+                    wire::MAX_SYNC_REPLY,
+                    wire::SYNC_TIMEOUT,
+                ),
+                spec(
+                    wire::PROTO_CHUNK,
+                    wire::MAX_CHUNK_REQUEST,
+                    wire::MAX_CHUNK_REPLY,
+                    wire::CHUNK_TIMEOUT,
+                ),
+            ],
+            ping_interval: std::time::Duration::from_secs(1),
+        };
+        let (client, events) =
+            swarm::start(swarm_cfg, stop.clone()).map_err(|e| NodeError::Net(e.to_string()))?;
+        let (outbox, mut queue) = mpsc::unbounded_channel::<(&'static str, Vec<u8>)>();
+        let publisher = client.clone();
+        tokio::spawn(async move {
+            while let Some((topic, bytes)) = queue.recv().await {
+                if let Err(e) = publisher.publish(topic, bytes).await {
+                    tracing::debug!("publishing on {topic}: {e}");
+                }
+            }
+        });
+        Ok((Net { client, outbox }, events))
     }
 
-    pub fn publish_delta(&self, _id: JobId, _delta: &Delta) {
-        match *self {}
+    /// Gossip a delta (best effort: sync repairs what gossip loses).
+    pub fn publish_delta(&self, job: JobId, delta: &Delta) {
+        let msg = DeltaMsg {
+            job,
+            record: delta.clone(),
+        };
+        let _ = self.outbox.send((wire::TOPIC_LEDGER, wire::encode(&msg)));
+    }
+
+    /// Gossip a heartbeat.
+    pub fn publish_heartbeat(&self, hb: &Heartbeat) {
+        let _ = self.outbox.send((wire::TOPIC_HEARTBEAT, wire::encode(hb)));
+    }
+
+    pub fn stats(&self) -> Arc<swarm::Stats> {
+        self.client.stats()
     }
 
     pub async fn close(&self) {
-        match *self {}
+        self.client.close().await;
     }
 }

@@ -45,6 +45,9 @@ pub struct Heartbeat {
     pub blobs: Vec<Hash>,
     /// The node's page, when it is reachable from other machines.
     pub web: Option<String>,
+    /// Where it listens for peers: nodes that hear of it through others
+    /// dial it, so a swarm joined by `--peer` alone becomes fully connected.
+    pub addrs: Vec<String>,
     /// Wall clock at sending, ms since the Unix epoch: shown, never trusted.
     pub sent_ms: u64,
 }
@@ -58,14 +61,15 @@ pub struct Peer {
     pub heartbeat: Heartbeat,
     /// When its latest heartbeat arrived, on this node's clock.
     pub seen: Instant,
-    /// Round-trip time of the connection, where measured.
-    pub rtt: Option<Duration>,
     held: BTreeSet<(JobId, TaskIndex, u32)>,
 }
 
 /// Every peer this node has heard from.
 pub struct PeerTable {
     peers: HashMap<NodeId, Peer>,
+    /// Round-trip times of connections, which may be measured before a
+    /// peer's first heartbeat arrives.
+    rtts: HashMap<NodeId, Duration>,
     lease: Duration,
     /// Until a lease has passed since this node started, a peer it has not
     /// heard from yet may simply not have spoken: its claims are presumed held.
@@ -76,6 +80,7 @@ impl PeerTable {
     pub fn new(lease: Duration) -> PeerTable {
         PeerTable {
             peers: HashMap::new(),
+            rtts: HashMap::new(),
             lease,
             started: Instant::now(),
         }
@@ -85,7 +90,6 @@ impl PeerTable {
     pub fn heard(&mut self, hb: Heartbeat, now: Instant) -> bool {
         let held = hb.held.iter().map(|h| (h.job, h.task, h.epoch)).collect();
         let was_alive = self.is_alive(&hb.node, now);
-        let rtt = self.peers.get(&hb.node).and_then(|p| p.rtt);
         // Heartbeats can arrive out of order; an older stamp never replaces a newer one.
         if let Some(p) = self.peers.get(&hb.node)
             && p.heartbeat.stamp > hb.stamp
@@ -97,7 +101,6 @@ impl PeerTable {
             Peer {
                 heartbeat: hb,
                 seen: now,
-                rtt,
                 held,
             },
         );
@@ -106,9 +109,12 @@ impl PeerTable {
 
     /// Record a connection's round-trip time.
     pub fn set_rtt(&mut self, node: &NodeId, rtt: Duration) {
-        if let Some(p) = self.peers.get_mut(node) {
-            p.rtt = Some(rtt);
-        }
+        self.rtts.insert(node.clone(), rtt);
+    }
+
+    /// The connection's round-trip time to `node`, where measured.
+    pub fn rtt(&self, node: &NodeId) -> Option<Duration> {
+        self.rtts.get(node).copied()
     }
 
     pub fn is_alive(&self, node: &NodeId, now: Instant) -> bool {
@@ -147,7 +153,9 @@ impl PeerTable {
 
     /// The slowest round trip to a live peer: the base of the settle window.
     pub fn max_rtt(&self, now: Instant) -> Option<Duration> {
-        self.alive(now).filter_map(|p| p.rtt).max()
+        self.alive(now)
+            .filter_map(|p| self.rtt(&p.heartbeat.node))
+            .max()
     }
 
     /// Live peers holding `blob`, for fetching.
@@ -219,6 +227,7 @@ mod tests {
             telemetry: Telemetry::default(),
             blobs: vec![],
             web: None,
+            addrs: vec![],
             sent_ms: 0,
         }
     }

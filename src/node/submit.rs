@@ -102,6 +102,7 @@ impl Inner {
             .await
             .map_err(|e| internal(e.to_string()))?
             .map_err(|e| bad("scene", format!("cannot import the scene: {e}")))?;
+        self.hold_blob(blob);
         let spec = JobSpec {
             name: req
                 .name

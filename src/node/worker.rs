@@ -92,7 +92,7 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
 
 async fn render(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment) -> Outcome {
     let spec = &base.spec;
-    let scene_dir = match inner.scene_ready(spec.scene, &a.cancel).await {
+    let scene_dir = match inner.scene_ready(spec.scene, &spec.submitter).await {
         Ok(dir) => dir,
         Err(reason) if a.cancel.is_cancelled() => return Outcome::Released(reason),
         Err(reason) => return Outcome::Failed(failure(FailureKind::EngineError, reason)),
@@ -148,6 +148,9 @@ async fn record(
     let outcome = match outcome {
         Outcome::Rendered(out) => match store_outputs(inner, &out).await {
             Ok(outputs) => {
+                for o in outputs.values() {
+                    inner.hold_blob(o.blob);
+                }
                 let done = Done {
                     outputs,
                     node: inner.id.clone(),
@@ -259,9 +262,13 @@ impl Inner {
     /// for a concurrent claim to arrive. Twice the slowest measured round
     /// trip plus processing time; nothing when this node is alone.
     pub fn settle_window(&self) -> Duration {
+        if self.net.is_none() {
+            return Duration::ZERO;
+        }
         let now = Instant::now();
         let peers = lock(&self.peers);
-        if peers.alive(now).next().is_none() {
+        let alone = peers.alive(now).next().is_none() && lock(&self.connected).is_empty();
+        if alone {
             return Duration::ZERO;
         }
         match peers.max_rtt(now) {
@@ -292,46 +299,42 @@ impl Inner {
 
     /// The scene bundle, complete in the store and unpacked.
     async fn scene_ready(
-        &self,
+        self: &Arc<Self>,
         bundle: crate::hash::Hash,
-        cancel: &CancellationToken,
+        submitter: &crate::ledger::NodeId,
     ) -> Result<std::path::PathBuf, String> {
-        self.ensure_blob(bundle, cancel).await?;
+        self.ensure_blob(bundle, std::slice::from_ref(submitter))
+            .await?;
         self.scenes.unpack(&self.store, bundle).await
     }
 
-    /// Make `blob` complete in the local store (fetching it from peers).
+    /// Make `blob` complete in the local store, fetching what is missing
+    /// from peers (`hints` are asked first).
     pub async fn ensure_blob(
-        &self,
+        self: &Arc<Self>,
         blob: crate::hash::Hash,
-        _cancel: &CancellationToken,
+        hints: &[crate::ledger::NodeId],
     ) -> Result<(), String> {
         let store = self.store.clone();
         let complete = tokio::task::spawn_blocking(move || store.has_blob(blob))
             .await
             .unwrap_or(false);
         if complete {
+            self.hold_blob(blob);
             return Ok(());
         }
-        Err(format!(
-            "the scene bundle {} is not on this node and no peer provides it",
-            blob.short(12)
-        ))
+        if self.net.is_none() {
+            return Err(format!("blob {} is not on this node", blob.short(12)));
+        }
+        self.fetch_blob(blob, hints).await
     }
 
     fn job_status(&self, job: JobId) -> Option<(String, JobStatus)> {
-        let now = Instant::now();
-        let held = self.held();
-        let peers = lock(&self.peers);
-        let live = super::peers::NodeLiveness {
-            me: &self.id,
-            mine: &held,
-            peers: &peers,
-            now,
-        };
-        self.ledger.read(|jobs| {
-            jobs.get(&job)
-                .map(|r| (r.spec.name.clone(), r.status(job, &live)))
+        self.with_liveness(|live| {
+            self.ledger.read(|jobs| {
+                jobs.get(&job)
+                    .map(|r| (r.spec.name.clone(), r.status(job, live)))
+            })
         })
     }
 

@@ -110,3 +110,47 @@ fn corrupt_blend_fails_with_the_reason_and_the_node_carries_on() {
         j.status == JobStatus::Done
     });
 }
+
+/// A Blender job spread over a 2-node swarm matches a direct render.
+#[test]
+fn blender_job_over_two_nodes_matches_a_direct_render() {
+    let Some(blender) = blender_or_skip() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let scene = tmp.path().join("cube.blend");
+    make_blend(&blender, &scene);
+    let direct = tmp.path().join("direct");
+    render_direct(&blender, &scene, &direct, "1,2,3");
+    let nodes = swarm_of(2, &[]);
+    let out = tmp.path().join("farm");
+    let res = nodes[0].cli(&[
+        "submit",
+        scene.to_str().unwrap(),
+        "--frames",
+        "1-3",
+        "--wait",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    for f in 1..=3 {
+        let name = format!("frame_{f:04}.png");
+        assert!(
+            decode_png(&out.join(&name)) == decode_png(&direct.join(&name)),
+            "frame {f} differs"
+        );
+    }
+    let job = nodes[0].jobs().remove(0);
+    let who: std::collections::BTreeSet<_> = job
+        .tasks
+        .iter()
+        .flatten()
+        .filter_map(|t| t.node.clone())
+        .collect();
+    assert_eq!(who.len(), 2, "both nodes rendered: {who:?}");
+}

@@ -37,6 +37,10 @@ pub struct NodeProc {
     pub child: Child,
     pub data: PathBuf,
     pub api: String,
+    /// Where it listens for peers, as `/ip4/.../tcp/PORT/p2p/ID`.
+    pub listen: Vec<String>,
+    /// Its peer id.
+    pub id: String,
     pub log: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     args: Vec<String>,
@@ -52,8 +56,17 @@ impl NodeProc {
         n
     }
 
-    /// Start a node on data directory `data` (which may already hold a ledger).
+    /// Start a node on data directory `data` (which may already hold a
+    /// ledger), listening on loopback with mDNS off: tests must not find each
+    /// other's nodes.
     pub fn start_in(data: &Path, args: &[&str]) -> NodeProc {
+        let mut all = vec!["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"];
+        all.extend_from_slice(args);
+        NodeProc::start_raw(data, &all)
+    }
+
+    /// Start a node with exactly `args` (besides `--data` and `--web`).
+    pub fn start_raw(data: &Path, args: &[&str]) -> NodeProc {
         let log = data.with_extension(format!(
             "log{}",
             LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -75,29 +88,53 @@ impl NodeProc {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("serving ").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
+                if tx.send(line).is_err() {
+                    break;
                 }
             }
         });
-        let api = match rx.recv_timeout(DEADLINE) {
-            Ok(api) => api,
-            Err(_) => {
+        let mut listen = Vec::new();
+        let (api, id) = loop {
+            let Ok(line) = rx.recv_timeout(DEADLINE) else {
                 let _ = child.kill();
                 panic!(
                     "node did not start; its log:\n{}",
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
+            };
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                listen.push(addr.trim().to_string());
+            } else if let Some(rest) = line.split(" serving ").nth(1) {
+                let id = line
+                    .split('(')
+                    .nth(1)
+                    .and_then(|s| s.split(')').next())
+                    .unwrap_or("")
+                    .to_string();
+                break (rest.trim().to_string(), id);
             }
         };
         NodeProc {
             child,
             data: data.to_path_buf(),
             api,
+            listen,
+            id,
             log,
             _tmp: None,
             args,
         }
+    }
+
+    /// Start this node again on its data directory (after `kill9` or
+    /// `terminate`), with `args`. The data directory lives on.
+    pub fn restart(&mut self, args: &[&str]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let tmp = self._tmp.take();
+        let mut next = NodeProc::start_in(&self.data.clone(), args);
+        next._tmp = tmp;
+        std::mem::swap(self, &mut next);
     }
 
     /// Run the CLI against this node.
@@ -159,6 +196,46 @@ impl NodeProc {
         })
     }
 
+    /// A dialable address of this node.
+    pub fn addr(&self) -> &str {
+        self.listen
+            .first()
+            .map(String::as_str)
+            .expect("the node listens")
+    }
+
+    /// `GET /api/v1/node`.
+    pub fn info(&self) -> serde_json::Value {
+        get_json(&format!("{}/api/v1/node", self.api))
+    }
+
+    /// `GET /api/v1/nodes`.
+    pub fn nodes(&self) -> Vec<renderswarm::node::views::NodeView> {
+        serde_json::from_value(get_json(&format!("{}/api/v1/nodes", self.api))).unwrap()
+    }
+
+    /// The hash over this node's whole ledger.
+    pub fn digest(&self) -> String {
+        self.info()["ledger_digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Wait until this node sees `n` live nodes, itself included.
+    pub fn wait_alive(&self, n: usize) {
+        wait_for(&format!("{n} live nodes"), || {
+            (self.nodes().iter().filter(|v| v.alive).count() >= n).then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "never saw {n} live nodes: {:#?}\n{}",
+                self.nodes(),
+                self.log_text()
+            )
+        });
+    }
+
     pub fn log_text(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let start = text.len().saturating_sub(20_000);
@@ -202,6 +279,29 @@ pub fn cli(api: &str, args: &[&str]) -> Output {
         .env_remove("SWARM_WEB_TOKEN")
         .output()
         .expect("run swarm")
+}
+
+/// GET a JSON document.
+pub fn get_json(url: &str) -> serde_json::Value {
+    reqwest::blocking::get(url)
+        .and_then(|r| r.json())
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// Start `n` nodes joined by `--peer` to the first, each with `args`.
+pub fn swarm_of(n: usize, args: &[&str]) -> Vec<NodeProc> {
+    let first = NodeProc::start(args);
+    let peer = first.addr().to_string();
+    let mut nodes = vec![first];
+    for _ in 1..n {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["--peer", &peer]);
+        nodes.push(NodeProc::start(&a));
+    }
+    for node in &nodes {
+        node.wait_alive(n);
+    }
+    nodes
 }
 
 /// Poll `f` until it returns `Some`, for up to [`DEADLINE`].

@@ -2,6 +2,8 @@
 
 mod bad_input;
 mod blender;
+mod demo;
 mod harness;
 mod ledger_laws;
 mod single_node;
+mod swarm;

@@ -1,0 +1,263 @@
+//! `swarm demo`: a local swarm rendering the built-in example, to see the
+//! farm work with nothing installed.
+//!
+//! It starts N real `swarm node` processes (this same binary) on loopback,
+//! joined by `--peer` under a fresh swarm key (so no node of a real farm on
+//! the LAN mixes in), submits `examples/orbit.toml` (compiled into the
+//! binary, so the demo works from anywhere), shows progress, writes the
+//! frames, and prints who rendered what and where the page is. With
+//! `--keep` the swarm stays up until Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+
+use super::{Api, BadInput};
+use crate::ledger::FrameRange;
+use crate::node::SubmitRequest;
+use crate::node::views::{JobView, NodeView};
+
+/// The example animation, shipped inside the binary.
+pub const ORBIT: &str = include_str!("../../examples/orbit.toml");
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Frames of the example animation to render.
+    #[arg(long, default_value = "1-48")]
+    pub frames: String,
+    /// Where the frames go.
+    #[arg(long, default_value = "demo-out")]
+    pub out: PathBuf,
+    /// Leave the swarm running (browse its page) until Ctrl-C.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// One demo node process.
+struct DemoNode {
+    child: Child,
+    api: String,
+    listen: Vec<String>,
+}
+
+impl Drop for DemoNode {
+    fn drop(&mut self) {
+        // SIGTERM first: the node releases its claims and flushes.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn run(args: DemoArgs) -> Result<i32> {
+    if args.nodes == 0 || args.nodes > 32 {
+        return Err(BadInput(format!(
+            "--nodes must be between 1 and 32, not {}",
+            args.nodes
+        ))
+        .into());
+    }
+    let frames: FrameRange = args
+        .frames
+        .parse()
+        .map_err(|e: crate::ledger::FrameRangeError| BadInput(e.to_string()))?;
+    let base = std::env::temp_dir().join(format!("renderswarm-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
+    let result = demo(&args, frames, &base).await;
+    let _ = std::fs::remove_dir_all(&base);
+    result
+}
+
+async fn demo(args: &DemoArgs, frames: FrameRange, base: &Path) -> Result<i32> {
+    let key = base.join("swarm.key");
+    std::fs::write(&key, super::node::new_swarm_key()?)?;
+    let scene = base.join("orbit.toml");
+    std::fs::write(&scene, ORBIT)?;
+    let out = std::env::current_dir()?.join(&args.out);
+    eprintln!("starting {} nodes on loopback…", args.nodes);
+    let mut nodes = vec![spawn_node(base, 1, &key, &[], true)?];
+    let first_peer = nodes[0]
+        .listen
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow!("the first node did not say where it listens"))?;
+    for i in 2..=args.nodes {
+        nodes.push(spawn_node(
+            base,
+            i,
+            &key,
+            std::slice::from_ref(&first_peer),
+            false,
+        )?);
+    }
+    let api = Api::new(&nodes[0].api, None)?;
+    wait_for_swarm(&api, args.nodes).await?;
+    eprintln!(
+        "swarm up: {} nodes; status page: {}",
+        args.nodes, nodes[0].api
+    );
+    let req = SubmitRequest {
+        scene: scene.display().to_string(),
+        frames: frames.to_string(),
+        name: Some("orbit (demo)".into()),
+        out: Some(out.display().to_string()),
+        ..SubmitRequest::default()
+    };
+    let job: JobView = api.post("/jobs", &req).await?;
+    eprintln!(
+        "submitted job {} ({} frames)",
+        &job.id[..12],
+        job.frames_total
+    );
+    let code = super::submit::wait_collected(&api, &job.id).await?;
+    report(&api, &job.id, &out).await?;
+    if args.keep {
+        eprintln!(
+            "the swarm keeps running: open {} ; Ctrl-C stops it",
+            nodes[0].api
+        );
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    drop(nodes);
+    Ok(code)
+}
+
+fn spawn_node(
+    base: &Path,
+    i: usize,
+    key: &Path,
+    peers: &[String],
+    first: bool,
+) -> Result<DemoNode> {
+    let exe = std::env::current_exe().context("cannot find this program to start nodes")?;
+    let data = base.join(format!("node{i}"));
+    let log = std::fs::File::create(base.join(format!("node{i}.log")))?;
+    let web = if first && std::net::TcpListener::bind("127.0.0.1:7878").is_ok() {
+        "127.0.0.1:7878"
+    } else {
+        "127.0.0.1:0"
+    };
+    let mut cmd = Command::new(exe);
+    cmd.arg("node")
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "--name",
+            &format!("demo-{i}"),
+            "--web",
+            web,
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+        ])
+        .arg("--swarm-key")
+        .arg(key)
+        .env_remove("SWARM_WEB_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    for p in peers {
+        cmd.args(["--peer", p]);
+    }
+    let mut child = cmd.spawn().context("cannot start a node")?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no stdout from the node"))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut listen = Vec::new();
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(60)).map_err(|_| {
+            anyhow!(
+                "node {i} did not start; see {}",
+                base.join(format!("node{i}.log")).display()
+            )
+        })?;
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            listen.push(addr.trim().to_string());
+        } else if let Some(rest) = line.split("serving ").nth(1) {
+            return Ok(DemoNode {
+                child,
+                api: rest.trim().to_string(),
+                listen,
+            });
+        }
+    }
+}
+
+async fn wait_for_swarm(api: &Api, n: usize) -> Result<()> {
+    for _ in 0..600 {
+        let nodes: Vec<NodeView> = api.get("/nodes").await?;
+        if nodes.iter().filter(|n| n.alive).count() >= n {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the demo nodes did not all find each other within 60 s")
+}
+
+/// Who rendered what.
+async fn report(api: &Api, id: &str, out: &Path) -> Result<()> {
+    let job: JobView = api.get(&format!("/jobs/{id}")).await?;
+    let nodes: Vec<NodeView> = api.get("/nodes").await?;
+    let name = |id: &str| {
+        nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let mut by_node: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for t in job.tasks.iter().flatten() {
+        if let Some(n) = &t.node {
+            by_node.entry(name(n)).or_default().extend(&t.frames);
+        }
+    }
+    println!("{} frames in {}", job.frames_done, out.display());
+    for (node, frames) in &by_node {
+        println!(
+            "  {node:<8} rendered {:>3} frames: {}",
+            frames.len(),
+            list(frames)
+        );
+    }
+    println!(
+        "renders started {}, wasted {}",
+        job.renders_started, job.renders_wasted
+    );
+    Ok(())
+}
+
+fn list(frames: &[u32]) -> String {
+    let mut v = frames.to_vec();
+    v.sort_unstable();
+    let shown: Vec<String> = v.iter().take(12).map(u32::to_string).collect();
+    if v.len() > 12 {
+        format!("{} …", shown.join(" "))
+    } else {
+        shown.join(" ")
+    }
+}

@@ -1,0 +1,268 @@
+//! Getting blobs from peers, and checking that a peer's Done names outputs
+//! that exist.
+//!
+//! A node that needs a blob asks the store what is missing (the manifest
+//! first, then the chunks it lists; for a bundle, each file's manifest),
+//! and requests the missing chunks from the peers that advertise the blob,
+//! several requests in flight, spread over the providers. Every chunk is
+//! verified against its hash before it is written; a peer that sends a bad
+//! chunk is counted as bad input and skipped. Nodes that fetched a blob
+//! advertise it in their heartbeats, so fifty nodes starting on one scene do
+//! not all pull from the submitter.
+
+use std::collections::{BTreeSet, HashMap};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use libp2p::PeerId;
+
+use super::wire::{self, ChunkRequest};
+use super::{Inner, lock};
+use crate::hash::Hash;
+use crate::ledger::{JobRecord, NodeId};
+use crate::store::Missing;
+
+/// Chunk requests in flight for one blob.
+const IN_FLIGHT: usize = 8;
+/// Data chunks per request (chunks average 1 MiB).
+const DATA_CHUNKS_PER_REQUEST: usize = 2;
+/// Rounds of asking before giving up (each round fetches what it can).
+const MAX_ROUNDS: usize = 16;
+
+impl Inner {
+    /// Make `blob` complete in the local store, fetching what is missing from
+    /// peers (`hints` first, then those that advertise it, then any).
+    pub async fn fetch_blob(self: &Arc<Self>, blob: Hash, hints: &[NodeId]) -> Result<(), String> {
+        let lock_for_blob = {
+            let mut locks = lock(&self.fetch_locks);
+            locks.entry(blob).or_default().clone()
+        };
+        let _one_fetch_per_blob = lock_for_blob.lock().await;
+        for _ in 0..MAX_ROUNDS {
+            let store = self.store.clone();
+            let missing = tokio::task::spawn_blocking(move || store.missing_chunks(blob))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let want = match missing {
+                Missing::Nothing => {
+                    self.hold_blob(blob);
+                    return Ok(());
+                }
+                Missing::Manifest(h) => vec![h],
+                Missing::Chunks(list) => list,
+            };
+            let providers = self.providers(blob, hints);
+            if providers.is_empty() {
+                return Err(format!(
+                    "blob {} is not on this node and no peer is connected to provide it",
+                    blob.short(12)
+                ));
+            }
+            let got = self.fetch_chunks(&want, &providers).await;
+            if got == 0 {
+                return Err(format!(
+                    "no peer could provide blob {} ({} chunks missing)",
+                    blob.short(12),
+                    want.len()
+                ));
+            }
+        }
+        Err(format!(
+            "blob {} is still incomplete after {MAX_ROUNDS} rounds of fetching",
+            blob.short(12)
+        ))
+    }
+
+    /// Peers to ask: hints, then advertisers, then every connected peer.
+    fn providers(&self, blob: Hash, hints: &[NodeId]) -> Vec<PeerId> {
+        let now = std::time::Instant::now();
+        let connected = lock(&self.connected).clone();
+        let mut out: Vec<PeerId> = Vec::new();
+        let mut add = |p: PeerId| {
+            if connected.contains(&p) && !out.contains(&p) {
+                out.push(p);
+            }
+        };
+        for n in hints {
+            if let Ok(p) = PeerId::from_str(n.as_str()) {
+                add(p);
+            }
+        }
+        for n in lock(&self.peers).providers(blob, now) {
+            if let Ok(p) = PeerId::from_str(n.as_str()) {
+                add(p);
+            }
+        }
+        for p in connected.iter() {
+            add(*p);
+        }
+        out
+    }
+
+    /// Fetch `want` from `providers`; returns how many chunks were stored.
+    async fn fetch_chunks(self: &Arc<Self>, want: &[Hash], providers: &[PeerId]) -> usize {
+        let per_request = if want.len() > 1 {
+            DATA_CHUNKS_PER_REQUEST
+        } else {
+            1
+        };
+        let batches: Vec<Vec<Hash>> = want.chunks(per_request).map(<[Hash]>::to_vec).collect();
+        let results = futures::stream::iter(batches.into_iter().enumerate())
+            .map(|(i, batch)| {
+                let inner = self.clone();
+                let order: Vec<PeerId> = providers
+                    .iter()
+                    .cycle()
+                    .skip(i % providers.len())
+                    .take(providers.len())
+                    .copied()
+                    .collect();
+                async move { inner.fetch_batch(&batch, &order).await }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect::<Vec<usize>>()
+            .await;
+        results.into_iter().sum()
+    }
+
+    /// Ask providers in turn for a batch until every chunk is stored.
+    async fn fetch_batch(self: &Arc<Self>, batch: &[Hash], order: &[PeerId]) -> usize {
+        let Some(net) = &self.net else { return 0 };
+        let mut left: Vec<Hash> = batch.to_vec();
+        let mut stored = 0;
+        for peer in order {
+            if left.is_empty() {
+                break;
+            }
+            let req = wire::encode(&ChunkRequest {
+                hashes: left.clone(),
+            });
+            let Ok(reply) = net.client.request(*peer, wire::PROTO_CHUNK, req).await else {
+                continue;
+            };
+            let Ok(reply) = wire::decode_chunk_reply(&reply) else {
+                self.bad_input
+                    .report(&peer.to_base58(), "chunk reply does not decode");
+                continue;
+            };
+            let pairs: Vec<(Hash, Vec<u8>)> = left
+                .iter()
+                .zip(reply.chunks)
+                .filter_map(|(h, c)| c.map(|c| (*h, c)))
+                .collect();
+            let (ok, bad) = self.store_chunks(pairs).await;
+            if bad > 0 {
+                self.bad_input.report(
+                    &peer.to_base58(),
+                    &format!("{bad} chunk(s) with wrong bytes"),
+                );
+            }
+            stored += ok.len();
+            left.retain(|h| !ok.contains(h));
+        }
+        stored
+    }
+
+    /// Verify and write chunks; returns the hashes stored and how many were bad.
+    async fn store_chunks(&self, pairs: Vec<(Hash, Vec<u8>)>) -> (BTreeSet<Hash>, usize) {
+        let store = self.store.clone();
+        let bytes: u64 = pairs.iter().map(|(_, c)| c.len() as u64).sum();
+        self.metrics
+            .chunk_bytes_fetched
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let mut ok = BTreeSet::new();
+            let mut bad = 0;
+            for (h, c) in pairs {
+                match store.write_chunk(h, &c) {
+                    Ok(()) => {
+                        ok.insert(h);
+                    }
+                    Err(_) => bad += 1,
+                }
+            }
+            (ok, bad)
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Remember that this node holds `blob` completely (advertised in heartbeats).
+    pub fn hold_blob(&self, blob: Hash) {
+        let mut held = lock(&self.held_blobs);
+        held.retain(|h| *h != blob);
+        held.push_back(blob);
+        while held.len() > super::peers::MAX_HEARTBEAT_BLOBS {
+            held.pop_front();
+        }
+    }
+}
+
+/// Drop from `rec` every Done this node does not know yet whose outputs
+/// cannot be found: a Done must name blobs that exist. The outputs'
+/// manifests are asked for from the Done's author, then from `also` (the
+/// peers the record came through, which checked it themselves before
+/// passing it on); those found are stored (they are small), so the check is
+/// made once per output. Returns how many Dones were dropped.
+pub(crate) async fn verify_dones(
+    inner: &Arc<Inner>,
+    also: &[PeerId],
+    rec: &mut JobRecord,
+) -> usize {
+    let id = crate::ledger::job_id(&rec.spec);
+    let known = |task: u32, d: &crate::ledger::Done| {
+        inner.ledger.read(|jobs| {
+            jobs.get(&id)
+                .and_then(|r| r.tasks.get(&task))
+                .is_some_and(|t| t.dones.contains(d))
+        })
+    };
+    let mut needed: HashMap<Hash, Vec<NodeId>> = HashMap::new();
+    for (task, t) in &rec.tasks {
+        for d in t.dones.iter().filter(|d| !known(*task, d)) {
+            for o in d.outputs.values() {
+                needed.entry(o.blob).or_default().push(d.node.clone());
+            }
+        }
+    }
+    if needed.is_empty() {
+        return 0;
+    }
+    let missing = manifests_missing(inner, needed.keys().copied().collect()).await;
+    let mut unobtainable = BTreeSet::new();
+    for blob in missing {
+        let authors = needed.get(&blob).cloned().unwrap_or_default();
+        let mut peers: Vec<PeerId> = authors
+            .iter()
+            .filter_map(|n| PeerId::from_str(n.as_str()).ok())
+            .collect();
+        peers.extend(
+            also.iter()
+                .filter(|p| !peers.contains(p))
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        if inner.fetch_batch(&[blob], &peers).await == 0 {
+            unobtainable.insert(blob);
+        }
+    }
+    let mut dropped = 0;
+    for t in rec.tasks.values_mut() {
+        let before = t.dones.len();
+        t.dones
+            .retain(|d| d.outputs.values().all(|o| !unobtainable.contains(&o.blob)));
+        dropped += before - t.dones.len();
+    }
+    dropped
+}
+
+async fn manifests_missing(inner: &Inner, blobs: Vec<Hash>) -> Vec<Hash> {
+    let store = inner.store.clone();
+    tokio::task::spawn_blocking(move || {
+        blobs.into_iter().filter(|b| !store.has_chunk(*b)).collect()
+    })
+    .await
+    .unwrap_or_default()
+}

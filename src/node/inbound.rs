@@ -1,0 +1,346 @@
+//! Everything that arrives from other nodes, checked before it touches
+//! anything.
+//!
+//! Gossip is decoded under its size limit, its author checked against the
+//! signed source (a node may only gossip its own claims, starts, ends and
+//! dones), its Dones checked for outputs that really exist (`fetch.rs`),
+//! and its record checked for invariants by the ledger. Bad input is
+//! dropped, counted, logged once per peer per minute, and reported to
+//! gossipsub as invalid, which lowers the sender's peer score. Handlers run
+//! as bounded concurrent tasks: a flood is shed, never queued without end,
+//! and nothing here can stall the swarm's event loop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use tokio::sync::Semaphore;
+
+use super::wire::{self, DeltaMsg};
+use super::{Inner, lock};
+use crate::ledger::{JobRecord, NodeId};
+use crate::swarm::{Event, MessageHandle, Verdict};
+
+/// Concurrent handlers of gossip and requests.
+const MAX_HANDLERS: usize = 256;
+
+/// Rate-limited reports of bad input, and counts of it.
+#[derive(Default)]
+pub struct BadInput {
+    last_logged: std::sync::Mutex<HashMap<String, Instant>>,
+    pub count: std::sync::atomic::AtomicU64,
+}
+
+impl BadInput {
+    /// Count bad input from `peer`, logging at most once per peer per minute.
+    pub fn report(&self, peer: &str, what: &str) {
+        self.count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut last = lock(&self.last_logged);
+        let now = Instant::now();
+        let due = last
+            .get(peer)
+            .is_none_or(|t| now.saturating_duration_since(*t) >= Duration::from_secs(60));
+        if due {
+            last.insert(peer.to_string(), now);
+            tracing::warn!(
+                peer,
+                "dropped bad input: {what} (further reports from this peer muted for a minute)"
+            );
+        }
+    }
+}
+
+/// Handle swarm events until the node stops.
+pub(crate) async fn run(inner: Arc<Inner>, mut events: super::net::NetEvents) {
+    let permits = Arc::new(Semaphore::new(MAX_HANDLERS));
+    let mut sync_tick = tokio::time::interval(Duration::from_secs(5));
+    sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = sync_tick.tick() => super::sync::sync_with_random_peer(&inner),
+            ev = events.recv() => match ev {
+                None => return,
+                Some(ev) => dispatch(&inner, &permits, ev),
+            },
+        }
+    }
+}
+
+fn dispatch(inner: &Arc<Inner>, permits: &Arc<Semaphore>, ev: Event) {
+    match ev {
+        Event::Message {
+            source,
+            from,
+            topic,
+            data,
+            handle,
+        } => {
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                net(inner).client.report(handle, Verdict::Ignore);
+                return;
+            };
+            let inner = inner.clone();
+            inner.tracker.clone().spawn(async move {
+                on_message(&inner, source, from, &topic, &data, handle).await;
+                drop(permit);
+            });
+        }
+        Event::Request {
+            from,
+            protocol,
+            data,
+            channel,
+        } => {
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                return;
+            };
+            let inner = inner.clone();
+            inner.tracker.clone().spawn(async move {
+                let reply = super::sync::serve(&inner, from, protocol, &data).await;
+                if let Some(reply) = reply {
+                    net(&inner).client.respond(channel, reply);
+                }
+                drop(permit);
+            });
+        }
+        Event::Connected(peer) => {
+            lock(&inner.connected).insert(peer);
+            let inner = inner.clone();
+            inner
+                .tracker
+                .clone()
+                .spawn(async move { super::sync::sync_with(&inner, peer).await });
+        }
+        Event::Disconnected(peer) => {
+            lock(&inner.connected).remove(&peer);
+        }
+        Event::Subscribed { topic, .. } if topic == wire::TOPIC_HEARTBEAT => {
+            inner.heartbeat_now.notify_one()
+        }
+        Event::Subscribed { .. } => {}
+        Event::Rtt { peer, rtt } => lock(&inner.peers).set_rtt(&NodeId::new(peer.to_base58()), rtt),
+        Event::DialFailed { peer, error } => {
+            tracing::info!(?peer, "dial failed: {error}");
+        }
+        Event::Listening(addr) => {
+            let full = format!("{addr}/p2p/{}", inner.id);
+            tracing::info!("listening on {full}");
+            lock(&inner.listen_addrs).push(full);
+        }
+    }
+}
+
+pub(crate) fn net(inner: &Inner) -> &super::net::Net {
+    // Inbound handling only runs on networked nodes.
+    inner
+        .net
+        .as_ref()
+        .expect("inbound events come only from a network")
+}
+
+async fn on_message(
+    inner: &Arc<Inner>,
+    source: Option<PeerId>,
+    from: PeerId,
+    topic: &str,
+    data: &[u8],
+    handle: MessageHandle,
+) {
+    let author = source.unwrap_or(from);
+    let verdict = match topic {
+        wire::TOPIC_LEDGER => on_delta(inner, author, from, data).await,
+        wire::TOPIC_HEARTBEAT => on_heartbeat(inner, author, data),
+        _ => Err(format!("message on unknown topic `{topic}`")),
+    };
+    let verdict = match verdict {
+        Ok(v) => v,
+        Err(what) => {
+            inner.bad_input.report(&author.to_base58(), &what);
+            Verdict::Reject
+        }
+    };
+    net(inner).client.report(handle, verdict);
+}
+
+fn on_heartbeat(inner: &Arc<Inner>, author: PeerId, data: &[u8]) -> Result<Verdict, String> {
+    let hb = wire::decode_heartbeat(data).map_err(|e| format!("heartbeat: {e}"))?;
+    if hb.node.as_str() != author.to_base58() {
+        return Err(format!(
+            "heartbeat signed by {author} claims to be from {}",
+            hb.node
+        ));
+    }
+    if hb.held.len() > 4096
+        || hb.blobs.len() > super::peers::MAX_HEARTBEAT_BLOBS
+        || hb.name.len() > 256
+        || hb.addrs.len() > 16
+    {
+        return Err("heartbeat over its limits".into());
+    }
+    inner.clock_observe_heartbeat(hb.stamp);
+    maybe_dial(inner, author, &hb.addrs);
+    let new = lock(&inner.peers).heard(hb.clone(), Instant::now());
+    if new {
+        inner.on_peer_seen(&hb);
+    }
+    Ok(Verdict::Accept)
+}
+
+/// How often this node tries to dial a peer it hears of but is not connected to.
+const REDIAL: Duration = Duration::from_secs(5);
+
+/// Dial a peer known only through gossip, at most every [`REDIAL`].
+fn maybe_dial(inner: &Arc<Inner>, peer: PeerId, addrs: &[String]) {
+    if lock(&inner.connected).contains(&peer) {
+        return;
+    }
+    {
+        let mut tried = lock(&inner.dial_attempts);
+        let now = Instant::now();
+        if tried
+            .get(&peer)
+            .is_some_and(|t| now.saturating_duration_since(*t) < REDIAL)
+        {
+            return;
+        }
+        tried.insert(peer, now);
+    }
+    let Some(addr) = addrs
+        .iter()
+        .find_map(|a| a.parse::<libp2p::Multiaddr>().ok())
+    else {
+        return;
+    };
+    let inner = inner.clone();
+    inner.tracker.clone().spawn(async move {
+        if let Some(net) = &inner.net
+            && let Err(e) = net.client.dial(addr).await
+        {
+            tracing::debug!(%peer, "dialling a peer heard of through gossip: {e}");
+        }
+    });
+}
+
+async fn on_delta(
+    inner: &Arc<Inner>,
+    author: PeerId,
+    from: PeerId,
+    data: &[u8],
+) -> Result<Verdict, String> {
+    let DeltaMsg { job, mut record } =
+        wire::decode_delta(data).map_err(|e| format!("delta: {e}"))?;
+    check_authorship(&record, &NodeId::new(author.to_base58()))?;
+    let dropped = super::fetch::verify_dones(inner, &[from], &mut record).await;
+    let changed = inner
+        .ledger
+        .apply_remote(job, &record)
+        .map_err(|e| format!("delta for job {}: {e}", job.short()))?;
+    if dropped > 0 {
+        return Err(format!(
+            "{dropped} done record(s) naming outputs the sender cannot provide"
+        ));
+    }
+    let _ = changed;
+    Ok(Verdict::Accept)
+}
+
+/// A node gossips only its own doings: every claim, start, end and done in
+/// a gossiped delta must be the author's, and so must any stamp it sets.
+fn check_authorship(rec: &JobRecord, author: &NodeId) -> Result<(), String> {
+    let foreign = |n: &NodeId| n != author;
+    for (i, t) in &rec.tasks {
+        let bad = t.claims.iter().any(|c| foreign(&c.node))
+            || t.starts.iter().any(|s| foreign(&s.node))
+            || t.ends.iter().any(|e| foreign(&e.node))
+            || t.dones.iter().any(|d| foreign(&d.node));
+        if bad {
+            return Err(format!(
+                "delta from {author} carries task {i} entries of another node"
+            ));
+        }
+    }
+    for stamp in [&rec.control.stamp, &rec.priority.stamp] {
+        if stamp.lamport > 0 && foreign(&stamp.node) {
+            return Err(format!(
+                "delta from {author} carries a change stamped by {}",
+                stamp.node
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// Heartbeat stamps are Lamport stamps too: moving past them orders this
+    /// node's next claims after what the peer said.
+    fn clock_observe_heartbeat(&self, stamp: u64) {
+        if stamp <= crate::ledger::validate::MAX_LAMPORT {
+            self.ledger.clock().observe(stamp);
+        }
+    }
+
+    fn on_peer_seen(&self, hb: &super::peers::Heartbeat) {
+        self.events.push(
+            super::Severity::Info,
+            "node_joined",
+            None,
+            None,
+            format!("node {} ({}) is alive", hb.name, hb.node.short()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Claim, FrameRange, JobSpec};
+
+    fn rec() -> JobRecord {
+        JobRecord::new(JobSpec {
+            name: "j".into(),
+            scene: Default::default(),
+            scene_file: "s.toml".into(),
+            engine: "builtin".into(),
+            frames: FrameRange {
+                start: 1,
+                end: 2,
+                step: 1,
+            },
+            frames_per_task: 1,
+            priority: 0,
+            output_format: None,
+            requirements: Default::default(),
+            max_attempts: 3,
+            timeout_secs: None,
+            collect_dir: None,
+            options: Default::default(),
+            submitter: NodeId::new("someone"),
+            submitted_ms: 0,
+        })
+    }
+
+    #[test]
+    fn a_node_may_gossip_only_its_own_claims() {
+        let me = NodeId::new("me");
+        let mut r = rec();
+        r.tasks.entry(0).or_default().claims.insert(Claim {
+            epoch: 1,
+            lamport: 3,
+            node: me.clone(),
+        });
+        assert!(check_authorship(&r, &me).is_ok());
+        r.tasks.entry(1).or_default().claims.insert(Claim {
+            epoch: 1,
+            lamport: 3,
+            node: NodeId::new("other"),
+        });
+        assert!(
+            check_authorship(&r, &me)
+                .unwrap_err()
+                .contains("another node")
+        );
+    }
+}

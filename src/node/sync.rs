@@ -1,0 +1,228 @@
+//! Anti-entropy: what guarantees convergence when gossip does not.
+//!
+//! On every new connection, and every few seconds with a random peer, a
+//! node sends its digest (a hash per job record); the peer answers with its
+//! records of the jobs that differ or that the asker lacks, and the ids of
+//! the jobs it lacks or holds differently; the asker merges and pushes
+//! those. Both sides end holding the join of both records, so a node that
+//! joined late, restarted, or sat on the other side of a partition converges.
+//! Large answers come in batches (`more`), so no message exceeds its limit.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use libp2p::PeerId;
+
+use super::wire::{self, ChunkReply, SyncReply, SyncRequest};
+use super::{Inner, lock};
+use crate::hash::Hash;
+use crate::ledger::{JobId, JobRecord};
+
+/// Rounds of one sync before giving up until the next.
+const MAX_ROUNDS: usize = 64;
+
+/// Sync with one random connected peer.
+pub(crate) fn sync_with_random_peer(inner: &Arc<Inner>) {
+    let peers: Vec<PeerId> = lock(&inner.connected).iter().copied().collect();
+    if peers.is_empty() {
+        return;
+    }
+    let pick = (super::events::now_ms() as usize) % peers.len();
+    let peer = peers[pick];
+    let inner = inner.clone();
+    inner
+        .tracker
+        .clone()
+        .spawn(async move { sync_with(&inner, peer).await });
+}
+
+/// Exchange digests and records with `peer` until both hold the same.
+pub(crate) async fn sync_with(inner: &Arc<Inner>, peer: PeerId) {
+    let Some(net) = &inner.net else { return };
+    for _ in 0..MAX_ROUNDS {
+        let digest = inner.ledger.digest();
+        let request = wire::encode(&SyncRequest::Digest(digest));
+        let reply = match net.client.request(peer, wire::PROTO_SYNC, request).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(%peer, "sync: {e}");
+                return;
+            }
+        };
+        inner
+            .metrics
+            .syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (records, want, more) = match wire::decode_sync_reply(&reply) {
+            Ok(SyncReply::Diff {
+                records,
+                want,
+                more,
+            }) => (records, want, more),
+            Ok(SyncReply::Ack) => return,
+            Err(e) => {
+                inner
+                    .bad_input
+                    .report(&peer.to_base58(), &format!("sync reply: {e}"));
+                return;
+            }
+        };
+        merge_records(inner, peer, records).await;
+        push(inner, peer, &want).await;
+        if !more {
+            return;
+        }
+    }
+}
+
+/// Merge records a peer sent, each checked; bad ones are counted and dropped.
+async fn merge_records(inner: &Arc<Inner>, peer: PeerId, records: Vec<(JobId, JobRecord)>) {
+    for (id, mut rec) in records {
+        super::fetch::verify_dones(inner, &[peer], &mut rec).await;
+        if let Err(e) = inner.ledger.apply_remote(id, &rec) {
+            inner.bad_input.report(
+                &peer.to_base58(),
+                &format!("sync record for job {}: {e}", id.short()),
+            );
+        }
+    }
+}
+
+/// Send the records `peer` asked for, in batches under the size limit.
+async fn push(inner: &Arc<Inner>, peer: PeerId, want: &[JobId]) {
+    let Some(net) = &inner.net else { return };
+    let mut rest: Vec<JobId> = want.to_vec();
+    while !rest.is_empty() {
+        let (batch, left) = batch_records(inner, &rest);
+        rest = left;
+        if batch.is_empty() {
+            return;
+        }
+        let msg = wire::encode(&SyncRequest::Push(batch));
+        if let Err(e) = net.client.request(peer, wire::PROTO_SYNC, msg).await {
+            tracing::debug!(%peer, "sync push: {e}");
+            return;
+        }
+    }
+}
+
+/// As many of `ids`' records as fit in one message, and the ids left over.
+fn batch_records(inner: &Inner, ids: &[JobId]) -> (Vec<(JobId, JobRecord)>, Vec<JobId>) {
+    inner.ledger.read(|jobs| {
+        let mut batch = Vec::new();
+        let mut size = 0;
+        let mut left = Vec::new();
+        for id in ids {
+            let Some(rec) = jobs.get(id) else { continue };
+            let len = crate::codec::encode(rec).len();
+            if !batch.is_empty() && size + len > wire::SYNC_BATCH_BYTES {
+                left.push(*id);
+                continue;
+            }
+            size += len;
+            batch.push((*id, rec.clone()));
+        }
+        (batch, left)
+    })
+}
+
+/// Answer a request from `from`; `None` drops it (the asker sees a failure).
+pub(crate) async fn serve(
+    inner: &Arc<Inner>,
+    from: PeerId,
+    protocol: &str,
+    data: &[u8],
+) -> Option<Vec<u8>> {
+    match protocol {
+        wire::PROTO_SYNC => serve_sync(inner, from, data).await,
+        wire::PROTO_CHUNK => serve_chunks(inner, from, data).await,
+        _ => None,
+    }
+}
+
+async fn serve_sync(inner: &Arc<Inner>, from: PeerId, data: &[u8]) -> Option<Vec<u8>> {
+    let req = match wire::decode_sync_request(data) {
+        Ok(r) => r,
+        Err(e) => {
+            inner
+                .bad_input
+                .report(&from.to_base58(), &format!("sync request: {e}"));
+            return None;
+        }
+    };
+    let reply = match req {
+        SyncRequest::Digest(theirs) => diff(inner, &theirs),
+        SyncRequest::Push(records) => {
+            merge_records(inner, from, records).await;
+            SyncReply::Ack
+        }
+    };
+    Some(wire::encode(&reply))
+}
+
+/// My records that differ from `theirs`, and the ids I want from them.
+fn diff(inner: &Inner, theirs: &BTreeMap<JobId, Hash>) -> SyncReply {
+    let mine = inner.ledger.digest();
+    let send: Vec<JobId> = mine
+        .iter()
+        .filter(|(id, h)| theirs.get(id) != Some(h))
+        .map(|(id, _)| *id)
+        .collect();
+    let (records, left) = batch_records(inner, &send);
+    let archived_here = |id: &JobId| {
+        inner
+            .ledger
+            .read(|jobs| jobs.get(id).is_some_and(|r| r.archived.0))
+    };
+    let want: Vec<JobId> = theirs
+        .iter()
+        .filter(|(id, h)| mine.get(id) != Some(h) && !archived_here(id))
+        .map(|(id, _)| *id)
+        .collect();
+    SyncReply::Diff {
+        records,
+        want,
+        more: !left.is_empty(),
+    }
+}
+
+async fn serve_chunks(inner: &Arc<Inner>, from: PeerId, data: &[u8]) -> Option<Vec<u8>> {
+    let req = match wire::decode_chunk_request(data) {
+        Ok(r) => r,
+        Err(e) => {
+            inner
+                .bad_input
+                .report(&from.to_base58(), &format!("chunk request: {e}"));
+            return None;
+        }
+    };
+    let store = inner.store.clone();
+    let reply = tokio::task::spawn_blocking(move || {
+        let mut budget = wire::CHUNK_REPLY_BUDGET;
+        let chunks = req
+            .hashes
+            .iter()
+            .map(|h| {
+                if budget == 0 || !store.has_chunk(*h) {
+                    return None;
+                }
+                let bytes = store.read_chunk(*h).ok()?;
+                if bytes.len() > budget {
+                    budget = 0;
+                    return None;
+                }
+                budget -= bytes.len();
+                Some(bytes)
+            })
+            .collect();
+        ChunkReply { chunks }
+    })
+    .await
+    .ok()?;
+    let sent: usize = reply.chunks.iter().flatten().map(Vec::len).sum();
+    inner
+        .metrics
+        .chunk_bytes_served
+        .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
+    Some(wire::encode(&reply))
+}

@@ -1,0 +1,257 @@
+//! Keeping peers connected: re-dialling, mDNS, and the ping watchdog.
+//!
+//! A peer is re-dialled every [`REDIAL_INTERVAL`] while it is not connected:
+//! configured addresses (with or without `/p2p/<id>`; the id is learned on
+//! first contact) and peers mDNS reported. mDNS only reports; dialling is up
+//! to us. A cut cable closes nothing for minutes, so every connection must
+//! answer a ping within three ping intervals or it is closed, and then the
+//! re-dial brings the peer back once the cable is mended.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use libp2p::core::ConnectedPoint;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, DialError};
+use libp2p::{Multiaddr, PeerId, mdns};
+
+use super::event_loop::EventLoop;
+use super::types::Event;
+
+/// How often peers that are not connected are dialled again.
+pub(super) const REDIAL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A connection without a ping answer for this many ping intervals is dead.
+const DEAD_AFTER_INTERVALS: u32 = 3;
+
+/// A `--peer` address and what we learned about it.
+struct ConfiguredPeer {
+    addr: Multiaddr,
+    /// From the `/p2p/` suffix, or learned when a dial to `addr` succeeded.
+    peer: Option<PeerId>,
+    /// The dial in flight, so slow dials do not pile up.
+    dialing: Option<ConnectionId>,
+    /// The address turned out to be this node: never dial it again.
+    is_self: bool,
+}
+
+/// What the loop knows about whom to keep connected.
+pub(super) struct Dialer {
+    configured: Vec<ConfiguredPeer>,
+    discovered: HashMap<PeerId, Vec<Multiaddr>>,
+    pub(super) blocked: HashSet<PeerId>,
+    /// Last ping answer (or the opening) per connection.
+    last_ping: HashMap<ConnectionId, (PeerId, Instant)>,
+    last_check: Instant,
+    ping_interval: Duration,
+    local: PeerId,
+}
+
+impl Dialer {
+    pub(super) fn new(peers: Vec<Multiaddr>, local: PeerId, ping_interval: Duration) -> Self {
+        let configured = peers
+            .into_iter()
+            .map(|addr| ConfiguredPeer {
+                peer: peer_of(&addr),
+                addr,
+                dialing: None,
+                is_self: false,
+            })
+            .collect();
+        Self {
+            configured,
+            discovered: HashMap::new(),
+            blocked: HashSet::new(),
+            last_ping: HashMap::new(),
+            last_check: Instant::now(),
+            ping_interval,
+            local,
+        }
+    }
+
+    pub(super) fn ping_interval(&self) -> Duration {
+        self.ping_interval
+    }
+
+    pub(super) fn on_established(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        endpoint: &ConnectedPoint,
+    ) {
+        self.last_ping.insert(connection, (peer, Instant::now()));
+        if let ConnectedPoint::Dialer { address, .. } = endpoint {
+            for cp in &mut self.configured {
+                if cp.dialing == Some(connection) || (cp.peer.is_none() && &cp.addr == address) {
+                    cp.dialing = None;
+                    cp.peer = Some(peer);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_closed(&mut self, connection: ConnectionId) {
+        self.last_ping.remove(&connection);
+    }
+
+    pub(super) fn on_dial_failed(&mut self, connection: ConnectionId, error: &DialError) {
+        for cp in &mut self.configured {
+            if cp.dialing == Some(connection) {
+                cp.dialing = None;
+                if matches!(error, DialError::LocalPeerId { .. }) {
+                    tracing::debug!(addr = %cp.addr, "configured peer is this node; not dialling it");
+                    cp.is_self = true;
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_ping_ok(&mut self, peer: PeerId, connection: ConnectionId) {
+        self.last_ping.insert(connection, (peer, Instant::now()));
+    }
+
+    /// The peer does not speak ping: the watchdog cannot judge the connection.
+    pub(super) fn on_ping_unsupported(&mut self, connection: ConnectionId) {
+        self.last_ping.remove(&connection);
+    }
+
+    /// Connections whose last ping answer is too old. If the loop itself was
+    /// stalled (the check runs late), nobody is judged this round.
+    fn dead_connections(&mut self) -> Vec<(ConnectionId, PeerId, Duration)> {
+        let now = Instant::now();
+        let late = now.duration_since(self.last_check) > self.ping_interval * 2;
+        self.last_check = now;
+        if late {
+            for (_, seen) in self.last_ping.values_mut() {
+                *seen = now;
+            }
+            return Vec::new();
+        }
+        let dead_after = self.ping_interval * DEAD_AFTER_INTERVALS;
+        self.last_ping
+            .iter()
+            .filter(|(_, (_, seen))| now.duration_since(*seen) > dead_after)
+            .map(|(conn, (peer, seen))| (*conn, *peer, now.duration_since(*seen)))
+            .collect()
+    }
+}
+
+/// The `/p2p/<id>` an address names, if any.
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+/// Dial options for `addr`: by peer (no duplicate connections) when the
+/// address names one or it was `learned`, else by address alone.
+pub(super) fn dial_opts(addr: &Multiaddr, learned: Option<PeerId>) -> DialOpts {
+    match peer_of(addr).or(learned) {
+        Some(peer) => DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .addresses(vec![addr.clone()])
+            .build(),
+        None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+    }
+}
+
+impl EventLoop {
+    /// Dials every configured or discovered peer that is not connected.
+    pub(super) fn redial(&mut self) {
+        let mut failures = Vec::new();
+        for cp in &mut self.dialer.configured {
+            let known = cp.peer;
+            let skip = cp.is_self
+                || cp.dialing.is_some()
+                || known.is_some_and(|p| {
+                    self.swarm.is_connected(&p) || self.dialer.blocked.contains(&p)
+                });
+            if skip {
+                continue;
+            }
+            // An address without /p2p/ is dialled as such: the machine there
+            // may have a new identity since we last met it.
+            let opts = dial_opts(&cp.addr, None);
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => cp.dialing = Some(id),
+                Err(DialError::DialPeerConditionFalse(_)) => {}
+                Err(e) => failures.push((known, format!("dialling {}: {e}", cp.addr))),
+            }
+        }
+        let discovered: Vec<PeerId> = self.dialer.discovered.keys().copied().collect();
+        for peer in discovered {
+            if let Some(error) = self.dial_discovered(peer) {
+                failures.push((Some(peer), error));
+            }
+        }
+        for (peer, error) in failures {
+            tracing::debug!(?peer, %error, "dial not started");
+            if self.emit_lossy(Event::DialFailed { peer, error }).is_some() {
+                super::stats::bump(&self.stats.events_dropped);
+            }
+        }
+    }
+
+    /// Dials a peer mDNS reported, unless connected, blocked or already dialling.
+    fn dial_discovered(&mut self, peer: PeerId) -> Option<String> {
+        if self.swarm.is_connected(&peer) || self.dialer.blocked.contains(&peer) {
+            return None;
+        }
+        let addrs = self.dialer.discovered.get(&peer)?.clone();
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .addresses(addrs)
+            .build();
+        match self.swarm.dial(opts) {
+            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    /// Closes connections that stopped answering pings.
+    pub(super) fn check_pings(&mut self) {
+        for (connection, peer, silent) in self.dialer.dead_connections() {
+            tracing::warn!(%peer, ?silent, "no ping answer; closing the connection");
+            self.dialer.last_ping.remove(&connection);
+            self.swarm.close_connection(connection);
+        }
+    }
+
+    pub(super) fn on_mdns(&mut self, event: mdns::Event) {
+        match event {
+            mdns::Event::Discovered(found) => {
+                let mut peers = Vec::new();
+                for (peer, addr) in found {
+                    if peer == self.dialer.local {
+                        continue;
+                    }
+                    tracing::debug!(%peer, %addr, "mDNS discovered a peer");
+                    self.swarm.add_peer_address(peer, addr.clone());
+                    let addrs = self.dialer.discovered.entry(peer).or_default();
+                    if !addrs.contains(&addr) {
+                        addrs.push(addr);
+                    }
+                    peers.push(peer);
+                }
+                for peer in peers {
+                    if let Some(error) = self.dial_discovered(peer) {
+                        tracing::debug!(%peer, %error, "dial of a discovered peer not started");
+                    }
+                }
+            }
+            mdns::Event::Expired(gone) => {
+                for (peer, addr) in gone {
+                    if let Some(addrs) = self.dialer.discovered.get_mut(&peer) {
+                        addrs.retain(|a| a != &addr);
+                        if addrs.is_empty() {
+                            self.dialer.discovered.remove(&peer);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
