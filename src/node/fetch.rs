@@ -191,6 +191,7 @@ impl Inner {
 
     /// Remember that this node holds `blob` completely (advertised in heartbeats).
     pub fn hold_blob(&self, blob: Hash) {
+        lock(&self.complete_blobs).insert(blob);
         let mut held = lock(&self.held_blobs);
         held.retain(|h| *h != blob);
         held.push_back(blob);

@@ -27,6 +27,7 @@ pub(crate) fn spawn_all(inner: &Arc<Inner>, net: Option<NetEvents>) {
     if let Some(events) = net {
         t.spawn(super::inbound::run(inner.clone(), events));
         t.spawn(heartbeat(inner.clone()));
+        t.spawn(super::replicate::replicate(inner.clone()));
         if let Some(file) = inner
             .cfg
             .net

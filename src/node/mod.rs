@@ -23,6 +23,7 @@ mod loops;
 pub mod metrics;
 pub mod net;
 pub mod peers;
+mod replicate;
 mod scenes;
 pub mod scheduler;
 mod submit;
@@ -113,6 +114,8 @@ pub(crate) struct Inner {
     pub fetch_locks: Mutex<HashMap<crate::hash::Hash, Arc<tokio::sync::Mutex<()>>>>,
     /// When this node last tried to dial each peer it heard of.
     pub dial_attempts: Mutex<HashMap<libp2p::PeerId, std::time::Instant>>,
+    /// Every blob known to be complete in the store.
+    pub complete_blobs: Mutex<replicate::Complete>,
     /// Blobs held completely, most recent last (advertised in heartbeats).
     pub held_blobs: Mutex<VecDeque<crate::hash::Hash>>,
 }
@@ -163,6 +166,7 @@ impl Node {
             metrics: metrics::Metrics::default(),
             fetch_locks: Mutex::new(HashMap::new()),
             held_blobs: Mutex::new(VecDeque::new()),
+            complete_blobs: Mutex::new(Default::default()),
             dial_attempts: Mutex::new(HashMap::new()),
             id,
             cfg,

@@ -7,3 +7,4 @@ mod harness;
 mod ledger_laws;
 mod single_node;
 mod swarm;
+mod swarm_work;

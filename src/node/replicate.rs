@@ -1,0 +1,194 @@
+//! Keep every finished frame on at least two nodes until its job's outputs
+//! are collected.
+//!
+//! A frame first exists only on the node that rendered it. If that node
+//! dies before the submitter collects, the frame would be lost and the
+//! task would have to render again — or, if the submitter is gone too,
+//! nobody could collect it. So each output of an uncollected job is kept on
+//! two *live* nodes: its renderer while alive, the submitter while alive
+//! (it fetches the frame to collect it anyway), then the live nodes in
+//! rendezvous order on the output's hash. When a keeper dies the next one
+//! in that order takes a copy from whoever still has it. Every node computes
+//! the same keepers from the same ledger and liveness, so no more than the
+//! needed copies are made.
+//!
+//! Scenes are copied too, sooner: every node that can run an open job
+//! fetches its scene as soon as it learns of the job, so the engine starts
+//! without a transfer on the critical path, and a submitter that dies right
+//! after submitting does not take the only copy of the scene with it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Inner, lock};
+use crate::hash::Hash;
+use crate::ledger::NodeId;
+
+/// An output this node should copy, and who rendered it.
+struct Copy {
+    blob: Hash,
+    renderer: NodeId,
+}
+
+pub(crate) async fn replicate(inner: Arc<Inner>) {
+    let mut changes = inner.ledger.subscribe();
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = changes.changed() => {}
+            // Liveness changes without ledger changes: look again now and then.
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        for (scene, submitter) in scenes_to_prefetch(&inner) {
+            if let Err(e) = inner
+                .ensure_blob(scene, std::slice::from_ref(&submitter))
+                .await
+            {
+                tracing::debug!("prefetching scene {}: {e}", scene.short(12));
+            }
+        }
+        for c in copies_for_me(&inner) {
+            if inner.shutdown.is_cancelled() {
+                return;
+            }
+            if let Err(e) = inner
+                .ensure_blob(c.blob, std::slice::from_ref(&c.renderer))
+                .await
+            {
+                tracing::debug!("keeping a second copy of output {}: {e}", c.blob.short(12));
+            }
+        }
+    }
+}
+
+/// Scenes of open jobs this node can run and does not hold yet.
+fn scenes_to_prefetch(inner: &Inner) -> Vec<(Hash, NodeId)> {
+    let complete = lock(&inner.complete_blobs).clone();
+    let engines = inner.engines.names();
+    inner.ledger.read(|jobs| {
+        jobs.values()
+            .filter(|r| !r.cancelled.0 && !r.archived.0 && !complete.contains(&r.spec.scene))
+            .filter(|r| {
+                engines.contains(&r.spec.engine) && r.spec.requirements.is_subset(&inner.cfg.tags)
+            })
+            .filter(|r| {
+                r.tasks.values().filter(|t| !t.dones.is_empty()).count()
+                    < r.spec.task_count() as usize
+            })
+            .map(|r| (r.spec.scene, r.spec.submitter.clone()))
+            .collect()
+    })
+}
+
+fn copies_for_me(inner: &Inner) -> Vec<Copy> {
+    let complete = lock(&inner.complete_blobs).clone();
+    let now = Instant::now();
+    let live: Vec<NodeId> = {
+        let peers = lock(&inner.peers);
+        let mut v: Vec<NodeId> = peers.alive(now).map(|p| p.heartbeat.node.clone()).collect();
+        v.push(inner.id.clone());
+        v
+    };
+    inner.ledger.read(|jobs| {
+        let mut out = Vec::new();
+        for rec in jobs.values() {
+            if rec.collected.0 || rec.cancelled.0 || rec.archived.0 {
+                continue;
+            }
+            let submitter_alive = live.contains(&rec.spec.submitter);
+            for t in rec.tasks.values() {
+                let Some(d) = t.winning_done() else { continue };
+                if d.node == inner.id {
+                    continue;
+                }
+                for o in d.outputs.values() {
+                    if complete.contains(&o.blob) {
+                        continue;
+                    }
+                    let submitter = submitter_alive.then_some(&rec.spec.submitter);
+                    if keepers(o.blob, &d.node, submitter, &live).contains(&&inner.id) {
+                        out.push(Copy {
+                            blob: o.blob,
+                            renderer: d.node.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    })
+}
+
+/// How many live nodes keep each uncollected output.
+const COPIES: usize = 2;
+
+/// The live nodes that keep `blob`: its renderer and the submitter while
+/// alive, then the others by rendezvous rank.
+fn keepers<'a>(
+    blob: Hash,
+    renderer: &'a NodeId,
+    submitter: Option<&'a NodeId>,
+    live: &'a [NodeId],
+) -> Vec<&'a NodeId> {
+    let rank = |n: &NodeId| {
+        let mut h = blake3::Hasher::new();
+        h.update(&blob.0);
+        h.update(n.as_str().as_bytes());
+        Hash::from(h.finalize())
+    };
+    let mut rest: Vec<&NodeId> = live.iter().collect();
+    rest.sort_by_key(|n| std::cmp::Reverse(rank(n)));
+    let first = [Some(renderer).filter(|r| live.contains(r)), submitter];
+    let mut out: Vec<&NodeId> = Vec::new();
+    for n in first.into_iter().flatten().chain(rest) {
+        if out.len() == COPIES {
+            break;
+        }
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// Blobs this node holds completely.
+pub type Complete = HashSet<Hash>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_live_nodes_keep_each_output_whoever_dies() {
+        let live: Vec<NodeId> = (0..5).map(|i| NodeId::new(format!("n{i}"))).collect();
+        for i in 0..50u8 {
+            let blob = Hash::of(&[i]);
+            let renderer = &live[(i % 5) as usize];
+            let k = keepers(blob, renderer, None, &live);
+            assert_eq!(k.len(), 2);
+            assert_eq!(k[0], renderer, "the renderer keeps its output while alive");
+            let mut shuffled = live.clone();
+            shuffled.reverse();
+            assert_eq!(
+                keepers(blob, renderer, None, &shuffled),
+                k,
+                "order-independent"
+            );
+            // The renderer dies: two others keep it.
+            let others: Vec<NodeId> = live.iter().filter(|n| *n != renderer).cloned().collect();
+            let k = keepers(blob, renderer, None, &others);
+            assert_eq!(k.len(), 2);
+            assert!(!k.contains(&renderer));
+        }
+        let submitter = &live[3];
+        assert_eq!(
+            keepers(Hash::of(b"x"), &live[0], Some(submitter), &live),
+            vec![&live[0], submitter]
+        );
+        assert_eq!(
+            keepers(Hash::of(b"x"), &live[0], None, &live[..1]),
+            vec![&live[0]]
+        );
+    }
+}

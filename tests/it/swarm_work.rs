@@ -1,0 +1,172 @@
+//! Who takes which work, and where finished frames live: blocklists, tags,
+//! fetching from any node, second copies of outputs.
+//!
+//! What belongs here: swarm behaviour beyond the headline acceptance tests
+//! in `swarm.rs`.
+
+use renderswarm::ledger::{JobStatus, TaskStatus};
+
+use crate::harness::*;
+
+/// A command engine writing `frame N` for frame N after `secs` seconds.
+fn writer(name: &str, secs: &str) -> String {
+    format!(
+        "{name}=sh -c 'sleep {secs}; echo frame $3 > \"$2/frame_$(printf %04d $3).txt\"' sh {{scene}} {{output}} {{frame}}"
+    )
+}
+
+/// A node whose engine keeps failing a job is blocklisted after 3 failures
+/// and leaves the job to a node that can render it.
+#[test]
+fn a_failing_node_is_blocklisted_and_the_other_finishes() {
+    let good = NodeProc::start(&["--engine-command", &writer("flaky", "0.2")]);
+    let bad = NodeProc::start(&[
+        "--engine-command",
+        "flaky=sh -c 'exit 9'",
+        "--peer",
+        good.addr(),
+    ]);
+    good.wait_alive(2);
+    let orbit = example("orbit.toml");
+    let job = bad.submit(&[
+        orbit.to_str().unwrap(),
+        "--frames",
+        "1-12",
+        "--engine",
+        "flaky",
+        "--max-attempts",
+        "6",
+    ]);
+    let done = good.wait_job(&job.id, "the job finishes", |j| j.status == JobStatus::Done);
+    let failures_on_bad: u32 = done.tasks.iter().flatten().map(|t| t.failures).sum();
+    println!("failures on the bad node: {failures_on_bad}");
+    assert_eq!(
+        failures_on_bad, 3,
+        "the bad node stops claiming the job after 3 failures"
+    );
+    assert!(
+        done.tasks
+            .iter()
+            .flatten()
+            .all(|t| t.node.as_deref() == Some(good.id.as_str()))
+    );
+}
+
+/// A job requiring a tag runs only on nodes that have it.
+#[test]
+fn requirements_send_work_only_to_tagged_nodes() {
+    let engine = writer("w", "0.1");
+    let plain = NodeProc::start(&["--engine-command", &engine]);
+    let gpu = NodeProc::start(&[
+        "--engine-command",
+        &engine,
+        "--tags",
+        "gpu,bigmem",
+        "--peer",
+        plain.addr(),
+    ]);
+    plain.wait_alive(2);
+    let orbit = example("orbit.toml");
+    let job = plain.submit(&[
+        orbit.to_str().unwrap(),
+        "--frames",
+        "1-8",
+        "--engine",
+        "w",
+        "--require",
+        "gpu",
+    ]);
+    let done = plain.wait_job(&job.id, "the job finishes", |j| j.status == JobStatus::Done);
+    for t in done.tasks.iter().flatten() {
+        assert_eq!(
+            t.node.as_deref(),
+            Some(gpu.id.as_str()),
+            "task {} ran on an untagged node",
+            t.index
+        );
+    }
+}
+
+/// `swarm fetch` works from any node, whoever rendered the frames.
+#[test]
+fn fetch_works_from_any_node() {
+    let engine = writer("w", "0.1");
+    let nodes = swarm_of(3, &["--engine-command", &engine]);
+    let orbit = example("orbit.toml");
+    let job = nodes[0].submit(&[orbit.to_str().unwrap(), "--frames", "1-9", "--engine", "w"]);
+    nodes[0].wait_job(&job.id, "the job finishes", |j| j.status == JobStatus::Done);
+    let out = tempfile::tempdir().unwrap();
+    let res = nodes[2].cli(&[
+        "fetch",
+        &job.id[..10],
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    for f in 1..=9 {
+        let text = std::fs::read_to_string(out.path().join(format!("frame_{f:04}.txt"))).unwrap();
+        assert_eq!(text.trim(), format!("frame {f}"));
+    }
+}
+
+/// Every finished frame is kept on a second node until it is collected: the
+/// submitter dies, then a renderer dies, and the submitter still collects
+/// every frame when it returns.
+#[test]
+fn outputs_survive_the_loss_of_their_renderer_before_collection() {
+    let engine = writer("w", "0.2");
+    let mut nodes = swarm_of(3, &["--engine-command", &engine]);
+    let out = tempfile::tempdir().unwrap();
+    let orbit = example("orbit.toml");
+    let job = nodes[0].submit(&[
+        orbit.to_str().unwrap(),
+        "--frames",
+        "1-10",
+        "--engine",
+        "w",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    // The others take copies of the scene as soon as they hear of the job.
+    nodes[1].wait_job(&job.id, "rendering has begun", |j| j.frames_done >= 1);
+    nodes[0].kill9();
+    let done = nodes[1].wait_job(&job.id, "the others finish", |j| {
+        j.status == JobStatus::Done
+    });
+    assert!(
+        done.tasks
+            .iter()
+            .flatten()
+            .all(|t| t.status == TaskStatus::Done)
+    );
+    // Each output must now be on both live nodes: wait until the survivor
+    // would hold everything, then kill the other.
+    let survivor = &nodes[2];
+    wait_for("second copies are made", || {
+        let held = (1..=10).all(|f| store_holds(&survivor.data, format!("frame {f}\n").as_bytes()));
+        held.then_some(())
+    })
+    .expect("the survivor holds a copy of every frame");
+    nodes[1].kill9();
+    let peer = nodes[2].addr().to_string();
+    nodes[0].restart(&["--engine-command", &engine, "--peer", &peer]);
+    nodes[0].wait_job(&job.id, "the returning submitter collects", |j| j.collected);
+    for f in 1..=10 {
+        let text = std::fs::read_to_string(out.path().join(format!("frame_{f:04}.txt"))).unwrap();
+        assert_eq!(text.trim(), format!("frame {f}"));
+    }
+}
+
+/// Whether the store under `data` holds a chunk with exactly `content`.
+fn store_holds(data: &std::path::Path, content: &[u8]) -> bool {
+    let hash = blake3::hash(content).to_hex().to_string();
+    data.join("store")
+        .join("blobs")
+        .join(&hash[..2])
+        .join(&hash)
+        .is_file()
+}
