@@ -70,6 +70,9 @@ pub struct NodeArgs {
     /// Tests only: a file of peer ids whose traffic is cut (a partition).
     #[arg(long, hide = true)]
     pub test_partition_file: Option<PathBuf>,
+    /// Tests only: NODES,FRAMES of a synthetic farm shown by this node.
+    #[arg(long, hide = true, value_parser = parse_synthetic)]
+    pub test_synthetic_farm: Option<(usize, u32)>,
 }
 
 /// The config file: the same settings as the flags.
@@ -163,7 +166,16 @@ pub fn config(args: &NodeArgs) -> Result<NodeConfig> {
     }
     cfg.engines = engine_config(args, &file)?;
     cfg.net = Some(net_config(args, &file)?);
+    cfg.synthetic = args.test_synthetic_farm;
     Ok(cfg)
+}
+
+fn parse_synthetic(s: &str) -> Result<(usize, u32), String> {
+    let (n, f) = s.split_once(',').ok_or("write NODES,FRAMES")?;
+    Ok((
+        n.trim().parse().map_err(|_| "NODES is a number")?,
+        f.trim().parse().map_err(|_| "FRAMES is a number")?,
+    ))
 }
 
 /// The default swarm port.

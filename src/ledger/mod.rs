@@ -92,7 +92,12 @@ struct State {
     seq: u64,
     /// Record hashes, dropped when a record changes.
     hashes: HashMap<JobId, Hash>,
+    /// The latest changes, for listeners that want to know which jobs moved.
+    recent: std::collections::VecDeque<(u64, JobId)>,
 }
+
+/// Changes remembered for [`Ledger::changed_since`].
+const RECENT: usize = 8192;
 
 /// The shared ledger of one node.
 pub struct Ledger {
@@ -224,6 +229,10 @@ impl Ledger {
         state.hashes.remove(&id);
         state.seq += 1;
         let seq = state.seq;
+        if state.recent.len() == RECENT {
+            state.recent.pop_front();
+        }
+        state.recent.push_back((seq, id));
         drop(state);
         self.changes.send_replace(seq);
         Ok(true)
@@ -265,6 +274,30 @@ impl Ledger {
             return Ok(());
         }
         self.flush()
+    }
+
+    /// The jobs changed after change `seq`, and the latest change counter;
+    /// `None` when `seq` is too old to answer exactly (treat every job as
+    /// changed).
+    pub fn changed_since(&self, seq: u64) -> (Option<BTreeSet<JobId>>, u64) {
+        let state = self.lock();
+        let oldest = state
+            .recent
+            .front()
+            .map_or(state.seq, |(s, _)| s.saturating_sub(1));
+        if seq >= state.seq {
+            return (Some(BTreeSet::new()), state.seq);
+        }
+        if seq < oldest {
+            return (None, state.seq);
+        }
+        let ids = state
+            .recent
+            .iter()
+            .filter(|(s, _)| *s > seq)
+            .map(|(_, id)| *id)
+            .collect();
+        (Some(ids), state.seq)
     }
 
     /// Whether changes are waiting for a flush.

@@ -138,6 +138,37 @@ impl Node {
         })
     }
 
+    /// Every task's state in one character each (see [`GridView`]).
+    pub fn grid(&self, id: JobId) -> Option<super::views::GridView> {
+        self.inner.with_liveness(|live| {
+            self.inner.ledger.read(|jobs| {
+                let rec = jobs.get(&id)?;
+                let empty = TaskState::default();
+                let states = (0..rec.spec.task_count())
+                    .map(|i| {
+                        let t = rec.tasks.get(&i).unwrap_or(&empty);
+                        let status = t.status(rec, id, i, live);
+                        match status {
+                            TaskStatus::Pending => 'p',
+                            TaskStatus::Running => 'r',
+                            TaskStatus::Failed => 'f',
+                            TaskStatus::Done if t.wasted(status) > 0 => 'w',
+                            TaskStatus::Done => 'd',
+                        }
+                    })
+                    .collect();
+                let f = rec.spec.frames;
+                Some(super::views::GridView {
+                    id: id.to_string(),
+                    frames_per_task: rec.spec.frames_per_task,
+                    task_count: rec.spec.task_count(),
+                    frames: [f.start, f.end, f.step],
+                    states,
+                })
+            })
+        })
+    }
+
     fn local_progress(&self) -> std::collections::HashMap<(JobId, u32), f32> {
         lock(&self.inner.running)
             .iter()
@@ -222,6 +253,23 @@ impl Node {
         }
     }
 
+    /// Every node this node knows, itself first, each with its telemetry
+    /// history when `history`.
+    pub fn nodes_with(&self, history: bool) -> Vec<NodeView> {
+        let mut nodes = self.nodes();
+        if history {
+            let peers = lock(&self.inner.peers);
+            for n in &mut nodes {
+                n.history = if n.me {
+                    lock(&self.inner.telemetry).samples()
+                } else {
+                    peers.history(&crate::ledger::NodeId::new(n.id.clone()))
+                };
+            }
+        }
+        nodes
+    }
+
     /// Every node this node knows, itself first.
     pub fn nodes(&self) -> Vec<NodeView> {
         let inner = &self.inner;
@@ -288,6 +336,7 @@ impl Node {
             memory_total: t.memory_total,
             rtt_ms: None,
             telemetry: t,
+            history: Vec::new(),
         }
     }
 }
@@ -445,5 +494,6 @@ fn peer_view(
         memory_total: hb.telemetry.memory_total,
         rtt_ms: rtt.map(|r| r.as_secs_f64() * 1000.0),
         telemetry: hb.telemetry.clone(),
+        history: Vec::new(),
     }
 }

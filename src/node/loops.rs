@@ -24,6 +24,9 @@ pub(crate) fn spawn_all(inner: &Arc<Inner>, net: Option<NetEvents>) {
     sample(inner.clone());
     t.spawn(super::collect::collect(inner.clone()));
     t.spawn(remember_held_blobs(inner.clone()));
+    if let Some((nodes, frames)) = inner.cfg.synthetic {
+        t.spawn(super::synthetic::run(inner.clone(), nodes, frames));
+    }
     if let Some(events) = net {
         t.spawn(super::inbound::run(inner.clone(), events));
         t.spawn(heartbeat(inner.clone()));

@@ -28,6 +28,7 @@ mod scenes;
 pub mod scheduler;
 mod submit;
 mod sync;
+mod synthetic;
 pub mod views;
 pub mod wire;
 mod worker;
@@ -247,6 +248,16 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// This node's own counters.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// The network's counters, when the node is in a swarm.
+    pub fn net_stats(&self) -> Option<crate::swarm::StatsSnapshot> {
+        self.inner.net.as_ref().map(|n| n.stats().snapshot())
     }
 
     /// Bad messages and records received from peers so far.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::views::Sample;
 use crate::hash::Hash;
 use crate::ledger::{Claim, JobId, Liveness, NodeId, TaskIndex};
 use crate::telemetry::Telemetry;
@@ -52,6 +53,11 @@ pub struct Heartbeat {
     pub sent_ms: u64,
 }
 
+/// Telemetry samples kept per peer: ten minutes at one per second.
+const HISTORY_SAMPLES: usize = 600;
+/// At most one sample per this many ms per peer.
+const HISTORY_STEP_MS: u64 = 900;
+
 /// At most this many blobs are listed in one heartbeat.
 pub const MAX_HEARTBEAT_BLOBS: usize = 512;
 
@@ -70,6 +76,8 @@ pub struct PeerTable {
     /// Round-trip times of connections, which may be measured before a
     /// peer's first heartbeat arrives.
     rtts: HashMap<NodeId, Duration>,
+    /// The last minutes of each peer's telemetry, for the page's graphs.
+    history: HashMap<NodeId, std::collections::VecDeque<Sample>>,
     lease: Duration,
     /// Until a lease has passed since this node started, a peer it has not
     /// heard from yet may simply not have spoken: its claims are presumed held.
@@ -81,6 +89,7 @@ impl PeerTable {
         PeerTable {
             peers: HashMap::new(),
             rtts: HashMap::new(),
+            history: HashMap::new(),
             lease,
             started: Instant::now(),
         }
@@ -96,6 +105,16 @@ impl PeerTable {
         {
             return false;
         }
+        let samples = self.history.entry(hb.node.clone()).or_default();
+        if samples
+            .back()
+            .is_none_or(|s| hb.sent_ms >= s.t + HISTORY_STEP_MS)
+        {
+            if samples.len() == HISTORY_SAMPLES {
+                samples.pop_front();
+            }
+            samples.push_back(Sample::of(hb.sent_ms, &hb.telemetry));
+        }
         self.peers.insert(
             hb.node.clone(),
             Peer {
@@ -105,6 +124,14 @@ impl PeerTable {
             },
         );
         !was_alive
+    }
+
+    /// A peer's telemetry over the last minutes, oldest first.
+    pub fn history(&self, node: &NodeId) -> Vec<Sample> {
+        self.history
+            .get(node)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Record a connection's round-trip time.

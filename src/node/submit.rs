@@ -19,7 +19,9 @@ use crate::render::builtin;
 /// A request to render a scene, as the API and the CLI send it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SubmitRequest {
-    /// Absolute path, on this node's machine, of a scene file or a project folder.
+    /// Absolute path, on this node's machine, of a scene file or a project
+    /// folder (absent in an upload's `request` part: the upload is the scene).
+    #[serde(default)]
     pub scene: String,
     /// The scene file inside a project folder (relative to it).
     #[serde(default)]

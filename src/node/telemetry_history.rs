@@ -15,6 +15,14 @@ pub struct History {
 }
 
 impl History {
+    /// The samples as the page graphs them.
+    pub fn samples(&self) -> Vec<super::views::Sample> {
+        self.samples
+            .iter()
+            .map(|(t, tel)| super::views::Sample::of(*t, tel))
+            .collect()
+    }
+
     pub fn push(&mut self, time_ms: u64, t: Telemetry) {
         if self.samples.len() == KEEP {
             self.samples.pop_front();

@@ -110,6 +110,36 @@ pub struct NodeView {
     pub memory_total: u64,
     pub rtt_ms: Option<f64>,
     pub telemetry: Telemetry,
+    /// The last minutes of telemetry, oldest first (with `?history=true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Sample>,
+}
+
+/// One telemetry sample in a node's history.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Sample {
+    /// Wall clock of the node that took it, ms since the Unix epoch.
+    pub t: u64,
+    /// Percent of all cores.
+    pub cpu: f32,
+    /// Bytes of memory used.
+    pub mem: u64,
+    /// Percent busy of the busiest GPU, where known.
+    pub gpu: Option<f32>,
+    pub disk_free: u64,
+}
+
+impl Sample {
+    pub fn of(t: u64, tel: &Telemetry) -> Sample {
+        let gpu = tel.gpus.iter().filter_map(|g| g.usage).reduce(f32::max);
+        Sample {
+            t,
+            cpu: tel.cpu,
+            mem: tel.memory_used,
+            gpu,
+            disk_free: tel.disk_free,
+        }
+    }
 }
 
 /// An API error: what was wrong, and which field of the request, if any.
@@ -118,4 +148,16 @@ pub struct ErrorView {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+}
+
+/// Every task's state in one character, for the page's frame grid:
+/// `p` pending, `r` running, `d` done, `f` failed, `w` done with wasted renders.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GridView {
+    pub id: String,
+    pub frames_per_task: u32,
+    pub task_count: u32,
+    /// First frame, last frame, step.
+    pub frames: [u32; 3],
+    pub states: String,
 }

@@ -86,7 +86,20 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         .commit(a.job, ops::start(&base, a.task, start))
         .await?;
     let began = Instant::now();
+    inner
+        .metrics
+        .renders_started
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let outcome = render(inner, &base, a).await;
+    match &outcome {
+        Outcome::Released(_) => {
+            inner
+                .metrics
+                .renders_lost
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        _ => inner.metrics.render_seconds.observe(began.elapsed()),
+    }
     record(inner, &base, a, outcome, began.elapsed()).await
 }
 

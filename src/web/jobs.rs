@@ -25,6 +25,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/events", get(events))
         .route("/jobs", get(list_jobs).post(submit))
         .route("/jobs/{job}", get(show_job))
+        .route("/jobs/{job}/grid", get(grid))
         .route("/jobs/{job}/priority", post(set_priority))
         .route("/jobs/{job}/frames/{frame}", get(frame))
         .route("/jobs/{job}/tasks/{task}/log", get(task_log))
@@ -35,8 +36,25 @@ async fn node_info(State(s): State<AppState>) -> Json<NodeInfo> {
     Json(s.node.info())
 }
 
-async fn nodes(State(s): State<AppState>) -> Json<Vec<NodeView>> {
-    Json(s.node.nodes())
+#[derive(Deserialize)]
+struct NodesQuery {
+    #[serde(default)]
+    history: bool,
+}
+
+async fn nodes(State(s): State<AppState>, Query(q): Query<NodesQuery>) -> Json<Vec<NodeView>> {
+    Json(s.node.nodes_with(q.history))
+}
+
+async fn grid(
+    State(s): State<AppState>,
+    Path(job): Path<String>,
+) -> Result<Json<crate::node::views::GridView>, ApiError> {
+    let id = s.node.resolve(&job)?;
+    s.node
+        .grid(id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no job {job}")))
 }
 
 #[derive(Deserialize)]
@@ -90,17 +108,23 @@ pub(crate) fn created(s: &AppState, id: JobId) -> Result<(StatusCode, Json<JobVi
 async fn show_job(
     State(s): State<AppState>,
     Path(job): Path<String>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<JobView>, ApiError> {
     let id = s.node.resolve(&job)?;
+    view(&s, id, q.tasks.unwrap_or(true))
+}
+
+fn view(s: &AppState, id: JobId, tasks: bool) -> Result<Json<JobView>, ApiError> {
     s.node
-        .job(id, true)
+        .job(id, tasks)
         .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no job {job}")))
+        .ok_or_else(|| ApiError::not_found(format!("no job {}", id.short())))
 }
 
 async fn act(
     State(s): State<AppState>,
     Path((job, action)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<JobView>, ApiError> {
     let action = match action.as_str() {
         "pause" => Action::Pause,
@@ -115,7 +139,7 @@ async fn act(
     };
     let id = s.node.resolve(&job)?;
     s.node.act(id, action).await?;
-    show_job(State(s), Path(id.to_string())).await
+    view(&s, id, q.tasks.unwrap_or(true))
 }
 
 #[derive(Deserialize)]
@@ -126,6 +150,7 @@ struct PriorityBody {
 async fn set_priority(
     State(s): State<AppState>,
     Path(job): Path<String>,
+    Query(q): Query<ListQuery>,
     body: Result<Json<PriorityBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<JobView>, ApiError> {
     let Json(body) = body.map_err(|e| {
@@ -136,13 +161,20 @@ async fn set_priority(
     })?;
     let id = s.node.resolve(&job)?;
     s.node.act(id, Action::Priority(body.priority)).await?;
-    show_job(State(s), Path(id.to_string())).await
+    view(&s, id, q.tasks.unwrap_or(true))
+}
+
+#[derive(Deserialize)]
+struct FrameQuery {
+    /// `?thumb=1` (or `true`) for a small PNG.
+    thumb: Option<String>,
 }
 
 /// One finished frame's file, streamed chunk by chunk from the store.
 async fn frame(
     State(s): State<AppState>,
     Path((job, frame)): Path<(String, String)>,
+    Query(q): Query<FrameQuery>,
 ) -> Result<Response, ApiError> {
     let id = s.node.resolve(&job)?;
     let frame: u32 = frame
@@ -158,6 +190,9 @@ async fn frame(
         .ensure_blob(output.blob)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    if q.thumb.as_deref().is_some_and(|t| t == "1" || t == "true") {
+        return thumb(&s, output.blob, &output.ext).await;
+    }
     let name = crate::node::frame_file_name(frame, &output.ext);
     let body = stream_blob(s.node.store().clone(), output.blob)
         .await
@@ -175,6 +210,33 @@ async fn frame(
             ),
         ],
         body,
+    )
+        .into_response())
+}
+
+async fn thumb(s: &AppState, blob: Hash, ext: &str) -> Result<Response, ApiError> {
+    if ext != "png" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("no thumbnails of .{ext} frames"),
+        ));
+    }
+    let store = s.node.store().clone();
+    let png = tokio::task::spawn_blocking(move || {
+        let bytes = store
+            .read_blob(blob, 512 << 20)
+            .map_err(|e| e.to_string())?;
+        super::thumb::thumbnail(blob, &bytes)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        png,
     )
         .into_response())
 }

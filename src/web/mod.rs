@@ -1,5 +1,6 @@
-//! The node's HTTP face: the JSON API under `/api/v1/`, and (in later
-//! modules) live events, Prometheus metrics and the status page.
+//! The node's HTTP face: the JSON API under `/api/v1/` (`jobs.rs`,
+//! `upload.rs`), live updates as server-sent events (`stream.rs`),
+//! Prometheus metrics (`metrics.rs`) and the status page (`page.rs`).
 //!
 //! [`serve`] takes its listener and its stop signal as arguments
 //! (mini-redis style), so tests bind `127.0.0.1:0` and never collide.
@@ -15,6 +16,10 @@
 
 mod error;
 mod jobs;
+pub mod metrics;
+mod page;
+mod stream;
+mod thumb;
 mod upload;
 
 use std::net::SocketAddr;
@@ -46,9 +51,12 @@ pub fn router(node: Node, token: Option<String>) -> Router {
     let state = AppState { node, token };
     let api = jobs::routes()
         .merge(upload::routes())
+        .merge(stream::routes())
         .layer(DefaultBodyLimit::max(1 << 20));
     Router::new()
         .nest("/api/v1", api)
+        .merge(page::routes())
+        .merge(metrics::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)

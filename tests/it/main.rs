@@ -8,3 +8,4 @@ mod ledger_laws;
 mod single_node;
 mod swarm;
 mod swarm_work;
+mod web_api;
