@@ -143,8 +143,7 @@ impl Inner {
                 continue;
             };
             let Ok(reply) = wire::decode_chunk_reply(&reply) else {
-                self.bad_input
-                    .report(&peer.to_base58(), "chunk reply does not decode");
+                self.bad_peer(*peer, "chunk reply does not decode");
                 continue;
             };
             let pairs: Vec<(Hash, Vec<u8>)> = left
@@ -154,10 +153,7 @@ impl Inner {
                 .collect();
             let (ok, bad) = self.store_chunks(pairs).await;
             if bad > 0 {
-                self.bad_input.report(
-                    &peer.to_base58(),
-                    &format!("{bad} chunk(s) with wrong bytes"),
-                );
+                self.bad_peer(*peer, &format!("{bad} chunk(s) with wrong bytes"));
             }
             stored += ok.len();
             left.retain(|h| !ok.contains(h));

@@ -25,30 +25,68 @@ use crate::swarm::{Event, MessageHandle, Verdict};
 /// Concurrent handlers of gossip and requests.
 const MAX_HANDLERS: usize = 256;
 
+/// Bad input a peer may send within a minute before it is disconnected.
+const DISCONNECT_AFTER: u32 = 20;
+
+/// Per peer: when its current minute began, bad inputs in it, and whether
+/// that minute was logged.
+struct Window {
+    since: Instant,
+    count: u32,
+    logged: bool,
+}
+
 /// Rate-limited reports of bad input, and counts of it.
 #[derive(Default)]
 pub struct BadInput {
-    last_logged: std::sync::Mutex<HashMap<String, Instant>>,
+    windows: std::sync::Mutex<HashMap<PeerId, Window>>,
     pub count: std::sync::atomic::AtomicU64,
 }
 
 impl BadInput {
-    /// Count bad input from `peer`, logging at most once per peer per minute.
-    pub fn report(&self, peer: &str, what: &str) {
+    /// Count bad input from `peer`, logging at most once per peer per
+    /// minute. Returns true when the peer has sent so much within the
+    /// minute that it should be disconnected.
+    pub fn report(&self, peer: PeerId, what: &str) -> bool {
         self.count
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut last = lock(&self.last_logged);
+        let mut windows = lock(&self.windows);
         let now = Instant::now();
-        let due = last
-            .get(peer)
-            .is_none_or(|t| now.saturating_duration_since(*t) >= Duration::from_secs(60));
-        if due {
-            last.insert(peer.to_string(), now);
-            tracing::warn!(
-                peer,
-                "dropped bad input: {what} (further reports from this peer muted for a minute)"
-            );
+        let w = windows.entry(peer).or_insert(Window {
+            since: now,
+            count: 0,
+            logged: false,
+        });
+        if now.saturating_duration_since(w.since) >= Duration::from_secs(60) {
+            *w = Window {
+                since: now,
+                count: 0,
+                logged: false,
+            };
         }
+        w.count += 1;
+        if !w.logged {
+            w.logged = true;
+            tracing::warn!(%peer, "dropped bad input: {what} (further reports from this peer muted for a minute)");
+        }
+        w.count == DISCONNECT_AFTER
+    }
+}
+
+impl Inner {
+    /// Count bad input from `peer`; disconnect a peer that keeps sending it
+    /// (gossipsub's scoring also graylists it for gossip).
+    pub(crate) fn bad_peer(self: &Arc<Self>, peer: PeerId, what: &str) {
+        if !self.bad_input.report(peer, what) {
+            return;
+        }
+        tracing::warn!(%peer, "disconnecting a peer that sent {DISCONNECT_AFTER} bad inputs within a minute");
+        let inner = self.clone();
+        self.tracker.spawn(async move {
+            if let Some(net) = &inner.net {
+                net.client.disconnect(peer).await;
+            }
+        });
     }
 }
 
@@ -158,7 +196,7 @@ async fn on_message(
     let verdict = match verdict {
         Ok(v) => v,
         Err(what) => {
-            inner.bad_input.report(&author.to_base58(), &what);
+            inner.bad_peer(author, &what);
             Verdict::Reject
         }
     };

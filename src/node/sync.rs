@@ -61,9 +61,7 @@ pub(crate) async fn sync_with(inner: &Arc<Inner>, peer: PeerId) {
             }) => (records, want, more),
             Ok(SyncReply::Ack) => return,
             Err(e) => {
-                inner
-                    .bad_input
-                    .report(&peer.to_base58(), &format!("sync reply: {e}"));
+                inner.bad_peer(peer, &format!("sync reply: {e}"));
                 return;
             }
         };
@@ -80,10 +78,7 @@ async fn merge_records(inner: &Arc<Inner>, peer: PeerId, records: Vec<(JobId, Jo
     for (id, mut rec) in records {
         super::fetch::verify_dones(inner, &[peer], &mut rec).await;
         if let Err(e) = inner.ledger.apply_remote(id, &rec) {
-            inner.bad_input.report(
-                &peer.to_base58(),
-                &format!("sync record for job {}: {e}", id.short()),
-            );
+            inner.bad_peer(peer, &format!("sync record for job {}: {e}", id.short()));
         }
     }
 }
@@ -144,9 +139,7 @@ async fn serve_sync(inner: &Arc<Inner>, from: PeerId, data: &[u8]) -> Option<Vec
     let req = match wire::decode_sync_request(data) {
         Ok(r) => r,
         Err(e) => {
-            inner
-                .bad_input
-                .report(&from.to_base58(), &format!("sync request: {e}"));
+            inner.bad_peer(from, &format!("sync request: {e}"));
             return None;
         }
     };
@@ -190,9 +183,7 @@ async fn serve_chunks(inner: &Arc<Inner>, from: PeerId, data: &[u8]) -> Option<V
     let req = match wire::decode_chunk_request(data) {
         Ok(r) => r,
         Err(e) => {
-            inner
-                .bad_input
-                .report(&from.to_base58(), &format!("chunk request: {e}"));
+            inner.bad_peer(from, &format!("chunk request: {e}"));
             return None;
         }
     };

@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per area.
 
+mod adversary;
 mod bad_input;
 mod blender;
 mod demo;
