@@ -17,6 +17,10 @@
 //! - [`render`] — the engines (`builtin`, `blender`, `command`) and the task
 //!   runner: spawn, progress, timeout, stall and crash detection, output checks.
 //! - [`web`] — the local HTTP API, live events and the status page.
+//! - [`alert`] — events people want to hear about, and sending them by
+//!   email (lettre) and webhook, batched and rate-limited.
+//! - [`telemetry`] — hardware samples for heartbeats and the page.
+//! - [`swarm`] — libp2p: transport, discovery, gossip, requests; bytes only.
 //! - [`cli`] — the `swarm` commands, talking to a node over its HTTP API.
 //! - [`codec`], [`hash`] — the one binary encoding and the one hash type.
 //!
@@ -24,6 +28,7 @@
 //! network; `node` is the only place where they meet. Learn the system from
 //! `ledger` (what is true) and `node` (what a node does about it).
 
+pub mod alert;
 pub mod cli;
 pub mod codec;
 pub mod hash;

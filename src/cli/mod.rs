@@ -56,7 +56,7 @@ pub struct ApiArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a node: render, serve the API and the page.
-    Node(node::NodeArgs),
+    Node(Box<node::NodeArgs>),
     /// Submit a scene (a file or a project folder).
     Submit(submit::SubmitArgs),
     /// List jobs.
@@ -99,6 +99,11 @@ pub enum Command {
         /// Where to write the key (refuses to overwrite); stdout when absent.
         file: Option<PathBuf>,
     },
+    /// Alerts: `swarm alert test` sends a test mail with a node's settings.
+    Alert {
+        #[command(subcommand)]
+        command: AlertCommand,
+    },
     /// Download a job's finished frames.
     Fetch {
         #[command(flatten)]
@@ -107,6 +112,13 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AlertCommand {
+    /// Send a test mail with the settings `swarm node` would use (the same
+    /// flags and config file), and print the server's answer.
+    Test(Box<node::NodeArgs>),
 }
 
 /// A job named by its id or a unique prefix of it.
@@ -168,7 +180,7 @@ fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Node(args) => node::run(args).await,
+        Command::Node(args) => node::run(*args).await,
         Command::Submit(args) => submit::run(args).await,
         Command::Jobs { api, json } => jobs::list(&api, json).await,
         Command::Job(j) => jobs::show(&j).await,
@@ -181,6 +193,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Peers { api, json } => jobs::peers(&api, json).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Keygen { file } => keygen(file.as_deref()),
+        Command::Alert {
+            command: AlertCommand::Test(args),
+        } => node::alert_test(*args).await,
     }
 }
 

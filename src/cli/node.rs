@@ -17,6 +17,9 @@ use serde::Deserialize;
 use super::BadInput;
 use libp2p::Multiaddr;
 
+use crate::alert::{
+    AlertConfig, DEFAULT_BATCH_WINDOW, DEFAULT_MAX_MAILS_PER_HOUR, Sender, read_password,
+};
 use crate::node::{NetConfig, Node, NodeConfig};
 use crate::render::{DEFAULT_STALL, EngineConfig};
 
@@ -67,6 +70,39 @@ pub struct NodeArgs {
     /// The private swarm's key (made by `swarm keygen`): nodes without it cannot connect.
     #[arg(long, env = "SWARM_KEY_FILE")]
     pub swarm_key: Option<PathBuf>,
+    /// Send alerts by email through this SMTP server: smtp://host:port (a
+    /// local relay), add ?tls=required for STARTTLS, smtps://host for TLS.
+    /// The password comes from SWARM_SMTP_PASSWORD or --smtp-password-file.
+    #[arg(long, value_name = "URL")]
+    pub smtp: Option<String>,
+    /// A file holding the SMTP password (never put it in arguments).
+    #[arg(long)]
+    pub smtp_password_file: Option<PathBuf>,
+    /// Who gets alert mail (repeatable).
+    #[arg(long = "alert-to", value_name = "ADDR")]
+    pub alert_to: Vec<String>,
+    /// The sender of alert mail.
+    #[arg(long, value_name = "ADDR")]
+    pub alert_from: Option<String>,
+    /// The least severe alert sent: info, warning or error.
+    #[arg(long)]
+    pub alert_level: Option<String>,
+    /// Only these kinds of alert (comma-separated: task_failed, job_failed,
+    /// job_finished, node_lost, engine_missing, disk_low, node_joined, node_left).
+    #[arg(long, value_delimiter = ',')]
+    pub alert_kinds: Vec<String>,
+    /// Seconds a burst of alerts is gathered into one digest mail.
+    #[arg(long)]
+    pub alert_batch: Option<u64>,
+    /// At most this many alert mails an hour; the rest wait and are merged.
+    #[arg(long)]
+    pub alert_max_per_hour: Option<u32>,
+    /// POST alerts as JSON to this URL (chat and SMS bridges).
+    #[arg(long, value_name = "URL")]
+    pub alert_webhook: Option<String>,
+    /// The status page link put in alert mails (default: this node's --web address).
+    #[arg(long, value_name = "URL")]
+    pub page_url: Option<String>,
     /// Tests only: a file of peer ids whose traffic is cut (a partition).
     #[arg(long, hide = true)]
     pub test_partition_file: Option<PathBuf>,
@@ -97,6 +133,18 @@ pub struct FileConfig {
     pub peers: Vec<String>,
     pub mdns: Option<bool>,
     pub swarm_key: Option<PathBuf>,
+    pub smtp: Option<String>,
+    pub smtp_password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub alert_to: Vec<String>,
+    pub alert_from: Option<String>,
+    pub alert_level: Option<String>,
+    #[serde(default)]
+    pub alert_kinds: Vec<String>,
+    pub alert_batch: Option<u64>,
+    pub alert_max_per_hour: Option<u32>,
+    pub alert_webhook: Option<String>,
+    pub page_url: Option<String>,
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig> {
@@ -167,7 +215,87 @@ pub fn config(args: &NodeArgs) -> Result<NodeConfig> {
     cfg.engines = engine_config(args, &file)?;
     cfg.net = Some(net_config(args, &file)?);
     cfg.synthetic = args.test_synthetic_farm;
+    cfg.alerts = alert_config(args, &file, cfg.web)?;
     Ok(cfg)
+}
+
+/// Alert settings, when a sink is configured.
+fn alert_config(
+    args: &NodeArgs,
+    file: &FileConfig,
+    web: SocketAddr,
+) -> Result<Option<AlertConfig>> {
+    let smtp = args.smtp.clone().or(file.smtp.clone());
+    let webhook = args.alert_webhook.clone().or(file.alert_webhook.clone());
+    let to = if args.alert_to.is_empty() {
+        &file.alert_to
+    } else {
+        &args.alert_to
+    };
+    if smtp.is_none() && webhook.is_none() {
+        if !to.is_empty() {
+            return Err(BadInput(
+                "--alert-to needs --smtp URL (the mail server to send through)".into(),
+            )
+            .into());
+        }
+        return Ok(None);
+    }
+    let password_file = args
+        .smtp_password_file
+        .clone()
+        .or(file.smtp_password_file.clone());
+    let password = read_password(password_file.as_deref()).map_err(|e| BadInput(e.to_string()))?;
+    let kinds = if args.alert_kinds.is_empty() {
+        &file.alert_kinds
+    } else {
+        &args.alert_kinds
+    };
+    let page = args
+        .page_url
+        .clone()
+        .or(file.page_url.clone())
+        .unwrap_or_else(|| format!("http://{web}/"));
+    AlertConfig::from_args(
+        smtp.as_deref(),
+        password,
+        to,
+        args.alert_from.as_deref().or(file.alert_from.as_deref()),
+        args.alert_level
+            .as_deref()
+            .or(file.alert_level.as_deref())
+            .unwrap_or("warning"),
+        kinds,
+        args.alert_batch
+            .or(file.alert_batch)
+            .unwrap_or(DEFAULT_BATCH_WINDOW.as_secs()),
+        args.alert_max_per_hour
+            .or(file.alert_max_per_hour)
+            .unwrap_or(DEFAULT_MAX_MAILS_PER_HOUR),
+        webhook.as_deref(),
+        Some(page),
+    )
+    .map(Some)
+    .map_err(|e| BadInput(e.to_string()).into())
+}
+
+/// `swarm alert test`: a test mail with this node's settings.
+pub async fn alert_test(args: NodeArgs) -> Result<i32> {
+    let cfg = config(&args)?;
+    let Some(alerts) = cfg.alerts.filter(|a| a.email_enabled()) else {
+        return Err(BadInput("no mail settings: give --smtp URL, --alert-to ADDR and --alert-from ADDR (or the same in the config file)".into()).into());
+    };
+    let sender = Sender::new(&alerts).map_err(|e| BadInput(e.to_string()))?;
+    match sender.send_test(&cfg.name).await {
+        Ok(answer) => {
+            println!("the server accepted the test mail: {answer}");
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("error: the test mail was not sent: {e}");
+            Ok(1)
+        }
+    }
 }
 
 fn parse_synthetic(s: &str) -> Result<(usize, u32), String> {

@@ -68,6 +68,22 @@ impl<T: Ord + Copy> Crdt for Max<T> {
     }
 }
 
+/// Min-register: the smallest value wins (the earliest report of an event).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug, Default)]
+#[serde(transparent)]
+pub struct Min<T>(pub T);
+
+impl<T: Ord + Clone> Crdt for Min<T> {
+    fn merge(&mut self, other: &Self) -> bool {
+        if other.0 < self.0 {
+            self.0 = other.0.clone();
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// A flag that, once set, stays set (cancel, archive).
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Debug, Default)]
 #[serde(transparent)]
@@ -153,6 +169,9 @@ mod tests {
 
         #[test]
         fn max_laws(a: u8, b: u8, c: u8) { laws(Max(a), Max(b), Max(c)) }
+
+        #[test]
+        fn min_laws(a: u8, b: u8, c: u8) { laws(Min(a), Min(b), Min(c)) }
 
         #[test]
         fn flag_laws(a: bool, b: bool, c: bool) { laws(Flag(a), Flag(b), Flag(c)) }

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::alerts::{AlertId, AlertRecord};
 use super::types::{JobId, JobRecord, TaskIndex, TaskState};
 use crate::codec;
 use crate::hash::Hash;
@@ -22,6 +23,7 @@ use crate::hash::Hash;
 const JOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("jobs");
 const TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tasks");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const ALERTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("alerts");
 
 /// Largest row we will decode: a header or one task.
 const ROW_LIMIT: usize = 16 << 20;
@@ -62,7 +64,16 @@ pub struct Batch {
     pub headers: Vec<(JobId, Vec<u8>)>,
     /// Encoded tasks.
     pub tasks: Vec<(JobId, TaskIndex, Vec<u8>)>,
+    /// Encoded alert records.
+    pub alerts: Vec<(AlertId, Vec<u8>)>,
     /// The clock, so a restarted node never reissues a stamp.
+    pub clock: u64,
+}
+
+/// What a ledger file holds.
+pub struct Loaded {
+    pub jobs: BTreeMap<JobId, JobRecord>,
+    pub alerts: BTreeMap<AlertId, AlertRecord>,
     pub clock: u64,
 }
 
@@ -95,12 +106,13 @@ impl Db {
         txn.open_table(JOBS).map_err(storage("creating tables"))?;
         txn.open_table(TASKS).map_err(storage("creating tables"))?;
         txn.open_table(META).map_err(storage("creating tables"))?;
+        txn.open_table(ALERTS).map_err(storage("creating tables"))?;
         txn.commit().map_err(storage("creating tables"))?;
         Ok(Db { db })
     }
 
     /// Every record and the persisted clock.
-    pub fn load(&self) -> Result<(BTreeMap<JobId, JobRecord>, u64), DbError> {
+    pub fn load(&self) -> Result<Loaded, DbError> {
         let txn = self.db.begin_read().map_err(storage("reading"))?;
         let jobs = txn.open_table(JOBS).map_err(storage("reading jobs"))?;
         let mut out = BTreeMap::new();
@@ -130,7 +142,23 @@ impl Db {
             }
         }
         let clock = self.meta_u64(&txn)?;
-        Ok((out, clock))
+        let mut alerts = BTreeMap::new();
+        let table = txn.open_table(ALERTS).map_err(storage("reading alerts"))?;
+        for row in table.iter().map_err(storage("reading alerts"))? {
+            let (k, v) = row.map_err(storage("reading alerts"))?;
+            let id = AlertId(Hash(*k.value()));
+            let rec: AlertRecord =
+                codec::decode(v.value(), ROW_LIMIT).map_err(|source| DbError::Decode {
+                    job: format!("alert {id}"),
+                    source,
+                })?;
+            alerts.insert(id, rec);
+        }
+        Ok(Loaded {
+            jobs: out,
+            alerts,
+            clock,
+        })
     }
 
     fn meta_u64(&self, txn: &redb::ReadTransaction) -> Result<u64, DbError> {
@@ -155,6 +183,12 @@ impl Db {
                 tasks
                     .insert(task_key(id, *index).as_slice(), bytes.as_slice())
                     .map_err(storage("writing a task"))?;
+            }
+            let mut alerts = txn.open_table(ALERTS).map_err(storage("writing alerts"))?;
+            for (id, bytes) in &batch.alerts {
+                alerts
+                    .insert(&id.0.0, bytes.as_slice())
+                    .map_err(storage("writing an alert"))?;
             }
             let mut meta = txn.open_table(META).map_err(storage("writing meta"))?;
             meta.insert("clock", batch.clock.to_be_bytes().as_slice())

@@ -17,6 +17,7 @@
 //! changes before gossiping them, so a node that crashes right after
 //! announcing a claim still knows it made it.
 
+pub mod alerts;
 mod clock;
 pub mod crdt;
 mod db;
@@ -33,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 
+pub use alerts::{AlertEntry, AlertId, AlertRecord, Sent};
 pub use clock::Clock;
 pub use db::DbError;
 pub use derive::{AllLive, JobProgress, JobStatus, Liveness, TaskStatus};
@@ -88,6 +90,8 @@ struct Dirty {
 struct State {
     jobs: BTreeMap<JobId, JobRecord>,
     dirty: BTreeMap<JobId, Dirty>,
+    alerts: BTreeMap<AlertId, AlertRecord>,
+    dirty_alerts: BTreeSet<AlertId>,
     /// Bumped by every change; what `flush` has made durable is `persisted`.
     seq: u64,
     /// Record hashes, dropped when a record changes.
@@ -116,13 +120,14 @@ impl Ledger {
     /// Open the ledger file at `path` for node `node`.
     pub fn open(path: &Path, node: NodeId) -> Result<Ledger, LedgerError> {
         let db = Db::open(path)?;
-        let (jobs, clock) = db.load()?;
-        let clock = Clock::new(clock);
-        for rec in jobs.values() {
+        let loaded = db.load()?;
+        let clock = Clock::new(loaded.clock);
+        for rec in loaded.jobs.values() {
             clock.observe(rec.max_lamport());
         }
         let state = State {
-            jobs,
+            jobs: loaded.jobs,
+            alerts: loaded.alerts,
             ..State::default()
         };
         Ok(Ledger {
@@ -238,19 +243,71 @@ impl Ledger {
         Ok(true)
     }
 
+    /// Merge an alert record made on this node; returns the change counter.
+    pub fn apply_alert_local(&self, id: AlertId, rec: &AlertRecord) -> Result<u64, LedgerError> {
+        self.merge_alert(id, rec);
+        Ok(self.lock().seq)
+    }
+
+    /// Merge an alert record from another node, after checking it.
+    pub fn apply_alert_remote(&self, id: AlertId, rec: &AlertRecord) -> Result<bool, LedgerError> {
+        alerts::check_alert(rec)?;
+        Ok(self.merge_alert(id, rec))
+    }
+
+    fn merge_alert(&self, id: AlertId, rec: &AlertRecord) -> bool {
+        use crdt::Crdt;
+        let mut state = self.lock();
+        let changed = match state.alerts.get_mut(&id) {
+            Some(mine) => mine.merge(rec),
+            None => {
+                state.alerts.insert(id, rec.clone());
+                true
+            }
+        };
+        if !changed {
+            return false;
+        }
+        for c in &rec.claims {
+            self.clock.observe(c.lamport);
+        }
+        state.dirty_alerts.insert(id);
+        state.seq += 1;
+        let seq = state.seq;
+        drop(state);
+        self.changes.send_replace(seq);
+        true
+    }
+
+    /// Read the alerts.
+    pub fn read_alerts<R>(&self, f: impl FnOnce(&BTreeMap<AlertId, AlertRecord>) -> R) -> R {
+        f(&self.lock().alerts)
+    }
+
+    /// Per-alert record hashes, for sync.
+    pub fn alert_digest(&self) -> BTreeMap<AlertId, Hash> {
+        self.lock()
+            .alerts
+            .iter()
+            .map(|(id, r)| (*id, Hash::of(&codec::encode(r))))
+            .collect()
+    }
+
     /// Make every change so far durable, in one transaction.
     pub fn flush(&self) -> Result<(), LedgerError> {
         let _one_at_a_time = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (batch, seq, dirty) = {
+        let (batch, seq, dirty, dirty_alerts) = {
             let mut state = self.lock();
             let dirty = std::mem::take(&mut state.dirty);
-            (
-                encode_batch(&state.jobs, &dirty, self.clock.now()),
-                state.seq,
-                dirty,
-            )
+            let dirty_alerts = std::mem::take(&mut state.dirty_alerts);
+            let mut batch = encode_batch(&state.jobs, &dirty, self.clock.now());
+            batch.alerts = dirty_alerts
+                .iter()
+                .filter_map(|id| state.alerts.get(id).map(|r| (*id, codec::encode(r))))
+                .collect();
+            (batch, state.seq, dirty, dirty_alerts)
         };
-        if batch.headers.is_empty() && batch.tasks.is_empty() {
+        if batch.headers.is_empty() && batch.tasks.is_empty() && batch.alerts.is_empty() {
             self.persisted.fetch_max(seq, Ordering::SeqCst);
             return Ok(());
         }
@@ -262,6 +319,7 @@ impl Ledger {
                 mine.header |= d.header;
                 mine.tasks.extend(d.tasks);
             }
+            state.dirty_alerts.extend(dirty_alerts);
             return Err(e.into());
         }
         self.persisted.fetch_max(seq, Ordering::SeqCst);
@@ -302,7 +360,8 @@ impl Ledger {
 
     /// Whether changes are waiting for a flush.
     pub fn has_dirty(&self) -> bool {
-        !self.lock().dirty.is_empty()
+        let state = self.lock();
+        !state.dirty.is_empty() || !state.dirty_alerts.is_empty()
     }
 
     /// Per-job record hashes of the jobs this node offers in sync
@@ -339,7 +398,12 @@ impl Ledger {
                 )
             })
             .collect();
-        Hash::of(&codec::encode(&all))
+        let alerts: Vec<(AlertId, Hash)> = state
+            .alerts
+            .iter()
+            .map(|(id, r)| (*id, Hash::of(&codec::encode(r))))
+            .collect();
+        Hash::of(&codec::encode(&(all, alerts)))
     }
 
     /// Node-local settings stored beside the ledger (the node's key).

@@ -253,6 +253,35 @@ impl Node {
         }
     }
 
+    /// The swarm's alerts, newest first.
+    pub fn alerts(&self) -> Vec<super::views::AlertView> {
+        let mut out: Vec<super::views::AlertView> = self.inner.ledger.read_alerts(|alerts| {
+            alerts
+                .iter()
+                .map(|(id, r)| {
+                    let e = &r.entry.0;
+                    super::views::AlertView {
+                        id: id.to_string(),
+                        kind: e.kind.clone(),
+                        severity: e.severity.clone(),
+                        time_ms: e.time_ms,
+                        node_name: e.node_name.clone(),
+                        job: e.job.map(|j| j.to_string()),
+                        job_name: e.job_name.clone(),
+                        frames: e.frames.clone(),
+                        message: e.message.clone(),
+                        reason: e.reason.clone(),
+                        delivered: r.delivered(),
+                        sent_by: r.sent.first().map(|s| s.node.to_string()),
+                        claimed_by: r.winning_claim().map(|c| c.node.to_string()),
+                    }
+                })
+                .collect()
+        });
+        out.sort_by_key(|a| std::cmp::Reverse(a.time_ms));
+        out
+    }
+
     /// Every node this node knows, itself first, each with its telemetry
     /// history when `history`.
     pub fn nodes_with(&self, history: bool) -> Vec<NodeView> {

@@ -59,6 +59,9 @@ pub struct NodeConfig {
     pub cache_size: u64,
     /// The swarm; `None` for a lone node.
     pub net: Option<NetConfig>,
+    /// Where and when to send alerts; `None`: this node sends none (it still
+    /// raises and shows them).
+    pub alerts: Option<crate::alert::AlertConfig>,
     /// Tests only: show a synthetic farm of this many nodes and a job of
     /// this many frames (see `synthetic.rs`).
     pub synthetic: Option<(usize, u32)>,
@@ -81,6 +84,7 @@ impl NodeConfig {
             blocklist_after: 3,
             cache_size: 20 << 30,
             net: None,
+            alerts: None,
             synthetic: None,
         }
     }

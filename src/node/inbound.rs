@@ -268,11 +268,27 @@ async fn on_delta(
     from: PeerId,
     data: &[u8],
 ) -> Result<Verdict, String> {
-    let DeltaMsg { job, mut record } =
-        wire::decode_delta(data).map_err(|e| format!("delta: {e}"))?;
-    check_authorship(&record, &NodeId::new(author.to_base58()))?;
+    let author_id = NodeId::new(author.to_base58());
+    let (job, mut record) = match wire::decode_delta(data).map_err(|e| format!("delta: {e}"))? {
+        DeltaMsg::Job { job, record } => (job, record),
+        DeltaMsg::Alert { id, record } => {
+            let foreign = record.claims.iter().any(|c| c.node != author_id)
+                || record.sent.iter().any(|s| s.node != author_id);
+            if foreign {
+                return Err(format!(
+                    "alert delta from {author} carries another node's claim or sending"
+                ));
+            }
+            inner
+                .ledger
+                .apply_alert_remote(id, &record)
+                .map_err(|e| format!("alert {id}: {e}"))?;
+            return Ok(Verdict::Accept);
+        }
+    };
+    check_authorship(&record, &author_id)?;
     let dropped = super::fetch::verify_dones(inner, &[from], &mut record).await;
-    let changed = inner
+    inner
         .ledger
         .apply_remote(job, &record)
         .map_err(|e| format!("delta for job {}: {e}", job.short()))?;
@@ -281,7 +297,6 @@ async fn on_delta(
             "{dropped} done record(s) naming outputs the sender cannot provide"
         ));
     }
-    let _ = changed;
     Ok(Verdict::Accept)
 }
 
@@ -321,13 +336,8 @@ impl Inner {
     }
 
     fn on_peer_seen(&self, hb: &super::peers::Heartbeat) {
-        self.events.push(
-            super::Severity::Info,
-            "node_joined",
-            None,
-            None,
-            format!("node {} ({}) is alive", hb.name, hb.node.short()),
-        );
+        // The node itself raises `node_joined`; observers only log.
+        tracing::info!(node = %hb.node, "node {} is alive", hb.name);
     }
 }
 

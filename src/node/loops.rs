@@ -23,6 +23,7 @@ pub(crate) fn spawn_all(inner: &Arc<Inner>, net: Option<NetEvents>) {
     t.spawn(flush(inner.clone()));
     sample(inner.clone());
     t.spawn(super::collect::collect(inner.clone()));
+    t.spawn(super::alerts::run(inner.clone()));
     t.spawn(remember_held_blobs(inner.clone()));
     if let Some((nodes, frames)) = inner.cfg.synthetic {
         t.spawn(super::synthetic::run(inner.clone(), nodes, frames));
@@ -88,6 +89,7 @@ impl Inner {
             blobs: lock(&self.held_blobs).iter().rev().copied().collect(),
             web: None,
             addrs: lock(&self.listen_addrs).iter().take(8).cloned().collect(),
+            alerts: self.held_alerts(),
             sent_ms: super::events::now_ms(),
         }
     }

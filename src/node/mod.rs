@@ -13,6 +13,7 @@
 //! A lone node (no `net` in its config) runs exactly the same code; the
 //! swarm only adds gossip, sync and fetching behind [`net::Net`].
 
+mod alerts;
 mod api;
 mod collect;
 pub mod config;
@@ -113,6 +114,10 @@ pub(crate) struct Inner {
     pub metrics: metrics::Metrics,
     /// One fetch per blob at a time.
     pub fetch_locks: Mutex<HashMap<crate::hash::Hash, Arc<tokio::sync::Mutex<()>>>>,
+    /// Alert claims this node holds (alert, epoch), for its heartbeats.
+    pub alert_claims: Mutex<HashMap<crate::ledger::AlertId, u32>>,
+    /// When the node started.
+    pub started: std::time::Instant,
     /// When this node last tried to dial each peer it heard of.
     pub dial_attempts: Mutex<HashMap<libp2p::PeerId, std::time::Instant>>,
     /// Every blob known to be complete in the store.
@@ -169,6 +174,8 @@ impl Node {
             held_blobs: Mutex::new(VecDeque::new()),
             complete_blobs: Mutex::new(Default::default()),
             dial_attempts: Mutex::new(HashMap::new()),
+            alert_claims: Mutex::new(HashMap::new()),
+            started: std::time::Instant::now(),
             id,
             cfg,
             ledger,
@@ -180,6 +187,18 @@ impl Node {
             slot_freed: Notify::new(),
         });
         loops::spawn_all(&inner, net_events);
+        let joined = inner.clone();
+        inner.tracker.spawn(async move {
+            let e = joined.entry(
+                crate::alert::AlertKind::NodeJoined,
+                format!("node {} joined the swarm", joined.cfg.name),
+            );
+            let id = crate::ledger::AlertId::of(
+                "node_joined",
+                &[joined.id.as_str().as_bytes(), &e.time_ms.to_le_bytes()],
+            );
+            joined.raise(id, e).await;
+        });
         tracing::info!(node = %inner.id, name = %inner.cfg.name, "node started");
         Ok(Node { inner })
     }
@@ -225,11 +244,23 @@ impl Node {
         {
             tracing::warn!("some node tasks did not stop within 20 s");
         }
+        let e = inner.entry(
+            crate::alert::AlertKind::NodeLeft,
+            format!("node {} left the swarm", inner.cfg.name),
+        );
+        let id = crate::ledger::AlertId::of(
+            "node_left",
+            &[inner.id.as_str().as_bytes(), &e.time_ms.to_le_bytes()],
+        );
+        inner.raise(id, e).await;
         let ledger = inner.ledger.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || ledger.flush()).await {
             tracing::error!("final ledger flush failed: {e}");
         }
         if let Some(net) = &inner.net {
+            net.drained().await;
+            // Give gossipsub a moment to put the last messages on the wire.
+            tokio::time::sleep(Duration::from_millis(200)).await;
             net.close().await;
         }
         tracing::info!("node stopped");
@@ -294,6 +325,20 @@ impl Inner {
             .iter()
             .map(|((j, t), r)| (*j, *t, r.epoch))
             .collect()
+    }
+
+    /// Whether an alert claim still holds: this node's own while it holds
+    /// it, a peer's while the peer table says so.
+    pub fn alert_claim_holds(
+        &self,
+        alert: crate::ledger::AlertId,
+        claim: &crate::ledger::Claim,
+        now: std::time::Instant,
+    ) -> bool {
+        if claim.node == self.id {
+            return lock(&self.alert_claims).get(&alert) == Some(&claim.epoch);
+        }
+        lock(&self.peers).alert_claim_holds(alert, claim, now)
     }
 
     /// Run `f` with this node's judgement of which claims hold: its own

@@ -61,7 +61,14 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub struct Net {
     pub client: Client,
     /// Deltas and heartbeats to publish, in order, by one task.
-    outbox: mpsc::UnboundedSender<(&'static str, Vec<u8>)>,
+    outbox: mpsc::UnboundedSender<Outgoing>,
+}
+
+/// What the publishing task is given.
+enum Outgoing {
+    Publish(&'static str, Vec<u8>),
+    /// Answered once everything queued before it was handed to the swarm.
+    Drained(tokio::sync::oneshot::Sender<()>),
 }
 
 /// What the swarm tells the node.
@@ -110,10 +117,17 @@ impl Net {
         };
         let (client, events) =
             swarm::start(swarm_cfg, stop.clone()).map_err(|e| NodeError::Net(e.to_string()))?;
-        let (outbox, mut queue) = mpsc::unbounded_channel::<(&'static str, Vec<u8>)>();
+        let (outbox, mut queue) = mpsc::unbounded_channel::<Outgoing>();
         let publisher = client.clone();
         tokio::spawn(async move {
-            while let Some((topic, bytes)) = queue.recv().await {
+            while let Some(out) = queue.recv().await {
+                let (topic, bytes) = match out {
+                    Outgoing::Publish(topic, bytes) => (topic, bytes),
+                    Outgoing::Drained(ack) => {
+                        let _ = ack.send(());
+                        continue;
+                    }
+                };
                 if let Err(e) = publisher.publish(topic, bytes).await {
                     tracing::debug!("publishing on {topic}: {e}");
                 }
@@ -124,20 +138,43 @@ impl Net {
 
     /// Gossip a delta (best effort: sync repairs what gossip loses).
     pub fn publish_delta(&self, job: JobId, delta: &Delta) {
-        let msg = DeltaMsg {
+        let msg = DeltaMsg::Job {
             job,
             record: delta.clone(),
         };
-        let _ = self.outbox.send((wire::TOPIC_LEDGER, wire::encode(&msg)));
+        let _ = self
+            .outbox
+            .send(Outgoing::Publish(wire::TOPIC_LEDGER, wire::encode(&msg)));
+    }
+
+    /// Gossip an alert record.
+    pub fn publish_alert(&self, id: crate::ledger::AlertId, record: &crate::ledger::AlertRecord) {
+        let msg = DeltaMsg::Alert {
+            id,
+            record: record.clone(),
+        };
+        let _ = self
+            .outbox
+            .send(Outgoing::Publish(wire::TOPIC_LEDGER, wire::encode(&msg)));
     }
 
     /// Gossip a heartbeat.
     pub fn publish_heartbeat(&self, hb: &Heartbeat) {
-        let _ = self.outbox.send((wire::TOPIC_HEARTBEAT, wire::encode(hb)));
+        let _ = self
+            .outbox
+            .send(Outgoing::Publish(wire::TOPIC_HEARTBEAT, wire::encode(hb)));
     }
 
     pub fn stats(&self) -> Arc<swarm::Stats> {
         self.client.stats()
+    }
+
+    /// Wait until everything queued so far was handed to the swarm.
+    pub async fn drained(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.outbox.send(Outgoing::Drained(tx)).is_ok() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx).await;
+        }
     }
 
     pub async fn close(&self) {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::views::Sample;
 use crate::hash::Hash;
-use crate::ledger::{Claim, JobId, Liveness, NodeId, TaskIndex};
+use crate::ledger::{AlertId, Claim, JobId, Liveness, NodeId, TaskIndex};
 use crate::telemetry::Telemetry;
 
 /// A task a node holds a claim on, as its heartbeat reports it.
@@ -49,6 +49,8 @@ pub struct Heartbeat {
     /// Where it listens for peers: nodes that hear of it through others
     /// dial it, so a swarm joined by `--peer` alone becomes fully connected.
     pub addrs: Vec<String>,
+    /// Alert claims it holds (alert, epoch): it is about to send them.
+    pub alerts: Vec<(AlertId, u32)>,
     /// Wall clock at sending, ms since the Unix epoch: shown, never trusted.
     pub sent_ms: u64,
 }
@@ -68,6 +70,7 @@ pub struct Peer {
     /// When its latest heartbeat arrived, on this node's clock.
     pub seen: Instant,
     held: BTreeSet<(JobId, TaskIndex, u32)>,
+    held_alerts: BTreeSet<(AlertId, u32)>,
 }
 
 /// Every peer this node has heard from.
@@ -98,6 +101,7 @@ impl PeerTable {
     /// Record a heartbeat. Returns true if the peer is new (or was dead).
     pub fn heard(&mut self, hb: Heartbeat, now: Instant) -> bool {
         let held = hb.held.iter().map(|h| (h.job, h.task, h.epoch)).collect();
+        let held_alerts = hb.alerts.iter().copied().collect();
         let was_alive = self.is_alive(&hb.node, now);
         // Heartbeats can arrive out of order; an older stamp never replaces a newer one.
         if let Some(p) = self.peers.get(&hb.node)
@@ -121,6 +125,7 @@ impl PeerTable {
                 heartbeat: hb,
                 seen: now,
                 held,
+                held_alerts,
             },
         );
         !was_alive
@@ -174,6 +179,19 @@ impl PeerTable {
                 let alive = now.saturating_duration_since(p.seen) <= self.lease;
                 let spoke_after = p.heartbeat.stamp > claim.lamport;
                 alive && (!spoke_after || p.held.contains(&(job, task, claim.epoch)))
+            }
+        }
+    }
+
+    /// Whether a peer's claim to send an alert still holds, as of `now`
+    /// (the same rule as for task claims).
+    pub fn alert_claim_holds(&self, alert: AlertId, claim: &Claim, now: Instant) -> bool {
+        match self.peers.get(&claim.node) {
+            None => now.saturating_duration_since(self.started) <= self.lease,
+            Some(p) => {
+                let alive = now.saturating_duration_since(p.seen) <= self.lease;
+                let spoke_after = p.heartbeat.stamp > claim.lamport;
+                alive && (!spoke_after || p.held_alerts.contains(&(alert, claim.epoch)))
             }
         }
     }
@@ -255,6 +273,7 @@ mod tests {
             blobs: vec![],
             web: None,
             addrs: vec![],
+            alerts: vec![],
             sent_ms: 0,
         }
     }

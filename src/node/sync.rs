@@ -16,7 +16,7 @@ use libp2p::PeerId;
 use super::wire::{self, ChunkReply, SyncReply, SyncRequest};
 use super::{Inner, lock};
 use crate::hash::Hash;
-use crate::ledger::{JobId, JobRecord};
+use crate::ledger::{AlertId, AlertRecord, JobId, JobRecord};
 
 /// Rounds of one sync before giving up until the next.
 const MAX_ROUNDS: usize = 64;
@@ -40,8 +40,10 @@ pub(crate) fn sync_with_random_peer(inner: &Arc<Inner>) {
 pub(crate) async fn sync_with(inner: &Arc<Inner>, peer: PeerId) {
     let Some(net) = &inner.net else { return };
     for _ in 0..MAX_ROUNDS {
-        let digest = inner.ledger.digest();
-        let request = wire::encode(&SyncRequest::Digest(digest));
+        let request = wire::encode(&SyncRequest::Digest {
+            jobs: inner.ledger.digest(),
+            alerts: inner.ledger.alert_digest(),
+        });
         let reply = match net.client.request(peer, wire::PROTO_SYNC, request).await {
             Ok(r) => r,
             Err(e) => {
@@ -53,20 +55,23 @@ pub(crate) async fn sync_with(inner: &Arc<Inner>, peer: PeerId) {
             .metrics
             .syncs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (records, want, more) = match wire::decode_sync_reply(&reply) {
+        let reply = match wire::decode_sync_reply(&reply) {
             Ok(SyncReply::Diff {
-                records,
-                want,
+                jobs,
+                alerts,
+                want_jobs,
+                want_alerts,
                 more,
-            }) => (records, want, more),
+            }) => (jobs, alerts, want_jobs, want_alerts, more),
             Ok(SyncReply::Ack) => return,
             Err(e) => {
                 inner.bad_peer(peer, &format!("sync reply: {e}"));
                 return;
             }
         };
-        merge_records(inner, peer, records).await;
-        push(inner, peer, &want).await;
+        let (jobs, alerts, want_jobs, want_alerts, more) = reply;
+        merge_records(inner, peer, jobs, alerts).await;
+        push(inner, peer, &want_jobs, &want_alerts).await;
         if !more {
             return;
         }
@@ -74,31 +79,54 @@ pub(crate) async fn sync_with(inner: &Arc<Inner>, peer: PeerId) {
 }
 
 /// Merge records a peer sent, each checked; bad ones are counted and dropped.
-async fn merge_records(inner: &Arc<Inner>, peer: PeerId, records: Vec<(JobId, JobRecord)>) {
-    for (id, mut rec) in records {
+async fn merge_records(
+    inner: &Arc<Inner>,
+    peer: PeerId,
+    jobs: Vec<(JobId, JobRecord)>,
+    alerts: Vec<(AlertId, AlertRecord)>,
+) {
+    for (id, mut rec) in jobs {
         super::fetch::verify_dones(inner, &[peer], &mut rec).await;
         if let Err(e) = inner.ledger.apply_remote(id, &rec) {
             inner.bad_peer(peer, &format!("sync record for job {}: {e}", id.short()));
         }
     }
+    for (id, rec) in alerts {
+        if let Err(e) = inner.ledger.apply_alert_remote(id, &rec) {
+            inner.bad_peer(peer, &format!("sync record for alert {id}: {e}"));
+        }
+    }
 }
 
 /// Send the records `peer` asked for, in batches under the size limit.
-async fn push(inner: &Arc<Inner>, peer: PeerId, want: &[JobId]) {
+async fn push(inner: &Arc<Inner>, peer: PeerId, want: &[JobId], want_alerts: &[AlertId]) {
     let Some(net) = &inner.net else { return };
     let mut rest: Vec<JobId> = want.to_vec();
-    while !rest.is_empty() {
-        let (batch, left) = batch_records(inner, &rest);
+    let mut alerts = alert_records(inner, want_alerts);
+    while !rest.is_empty() || !alerts.is_empty() {
+        let (jobs, left) = batch_records(inner, &rest);
         rest = left;
-        if batch.is_empty() {
-            return;
-        }
-        let msg = wire::encode(&SyncRequest::Push(batch));
+        let msg = wire::encode(&SyncRequest::Push {
+            jobs,
+            alerts: std::mem::take(&mut alerts),
+        });
         if let Err(e) = net.client.request(peer, wire::PROTO_SYNC, msg).await {
             tracing::debug!(%peer, "sync push: {e}");
             return;
         }
     }
+}
+
+/// Alerts per sync message; the rest comes in the next round.
+const ALERTS_PER_MESSAGE: usize = 2000;
+
+fn alert_records(inner: &Inner, ids: &[AlertId]) -> Vec<(AlertId, AlertRecord)> {
+    inner.ledger.read_alerts(|alerts| {
+        ids.iter()
+            .take(ALERTS_PER_MESSAGE)
+            .filter_map(|id| alerts.get(id).map(|r| (*id, r.clone())))
+            .collect()
+    })
 }
 
 /// As many of `ids`' records as fit in one message, and the ids left over.
@@ -144,9 +172,9 @@ async fn serve_sync(inner: &Arc<Inner>, from: PeerId, data: &[u8]) -> Option<Vec
         }
     };
     let reply = match req {
-        SyncRequest::Digest(theirs) => diff(inner, &theirs),
-        SyncRequest::Push(records) => {
-            merge_records(inner, from, records).await;
+        SyncRequest::Digest { jobs, alerts } => diff(inner, &jobs, &alerts),
+        SyncRequest::Push { jobs, alerts } => {
+            merge_records(inner, from, jobs, alerts).await;
             SyncReply::Ack
         }
     };
@@ -154,28 +182,47 @@ async fn serve_sync(inner: &Arc<Inner>, from: PeerId, data: &[u8]) -> Option<Vec
 }
 
 /// My records that differ from `theirs`, and the ids I want from them.
-fn diff(inner: &Inner, theirs: &BTreeMap<JobId, Hash>) -> SyncReply {
+fn diff(
+    inner: &Inner,
+    theirs: &BTreeMap<JobId, Hash>,
+    their_alerts: &BTreeMap<AlertId, Hash>,
+) -> SyncReply {
     let mine = inner.ledger.digest();
     let send: Vec<JobId> = mine
         .iter()
         .filter(|(id, h)| theirs.get(id) != Some(h))
         .map(|(id, _)| *id)
         .collect();
-    let (records, left) = batch_records(inner, &send);
+    let (jobs, left) = batch_records(inner, &send);
     let archived_here = |id: &JobId| {
         inner
             .ledger
             .read(|jobs| jobs.get(id).is_some_and(|r| r.archived.0))
     };
-    let want: Vec<JobId> = theirs
+    let want_jobs: Vec<JobId> = theirs
         .iter()
         .filter(|(id, h)| mine.get(id) != Some(h) && !archived_here(id))
         .map(|(id, _)| *id)
         .collect();
+    let my_alerts = inner.ledger.alert_digest();
+    let send_alerts: Vec<AlertId> = my_alerts
+        .iter()
+        .filter(|(id, h)| their_alerts.get(id) != Some(h))
+        .map(|(id, _)| *id)
+        .collect();
+    let want_alerts: Vec<AlertId> = their_alerts
+        .iter()
+        .filter(|(id, h)| my_alerts.get(id) != Some(h))
+        .map(|(id, _)| *id)
+        .collect();
+    let alerts = alert_records(inner, &send_alerts);
+    let more = !left.is_empty() || send_alerts.len() > alerts.len();
     SyncReply::Diff {
-        records,
-        want,
-        more: !left.is_empty(),
+        jobs,
+        alerts,
+        want_jobs,
+        want_alerts,
+        more,
     }
 }
 

@@ -161,3 +161,25 @@ pub struct GridView {
     pub frames: [u32; 3],
     pub states: String,
 }
+
+/// An alert of the swarm's shared log, and whether it was sent.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AlertView {
+    pub id: String,
+    pub kind: String,
+    pub severity: String,
+    pub time_ms: u64,
+    /// The node that saw it.
+    pub node_name: String,
+    pub job: Option<String>,
+    pub job_name: Option<String>,
+    pub frames: Vec<u32>,
+    pub message: String,
+    pub reason: Option<String>,
+    /// Some node sent it (email and/or webhook).
+    pub delivered: bool,
+    /// The node that sent it.
+    pub sent_by: Option<String>,
+    /// The node whose claim to send it wins, while it is not delivered.
+    pub claimed_by: Option<String>,
+}

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::peers::Heartbeat;
 use crate::codec::{self, CodecError};
 use crate::hash::Hash;
-use crate::ledger::{JobId, JobRecord};
+use crate::ledger::{AlertId, AlertRecord, JobId, JobRecord};
 
 pub const TOPIC_LEDGER: &str = "renderswarm/ledger/v1";
 pub const TOPIC_HEARTBEAT: &str = "renderswarm/heartbeat/v1";
@@ -48,31 +48,39 @@ pub const CHUNK_REPLY_BUDGET: usize = 16 << 20;
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 pub const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A change to one job, as gossiped.
+/// A change to one job or one alert, as gossiped.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DeltaMsg {
-    pub job: JobId,
-    pub record: JobRecord,
+pub enum DeltaMsg {
+    Job { job: JobId, record: JobRecord },
+    Alert { id: AlertId, record: AlertRecord },
 }
 
 /// A sync request.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum SyncRequest {
-    /// "These are the jobs I hold and their hashes."
-    Digest(BTreeMap<JobId, Hash>),
+    /// "These are the jobs and alerts I hold and their hashes."
+    Digest {
+        jobs: BTreeMap<JobId, Hash>,
+        alerts: BTreeMap<AlertId, Hash>,
+    },
     /// "Here are the records you asked for."
-    Push(Vec<(JobId, JobRecord)>),
+    Push {
+        jobs: Vec<(JobId, JobRecord)>,
+        alerts: Vec<(AlertId, AlertRecord)>,
+    },
 }
 
 /// A sync reply.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum SyncReply {
-    /// My records of jobs you lack or hold differently, and the ids of the
-    /// jobs I lack or hold differently (push me yours). `more`: the batch
-    /// was cut short; sync again.
+    /// My records you lack or hold differently, and the ids of those I lack
+    /// or hold differently (push me yours). `more`: the batch was cut
+    /// short; sync again.
     Diff {
-        records: Vec<(JobId, JobRecord)>,
-        want: Vec<JobId>,
+        jobs: Vec<(JobId, JobRecord)>,
+        alerts: Vec<(AlertId, AlertRecord)>,
+        want_jobs: Vec<JobId>,
+        want_alerts: Vec<AlertId>,
         more: bool,
     },
     Ack,

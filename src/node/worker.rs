@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{Inner, NodeError, Severity, lock};
+use crate::alert::AlertKind;
+use crate::ledger::AlertId;
 use crate::ledger::{
     Claim, Done, End, EndKind, JobId, JobRecord, JobStatus, Output, Start, TaskIndex, TaskStatus,
     ops,
@@ -180,7 +182,7 @@ async fn record(
     };
     let _ = tokio::fs::remove_dir_all(&work).await;
     match outcome {
-        None => inner.after_done(a.job),
+        None => inner.after_done(a.job).await,
         Some(Outcome::Released(reason)) => {
             let end = end(inner, base, a, EndKind::Released, reason, None);
             inner.commit(a.job, ops::end(base, a.task, end)).await?;
@@ -190,7 +192,7 @@ async fn record(
             let reason = with_tail(&f.reason, &f.log_tail);
             let end = end(inner, base, a, EndKind::Failed, reason, log);
             inner.commit(a.job, ops::end(base, a.task, end)).await?;
-            inner.after_failure(a.job, a.task, &f.reason);
+            inner.after_failure(a.job, a.task, a.claim.epoch, &f).await;
         }
         Some(Outcome::Rendered(_)) => {}
     }
@@ -270,10 +272,17 @@ async fn store_log(inner: &Arc<Inner>, log: &[u8]) -> Option<crate::hash::Hash> 
         .flatten()
 }
 
+/// The shortest and longest settle windows.
+const SETTLE_FLOOR: Duration = Duration::from_millis(20);
+const SETTLE_CEILING: Duration = Duration::from_secs(1);
+
 impl Inner {
     /// How long a fresh claim waits before its engine starts: long enough
     /// for a concurrent claim to arrive. Twice the slowest measured round
-    /// trip plus processing time; nothing when this node is alone.
+    /// trip plus processing time, but never under 20 ms: a ping's round trip
+    /// is measured every few seconds, while a busy machine can hold a gossip
+    /// message for tens of milliseconds (seen as wasted renders with the
+    /// 5 ms floor this had before). Nothing when this node is alone.
     pub fn settle_window(&self) -> Duration {
         if self.net.is_none() {
             return Duration::ZERO;
@@ -285,8 +294,7 @@ impl Inner {
             return Duration::ZERO;
         }
         match peers.max_rtt(now) {
-            Some(rtt) => (rtt * 2 + Duration::from_millis(5))
-                .clamp(Duration::from_millis(5), Duration::from_secs(1)),
+            Some(rtt) => (rtt * 2 + Duration::from_millis(5)).clamp(SETTLE_FLOOR, SETTLE_CEILING),
             None => Duration::from_millis(50),
         }
     }
@@ -351,52 +359,100 @@ impl Inner {
         })
     }
 
-    fn after_done(&self, job: JobId) {
+    /// The last task of a job finished here: raise `job_finished`.
+    async fn after_done(&self, job: JobId) {
         if let Some((name, JobStatus::Done)) = self.job_status(job) {
-            self.events.push(
-                Severity::Info,
-                "job_finished",
-                Some(job),
-                None,
-                format!("job {name} finished"),
-            );
+            let mut e = self.entry(AlertKind::JobFinished, format!("job {name} finished"));
+            e.job = Some(job);
+            e.job_name = Some(name);
+            self.raise(AlertId::of("job_finished", &[&job.0.0]), e)
+                .await;
         }
     }
 
-    fn after_failure(&self, job: JobId, task: TaskIndex, reason: &str) {
-        let first_line = reason.lines().next().unwrap_or(reason);
-        let task_failed = self.ledger.read(|jobs| {
+    /// A task failed here: raise `task_failed`, and `job_failed` when that
+    /// was the job's last chance.
+    async fn after_failure(&self, job: JobId, task: TaskIndex, epoch: u32, f: &RenderFailure) {
+        let first_line = f.reason.lines().next().unwrap_or(&f.reason).to_string();
+        let facts = self.ledger.read(|jobs| {
             jobs.get(&job).and_then(|r| {
                 let t = r.tasks.get(&task)?;
                 let live = crate::ledger::AllLive;
+                let final_ = t.status(r, job, task, &live) == TaskStatus::Failed;
+                let frames = r.spec.task_frames(task);
                 Some((
-                    t.status(r, job, task, &live) == TaskStatus::Failed,
+                    final_,
                     t.failures(r.retry_generation.0),
                     r.spec.max_attempts,
+                    r.spec.name.clone(),
+                    frames,
+                    r.retry_generation.0,
                 ))
             })
         });
-        let Some((final_, failures, max)) = task_failed else {
+        let Some((final_, failures, max, name, frames, generation)) = facts else {
             return;
         };
-        self.events.push(
-            Severity::Warning,
-            "task_failed",
-            Some(job),
-            Some(task),
-            format!(
-                "task {task} failed on {} (attempt {failures} of {max}): {first_line}",
-                self.cfg.name
-            ),
+        let message = format!(
+            "job {name}: frames {} failed on {} (attempt {failures} of {max}): {first_line}",
+            frames_label(&frames),
+            self.cfg.name
         );
-        if final_ && let Some((name, JobStatus::Failed)) = self.job_status(job) {
-            self.events.push(
-                Severity::Error,
-                "job_failed",
-                Some(job),
-                None,
-                format!("job {name} failed"),
+        let mut e = self.entry(AlertKind::TaskFailed, message);
+        e.job = Some(job);
+        e.job_name = Some(name.clone());
+        e.frames = frames;
+        e.reason = Some(first_line);
+        e.log_tail = (!f.log_tail.is_empty()).then(|| f.log_tail.clone());
+        let id = AlertId::of(
+            "task_failed",
+            &[
+                &job.0.0,
+                &task.to_le_bytes(),
+                &epoch.to_le_bytes(),
+                self.id.as_str().as_bytes(),
+            ],
+        );
+        self.raise(id, e.clone()).await;
+        if final_ && let Some((_, JobStatus::Failed)) = self.job_status(job) {
+            let failed: Vec<u32> = self.ledger.read(|jobs| failed_frames(jobs.get(&job)));
+            let mut e2 = self.entry(
+                AlertKind::JobFailed,
+                format!(
+                    "job {name} failed: {} frame(s) could not be rendered",
+                    failed.len()
+                ),
             );
+            e2.job = Some(job);
+            e2.job_name = Some(name);
+            e2.frames = failed;
+            e2.reason = e.reason;
+            e2.log_tail = e.log_tail;
+            self.raise(
+                AlertId::of("job_failed", &[&job.0.0, &generation.to_le_bytes()]),
+                e2,
+            )
+            .await;
         }
+    }
+}
+
+/// Frames of the job's failed tasks.
+fn failed_frames(rec: Option<&JobRecord>) -> Vec<u32> {
+    let Some(rec) = rec else { return Vec::new() };
+    let id = crate::ledger::job_id(&rec.spec);
+    rec.tasks
+        .iter()
+        .filter(|(i, t)| t.status(rec, id, **i, &crate::ledger::AllLive) == TaskStatus::Failed)
+        .flat_map(|(i, _)| rec.spec.task_frames(*i))
+        .collect()
+}
+
+/// `7` or `1-4` for a task's frames.
+fn frames_label(frames: &[u32]) -> String {
+    match frames {
+        [] => "-".into(),
+        [one] => one.to_string(),
+        [first, .., last] => format!("{first}-{last}"),
     }
 }

@@ -47,16 +47,30 @@ fn pidfd(pid: i32) -> Option<OwnedFd> {
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Whether the process behind `fd` exits within five seconds.
+/// Whether the process behind `fd` exits within 30 seconds (generous: on a
+/// loaded CI machine a killed process can take seconds to be scheduled).
 fn exits(fd: &Option<OwnedFd>) -> bool {
     let Some(fd) = fd else { return true };
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, 5000) == 1 }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis();
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut p, 1, left as libc::c_int) };
+        // Other tests' children exiting deliver SIGCHLD to this process,
+        // which interrupts poll: wait again rather than report a survivor.
+        let interrupted =
+            ready < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
+        if !interrupted || Instant::now() >= deadline {
+            return ready == 1;
+        }
+    }
 }
 
 #[tokio::test]

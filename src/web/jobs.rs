@@ -23,6 +23,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/node", get(node_info))
         .route("/nodes", get(nodes))
         .route("/events", get(events))
+        .route("/alerts", get(alerts))
         .route("/jobs", get(list_jobs).post(submit))
         .route("/jobs/{job}", get(show_job))
         .route("/jobs/{job}/grid", get(grid))
@@ -55,6 +56,10 @@ async fn grid(
         .grid(id)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no job {job}")))
+}
+
+async fn alerts(State(s): State<AppState>) -> Json<Vec<crate::node::views::AlertView>> {
+    Json(s.node.alerts())
 }
 
 #[derive(Deserialize)]

@@ -32,7 +32,7 @@ fn spec(name: &str, size: usize) -> ProtocolSpec {
 }
 
 fn delta(job: JobId, record: JobRecord) -> Vec<u8> {
-    wire::encode(&DeltaMsg { job, record })
+    wire::encode(&DeltaMsg::Job { job, record })
 }
 
 #[test]
@@ -173,10 +173,13 @@ async fn wait_connected(client: &swarm::Client, peer: PeerId) {
 /// The job's record, asked for like any peer would (an empty digest).
 async fn fetch_record(client: &swarm::Client, peer: PeerId, id: JobId) -> JobRecord {
     for _ in 0..200 {
-        let req = wire::encode(&SyncRequest::Digest(BTreeMap::new()));
+        let req = wire::encode(&SyncRequest::Digest {
+            jobs: BTreeMap::new(),
+            alerts: BTreeMap::new(),
+        });
         if let Ok(bytes) = client.request(peer, wire::PROTO_SYNC, req).await
-            && let Ok(SyncReply::Diff { records, .. }) = wire::decode_sync_reply(&bytes)
-            && let Some((_, r)) = records.into_iter().find(|(j, _)| *j == id)
+            && let Ok(SyncReply::Diff { jobs, .. }) = wire::decode_sync_reply(&bytes)
+            && let Some((_, r)) = jobs.into_iter().find(|(j, _)| *j == id)
         {
             return r;
         }
@@ -268,10 +271,10 @@ async fn attack_with_forgeries(client: &swarm::Client, me: PeerId, id: JobId, re
             .request(
                 p,
                 wire::PROTO_SYNC,
-                wire::encode(&SyncRequest::Push(vec![
-                    (id, fake.clone()),
-                    (id, other.clone()),
-                ])),
+                wire::encode(&SyncRequest::Push {
+                    jobs: vec![(id, fake.clone()), (id, other.clone())],
+                    alerts: vec![],
+                }),
             )
             .await;
     }
@@ -314,6 +317,7 @@ fn heartbeat(node: NodeId, stamp: u64) -> Heartbeat {
         blobs: vec![],
         web: None,
         addrs: vec![],
+        alerts: vec![],
         sent_ms: 0,
     }
 }

@@ -6,6 +6,7 @@ use crate::harness::*;
 
 #[test]
 fn demo_renders_the_example_on_a_local_swarm() {
+    exclusive();
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("frames");
     let res = std::process::Command::new(swarm_bin())

@@ -29,6 +29,29 @@ pub fn example(name: &str) -> PathBuf {
     repo().join("examples").join(name)
 }
 
+/// Tests that start nodes run one at a time: on a 2-core machine, two
+/// swarms rendering at once starve each other's heartbeats, and the tests
+/// measure leases and failover in seconds. The first node a test starts
+/// takes this lock; the test's thread holds it until the test ends.
+static ONE_SWARM_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+thread_local! {
+    static HOLDS_SWARM_LOCK: std::cell::RefCell<Option<std::sync::MutexGuard<'static, ()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Take the one-swarm-at-a-time lock for this test's thread (once).
+pub fn exclusive() {
+    HOLDS_SWARM_LOCK.with(|held| {
+        if held.borrow().is_none() {
+            let guard = ONE_SWARM_AT_A_TIME
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *held.borrow_mut() = Some(guard);
+        }
+    });
+}
+
 static LOGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A `swarm node` process with its own data directory, serving its API on
@@ -67,6 +90,7 @@ impl NodeProc {
 
     /// Start a node with exactly `args` (besides `--data` and `--web`).
     pub fn start_raw(data: &Path, args: &[&str]) -> NodeProc {
+        exclusive();
         let log = data.with_extension(format!(
             "log{}",
             LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -153,6 +177,15 @@ impl NodeProc {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// `swarm job JOB --json`, or `None` while the node does not know the job.
+    pub fn try_job(&self, id: &str) -> Option<JobView> {
+        let out = self.cli(&["job", id, "--json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
     /// `swarm jobs --json`.
     pub fn jobs(&self) -> Vec<JobView> {
         let out = self.cli(&["jobs", "--json"]);
@@ -183,7 +216,8 @@ impl NodeProc {
     pub fn wait_job(&self, id: &str, what: &str, cond: impl Fn(&JobView) -> bool) -> JobView {
         let mut last = None;
         let found = wait_for(what, || {
-            let j = self.job(id);
+            // The node may not know the job yet (it is still syncing).
+            let j = self.try_job(id)?;
             let ok = cond(&j);
             last = Some(j.clone());
             ok.then_some(j)
@@ -353,6 +387,7 @@ pub fn blender_or_skip() -> Option<PathBuf> {
 /// Build a small Cycles scene (64x48, 4 samples, denoising off because
 /// Debian's Blender lacks OpenImageDenoise, an animated cube, frames 1-3).
 pub fn make_blend(blender: &Path, path: &Path) {
+    exclusive();
     const SCRIPT: &str = r#"
 import bpy, sys
 path = sys.argv[sys.argv.index("--") + 1]

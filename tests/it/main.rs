@@ -1,8 +1,10 @@
 //! The integration tests: one binary, one module per area.
 
 mod adversary;
+mod alerts;
 mod bad_input;
 mod blender;
+mod browser;
 mod demo;
 mod harness;
 mod ledger_laws;

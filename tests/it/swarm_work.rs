@@ -119,7 +119,25 @@ fn fetch_works_from_any_node() {
 #[test]
 fn outputs_survive_the_loss_of_their_renderer_before_collection() {
     let engine = writer("w", "0.2");
-    let mut nodes = swarm_of(3, &["--engine-command", &engine]);
+    // The submitter renders nothing: a frame it rendered and died holding
+    // before anyone copied it would be on no live node, which is a
+    // different story from the one told here.
+    let submitter = NodeProc::start(&["--engine-command", &engine]);
+    let peer = submitter.addr().to_string();
+    let renderer = || {
+        NodeProc::start(&[
+            "--engine-command",
+            &engine,
+            "--tags",
+            "farm",
+            "--peer",
+            &peer,
+        ])
+    };
+    let mut nodes = vec![submitter, renderer(), renderer()];
+    for node in &nodes {
+        node.wait_alive(3);
+    }
     let out = tempfile::tempdir().unwrap();
     let orbit = example("orbit.toml");
     let job = nodes[0].submit(&[
@@ -128,6 +146,8 @@ fn outputs_survive_the_loss_of_their_renderer_before_collection() {
         "1-10",
         "--engine",
         "w",
+        "--require",
+        "farm",
         "--out",
         out.path().to_str().unwrap(),
     ]);
