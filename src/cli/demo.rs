@@ -9,15 +9,12 @@
 //! `--keep` the swarm stays up until Ctrl-C.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 
+use super::local_swarm::{start_swarm, write_key};
 use super::{Api, BadInput};
 use crate::ledger::FrameRange;
 use crate::node::SubmitRequest;
@@ -42,29 +39,6 @@ pub struct DemoArgs {
     pub keep: bool,
 }
 
-/// One demo node process.
-struct DemoNode {
-    child: Child,
-    api: String,
-    listen: Vec<String>,
-}
-
-impl Drop for DemoNode {
-    fn drop(&mut self) {
-        // SIGTERM first: the node releases its claims and flushes.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 pub async fn run(args: DemoArgs) -> Result<i32> {
     if args.nodes == 0 || args.nodes > 32 {
         return Err(BadInput(format!(
@@ -85,32 +59,21 @@ pub async fn run(args: DemoArgs) -> Result<i32> {
 }
 
 async fn demo(args: &DemoArgs, frames: FrameRange, base: &Path) -> Result<i32> {
-    let key = base.join("swarm.key");
-    std::fs::write(&key, super::node::new_swarm_key()?)?;
+    let key = write_key(base)?;
     let scene = base.join("orbit.toml");
     std::fs::write(&scene, ORBIT)?;
     let out = std::env::current_dir()?.join(&args.out);
     eprintln!("starting {} nodes on loopback…", args.nodes);
-    let mut nodes = vec![spawn_node(base, 1, &key, &[], true)?];
-    let first_peer = nodes[0]
-        .listen
-        .first()
-        .cloned()
-        .ok_or_else(|| anyhow!("the first node did not say where it listens"))?;
-    for i in 2..=args.nodes {
-        nodes.push(spawn_node(
-            base,
-            i,
-            &key,
-            std::slice::from_ref(&first_peer),
-            false,
-        )?);
-    }
-    let api = Api::new(&nodes[0].api, None)?;
-    wait_for_swarm(&api, args.nodes).await?;
+    let web = if std::net::TcpListener::bind("127.0.0.1:7878").is_ok() {
+        "127.0.0.1:7878"
+    } else {
+        "127.0.0.1:0"
+    };
+    let nodes = start_swarm(base, "demo-", args.nodes, &key, web, |_| Vec::new()).await?;
+    let api = &nodes[0].api;
     eprintln!(
         "swarm up: {} nodes; status page: {}",
-        args.nodes, nodes[0].api
+        args.nodes, nodes[0].api_url
     );
     let req = SubmitRequest {
         scene: scene.display().to_string(),
@@ -125,98 +88,17 @@ async fn demo(args: &DemoArgs, frames: FrameRange, base: &Path) -> Result<i32> {
         &job.id[..12],
         job.frames_total
     );
-    let code = super::submit::wait_collected(&api, &job.id).await?;
-    report(&api, &job.id, &out).await?;
+    let code = super::submit::wait_collected(api, &job.id).await?;
+    report(api, &job.id, &out).await?;
     if args.keep {
         eprintln!(
             "the swarm keeps running: open {} ; Ctrl-C stops it",
-            nodes[0].api
+            nodes[0].api_url
         );
         let _ = tokio::signal::ctrl_c().await;
     }
     drop(nodes);
     Ok(code)
-}
-
-fn spawn_node(
-    base: &Path,
-    i: usize,
-    key: &Path,
-    peers: &[String],
-    first: bool,
-) -> Result<DemoNode> {
-    let exe = std::env::current_exe().context("cannot find this program to start nodes")?;
-    let data = base.join(format!("node{i}"));
-    let log = std::fs::File::create(base.join(format!("node{i}.log")))?;
-    let web = if first && std::net::TcpListener::bind("127.0.0.1:7878").is_ok() {
-        "127.0.0.1:7878"
-    } else {
-        "127.0.0.1:0"
-    };
-    let mut cmd = Command::new(exe);
-    cmd.arg("node")
-        .arg("--data")
-        .arg(&data)
-        .args([
-            "--name",
-            &format!("demo-{i}"),
-            "--web",
-            web,
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-        ])
-        .arg("--swarm-key")
-        .arg(key)
-        .env_remove("SWARM_WEB_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log);
-    for p in peers {
-        cmd.args(["--peer", p]);
-    }
-    let mut child = cmd.spawn().context("cannot start a node")?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow!("no stdout from the node"))?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut listen = Vec::new();
-    loop {
-        let line = rx.recv_timeout(Duration::from_secs(60)).map_err(|_| {
-            anyhow!(
-                "node {i} did not start; see {}",
-                base.join(format!("node{i}.log")).display()
-            )
-        })?;
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            listen.push(addr.trim().to_string());
-        } else if let Some(rest) = line.split("serving ").nth(1) {
-            return Ok(DemoNode {
-                child,
-                api: rest.trim().to_string(),
-                listen,
-            });
-        }
-    }
-}
-
-async fn wait_for_swarm(api: &Api, n: usize) -> Result<()> {
-    for _ in 0..600 {
-        let nodes: Vec<NodeView> = api.get("/nodes").await?;
-        if nodes.iter().filter(|n| n.alive).count() >= n {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("the demo nodes did not all find each other within 60 s")
 }
 
 /// Who rendered what.

@@ -7,9 +7,11 @@
 //! this edge only: a [`BadInput`] anywhere in the chain means the user's
 //! input was wrong and the process exits 2; other errors exit 1.
 
+mod bench;
 mod client;
 mod demo;
 mod jobs;
+mod local_swarm;
 mod node;
 mod submit;
 
@@ -93,6 +95,8 @@ pub enum Command {
     },
     /// Run a local swarm rendering the built-in example.
     Demo(demo::DemoArgs),
+    /// Measure the swarm against an ideal farm on this machine (BENCHMARKS.md).
+    Bench(bench::BenchArgs),
     /// Make a swarm key: nodes started with `--swarm-key FILE` form a private
     /// swarm that nodes without the key cannot join.
     Keygen {
@@ -192,6 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Fetch { job, out } => jobs::fetch(&job, &out).await,
         Command::Peers { api, json } => jobs::peers(&api, json).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
         Command::Keygen { file } => keygen(file.as_deref()),
         Command::Alert {
             command: AlertCommand::Test(args),

@@ -106,6 +106,9 @@ pub struct NodeArgs {
     /// Tests only: a file of peer ids whose traffic is cut (a partition).
     #[arg(long, hide = true)]
     pub test_partition_file: Option<PathBuf>,
+    /// Benchmarks only: serve raw bytes to peers, the transfer baseline.
+    #[arg(long, hide = true)]
+    pub test_bench_protocol: bool,
     /// Tests only: NODES,FRAMES of a synthetic farm shown by this node.
     #[arg(long, hide = true, value_parser = parse_synthetic)]
     pub test_synthetic_farm: Option<(usize, u32)>,
@@ -343,6 +346,7 @@ fn net_config(args: &NodeArgs, file: &FileConfig) -> Result<NetConfig> {
         mdns_interval: Duration::from_secs(args.mdns_interval),
         swarm_key,
         partition_file: args.test_partition_file.clone(),
+        bench_protocol: args.test_bench_protocol,
     })
 }
 

@@ -235,6 +235,49 @@ impl Node {
     }
 
     /// Make `blob` complete in this node's store (fetching it from peers).
+    /// Whether this node serves and uses the bench protocol.
+    pub fn bench_enabled(&self) -> bool {
+        self.inner
+            .cfg
+            .net
+            .as_ref()
+            .is_some_and(|n| n.bench_protocol)
+    }
+
+    /// Benchmarks only: pull `bytes` of nothing from `peer` over the bench
+    /// protocol, in replies as large as chunks and as many in flight as a
+    /// chunk fetch uses, and say how long it took: the transfer baseline.
+    pub async fn bench_raw(
+        &self,
+        peer: &str,
+        bytes: u64,
+    ) -> Result<std::time::Duration, NodeError> {
+        use futures::StreamExt;
+        let (Some(net), true) = (&self.inner.net, self.bench_enabled()) else {
+            return Err(NodeError::Net(
+                "this node was not started with --test-bench-protocol".into(),
+            ));
+        };
+        let peer: libp2p::PeerId = peer
+            .parse()
+            .map_err(|e| NodeError::Net(format!("`{peer}` is not a peer id: {e}")))?;
+        let step = super::wire::MAX_BENCH_REPLY as u64;
+        let sizes: Vec<u32> = (0..bytes.div_ceil(step))
+            .map(|i| (bytes - i * step).min(step) as u32)
+            .collect();
+        let started = Instant::now();
+        let mut replies = futures::stream::iter(sizes)
+            .map(|n| {
+                net.client
+                    .request(peer, super::wire::PROTO_BENCH, n.to_le_bytes().to_vec())
+            })
+            .buffer_unordered(super::fetch::IN_FLIGHT);
+        while let Some(reply) = replies.next().await {
+            reply.map_err(|e| NodeError::Net(e.to_string()))?;
+        }
+        Ok(started.elapsed())
+    }
+
     pub async fn ensure_blob(&self, blob: Hash) -> Result<(), String> {
         self.inner.ensure_blob(blob, &[]).await
     }

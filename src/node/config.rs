@@ -30,6 +30,8 @@ pub struct NetConfig {
     /// Tests only: a file listing peer ids (one per line) whose traffic is
     /// cut, re-read continuously, so a test can partition and heal a swarm.
     pub partition_file: Option<PathBuf>,
+    /// Benchmarks only: serve [`super::wire::PROTO_BENCH`].
+    pub bench_protocol: bool,
 }
 
 /// Everything a node needs to run.

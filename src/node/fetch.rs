@@ -24,7 +24,7 @@ use crate::ledger::{JobRecord, NodeId};
 use crate::store::Missing;
 
 /// Chunk requests in flight for one blob.
-const IN_FLIGHT: usize = 8;
+pub(crate) const IN_FLIGHT: usize = 8;
 /// Data chunks per request (chunks average 1 MiB).
 const DATA_CHUNKS_PER_REQUEST: usize = 2;
 /// Rounds of asking before giving up (each round fetches what it can).

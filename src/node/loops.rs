@@ -13,7 +13,7 @@ use super::peers::{Heartbeat, HeldTask};
 use super::scheduler::{self, Capability, Pick};
 use super::worker::{self, Assignment};
 use super::{Inner, Running, lock};
-use crate::ledger::Claim;
+use crate::ledger::{Claim, JobId};
 use crate::render::Progress;
 
 /// Start every loop of a node.
@@ -146,6 +146,11 @@ async fn partition(inner: Arc<Inner>, file: std::path::PathBuf) {
 }
 
 /// Claim work whenever a slot is free; stop renders that must stop.
+/// Claims held beyond the slots: each waits for a slot with its settle
+/// window already behind it, so a busy node goes from one render to the
+/// next without the claim's round trips in between.
+const CLAIMS_AHEAD: usize = 1;
+
 async fn schedule(inner: Arc<Inner>) {
     let mut changes = inner.ledger.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -158,14 +163,40 @@ async fn schedule(inner: Arc<Inner>) {
             _ = tick.tick() => {}
         }
         watchdog(&inner);
-        while inner.free_slots() > 0 && !inner.shutdown.is_cancelled() {
+        while !inner.shutdown.is_cancelled() {
+            let held = lock(&inner.running).len();
+            if held >= inner.cfg.slots + CLAIMS_AHEAD {
+                break;
+            }
             let Some(pick) = next_pick(&inner) else { break };
+            if held >= inner.cfg.slots && !pick.ahead {
+                break;
+            }
             launch(&inner, pick);
         }
     }
 }
 
 fn next_pick(inner: &Inner) -> Option<Pick> {
+    with_view(inner, |view| {
+        inner.ledger.read(|jobs| scheduler::pick(jobs, view))
+    })
+}
+
+/// Whether the scheduler would still hand this node work from `job`: a
+/// claim made ahead checks again before it starts, since the job may have
+/// been paused, or this node blocklisted, while it waited.
+pub(crate) fn still_wanted(inner: &Inner, job: JobId) -> bool {
+    with_view(inner, |view| {
+        inner.ledger.read(|jobs| {
+            jobs.get(&job)
+                .is_some_and(|rec| scheduler::wants(rec, view))
+        })
+    })
+}
+
+/// The scheduler's view of this node and the swarm.
+fn with_view<T>(inner: &Inner, f: impl FnOnce(&scheduler::View<'_>) -> T) -> T {
     let mine = Capability {
         engines: inner.engines.names().into_iter().collect(),
         tags: inner.cfg.tags.clone(),
@@ -187,7 +218,7 @@ fn next_pick(inner: &Inner) -> Option<Pick> {
             busy: &busy,
             live,
         };
-        inner.ledger.read(|jobs| scheduler::pick(jobs, &view))
+        f(&view)
     })
 }
 

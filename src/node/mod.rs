@@ -101,6 +101,8 @@ pub(crate) struct Inner {
     pub tracker: TaskTracker,
     /// Wakes the scheduler when a slot frees.
     pub slot_freed: Notify,
+    /// One permit per slot, held from a render's start to its record.
+    pub render_slots: Arc<tokio::sync::Semaphore>,
     pub scenes: scenes::SceneCache,
     pub telemetry: Mutex<telemetry_history::History>,
     /// Peers with an open connection.
@@ -176,6 +178,7 @@ impl Node {
             dial_attempts: Mutex::new(HashMap::new()),
             alert_claims: Mutex::new(HashMap::new()),
             started: std::time::Instant::now(),
+            render_slots: Arc::new(tokio::sync::Semaphore::new(cfg.slots)),
             id,
             cfg,
             ledger,
@@ -353,10 +356,6 @@ impl Inner {
             now: std::time::Instant::now(),
         };
         f(&live)
-    }
-
-    pub fn free_slots(&self) -> usize {
-        self.cfg.slots.saturating_sub(lock(&self.running).len())
     }
 }
 

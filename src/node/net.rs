@@ -112,7 +112,17 @@ impl Net {
                     wire::MAX_CHUNK_REPLY,
                     wire::CHUNK_TIMEOUT,
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain(cfg.bench_protocol.then(|| {
+                spec(
+                    wire::PROTO_BENCH,
+                    8,
+                    wire::MAX_BENCH_REPLY + 64,
+                    wire::CHUNK_TIMEOUT,
+                )
+            }))
+            .collect(),
             ping_interval: std::time::Duration::from_secs(1),
         };
         let (client, events) =

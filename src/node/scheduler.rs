@@ -12,6 +12,8 @@
 //!    run the job, so concurrent pickers spread out instead of colliding; when
 //!    none is left, take the pending task where this node ranks best among the
 //!    first few (work stealing, still spread out).
+//! 4. A first-choice task of a job with plenty of pending work may be
+//!    claimed ahead, before a slot is free (see [`Pick::ahead`]).
 //!
 //! A pure function of the ledger and what this node sees, so it is tested
 //! without a network.
@@ -29,7 +31,16 @@ pub struct Pick {
     pub job: JobId,
     pub task: TaskIndex,
     pub epoch: u32,
+    /// The task may be claimed while every slot is busy, so its claim
+    /// settles during the current render and it starts the moment a slot
+    /// frees: it is this node's first choice and the job has at least
+    /// [`AHEAD_PENDING_PER_NODE`] pending tasks per capable node, so no idle
+    /// node is kept waiting for it (at the tail, nothing is claimed ahead).
+    pub ahead: bool,
 }
+
+/// Pending tasks per capable node below which nothing is claimed ahead.
+pub const AHEAD_PENDING_PER_NODE: usize = 2;
 
 /// What a node can run.
 #[derive(Clone, Debug, Default)]
@@ -78,6 +89,12 @@ pub fn pick(jobs: &BTreeMap<JobId, JobRecord>, view: &View<'_>) -> Option<Pick> 
         .find_map(|(id, rec)| pick_in_job(*id, rec, view))
 }
 
+/// Whether this node should run tasks of `rec` at all: open, runnable
+/// here, and not left to others by the blocklist.
+pub fn wants(rec: &JobRecord, view: &View<'_>) -> bool {
+    job_is_open(rec) && view.mine.can_run(rec) && !blocked(rec, view)
+}
+
 fn job_is_open(rec: &JobRecord) -> bool {
     !rec.cancelled.0 && !rec.archived.0 && rec.control.value == Control::Active
 }
@@ -110,24 +127,38 @@ fn pick_in_job(id: JobId, rec: &JobRecord, view: &View<'_>) -> Option<Pick> {
         let t = rec.tasks.get(&i).unwrap_or(&empty);
         (t.status(rec, id, i, view.live) == TaskStatus::Pending).then_some((i, t))
     });
+    let plenty = AHEAD_PENDING_PER_NODE * candidates.len();
     let mut window = Vec::new();
+    let mut first_choice = None;
+    let mut seen = 0;
     for (i, t) in pending {
-        let rank = rank_of(view.me, id, i, &candidates);
-        if rank == 0 {
-            return Some(Pick {
-                job: id,
-                task: i,
-                epoch: t.next_epoch(),
-            });
+        seen += 1;
+        if first_choice.is_none() {
+            let rank = rank_of(view.me, id, i, &candidates);
+            if rank == 0 {
+                first_choice = Some(Pick {
+                    job: id,
+                    task: i,
+                    epoch: t.next_epoch(),
+                    ahead: false,
+                });
+            } else if window.len() < STEAL_WINDOW {
+                window.push((rank, i, t.next_epoch()));
+            }
         }
-        if window.len() < STEAL_WINDOW {
-            window.push((rank, i, t.next_epoch()));
+        if first_choice.is_some() && seen >= plenty {
+            break;
         }
+    }
+    if let Some(mut pick) = first_choice {
+        pick.ahead = seen >= plenty;
+        return Some(pick);
     }
     window.into_iter().min().map(|(_, task, epoch)| Pick {
         job: id,
         task,
         epoch,
+        ahead: false,
     })
 }
 

@@ -159,8 +159,15 @@ pub(crate) async fn serve(
     match protocol {
         wire::PROTO_SYNC => serve_sync(inner, from, data).await,
         wire::PROTO_CHUNK => serve_chunks(inner, from, data).await,
+        wire::PROTO_BENCH => serve_bench(data),
         _ => None,
     }
+}
+
+/// `N` (u32, little-endian) zero bytes, at most [`wire::MAX_BENCH_REPLY`].
+fn serve_bench(data: &[u8]) -> Option<Vec<u8>> {
+    let n = u32::from_le_bytes(data.try_into().ok()?) as usize;
+    (n <= wire::MAX_BENCH_REPLY).then(|| vec![0; n])
 }
 
 async fn serve_sync(inner: &Arc<Inner>, from: PeerId, data: &[u8]) -> Option<Vec<u8>> {

@@ -26,6 +26,11 @@ pub const TOPIC_LEDGER: &str = "renderswarm/ledger/v1";
 pub const TOPIC_HEARTBEAT: &str = "renderswarm/heartbeat/v1";
 pub const PROTO_SYNC: &str = "/renderswarm/sync/1";
 pub const PROTO_CHUNK: &str = "/renderswarm/chunk/1";
+/// Benchmarks only (`--test-bench-protocol`): N bytes of nothing, the
+/// baseline a chunk transfer is measured against.
+pub const PROTO_BENCH: &str = "/renderswarm/bench/1";
+/// The most one bench reply carries.
+pub const MAX_BENCH_REPLY: usize = 4 << 20;
 
 /// A gossiped delta or heartbeat.
 pub const MAX_GOSSIP: usize = 1 << 20;

@@ -3,7 +3,8 @@
 //!
 //! 1. Write and gossip the claim (flushed first: a node that crashes right
 //!    after announcing a claim still knows it made it).
-//! 2. Wait the settle window (a few gossip round trips, measured), then
+//! 2. Wait the settle window (a few gossip round trips, measured) and for a
+//!    free slot (a claim made ahead waits for the render before it), then
 //!    start only if the claim still wins; a lost race costs nothing.
 //! 3. Record the start, unpack the scene, run the engine.
 //! 4. Record the outcome: a Done with every frame's output blob, a Failed end
@@ -75,7 +76,20 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         }
     }
     if a.cancel.is_cancelled() || !inner.claim_wins(a.job, a.task, &a.claim) {
-        return Ok(());
+        return release_unstarted(inner, &base, a).await;
+    }
+    let slot = tokio::select! {
+        slot = inner.render_slots.clone().acquire_owned() => slot.ok(),
+        _ = a.cancel.cancelled() => None,
+    };
+    let Some(_slot) = slot else {
+        return release_unstarted(inner, &base, a).await;
+    };
+    if a.cancel.is_cancelled()
+        || !inner.claim_wins(a.job, a.task, &a.claim)
+        || !super::loops::still_wanted(inner, a.job)
+    {
+        return release_unstarted(inner, &base, a).await;
     }
     if let Some(r) = lock(&inner.running).get_mut(&(a.job, a.task)) {
         r.started = true;
@@ -103,6 +117,24 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         _ => inner.metrics.render_seconds.observe(began.elapsed()),
     }
     record(inner, &base, a, outcome, began.elapsed()).await
+}
+
+/// A claim given up before its engine started: released if it still wins
+/// (shutdown, or a claim made ahead that its node no longer wants), so the
+/// task goes back to pending at once instead of when the lease runs out.
+async fn release_unstarted(
+    inner: &Arc<Inner>,
+    base: &JobRecord,
+    a: &Assignment,
+) -> Result<(), NodeError> {
+    if !inner.claim_wins(a.job, a.task, &a.claim) {
+        return Ok(());
+    }
+    let why = lock(&a.cancel_reason)
+        .clone()
+        .unwrap_or_else(|| "released before it started".into());
+    let end = end(inner, base, a, EndKind::Released, why, None);
+    inner.commit(a.job, ops::end(base, a.task, end)).await
 }
 
 async fn render(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment) -> Outcome {

@@ -42,6 +42,17 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use blender::BLENDER_FORMATS;
+
+/// The arguments the blender engine gives Blender to render `frames` of
+/// `scene` into `output_dir` (all threads, the scene's own format): for
+/// comparing the engine against Blender run by hand.
+pub fn blender_args(
+    scene: &std::path::Path,
+    output_dir: &std::path::Path,
+    frames: &[u32],
+) -> Result<Vec<std::ffi::OsString>, String> {
+    blender::build_args(scene, output_dir, None, 0, frames)
+}
 pub use blender_lines::{BlenderLine, BlenderProblem, parse_blender_line};
 
 use log::LogBuffer;

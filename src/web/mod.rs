@@ -14,6 +14,7 @@
 //!   actions against their local node, token or not;
 //! - request bodies are limited (1 MiB of JSON); uploads stream to disk.
 
+pub mod bench;
 mod error;
 mod jobs;
 pub mod metrics;
@@ -52,6 +53,7 @@ pub fn router(node: Node, token: Option<String>) -> Router {
     let api = jobs::routes()
         .merge(upload::routes())
         .merge(stream::routes())
+        .merge(bench::routes())
         .layer(DefaultBodyLimit::max(1 << 20));
     Router::new()
         .nest("/api/v1", api)

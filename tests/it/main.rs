@@ -3,6 +3,7 @@
 mod adversary;
 mod alerts;
 mod bad_input;
+mod bench;
 mod blender;
 mod browser;
 mod demo;

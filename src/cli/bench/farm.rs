@@ -1,0 +1,318 @@
+//! The farm benchmarks, on one swarm of 8 node processes: scheduling
+//! efficiency, claim latency, dispatch throughput, wasted renders and
+//! failover (last, because it kills nodes).
+//!
+//! The engines are shell commands that stamp `date +%s%N` into files, so
+//! "when did the engine start / end" is read from the engine's own side,
+//! not from a poll of the API. Tags steer work where a benchmark needs it:
+//! every node but the first has `w` (failover never kills the node being
+//! asked) and the last has `far` (claim latency is measured across nodes).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::{Ctx, Row, Target, median_p99, now_ns, wait_done, wait_job};
+use crate::cli::local_swarm::{LocalNode, start_swarm};
+use crate::ledger::TaskStatus;
+use crate::node::NodeInfo;
+use crate::node::SubmitRequest;
+use crate::node::views::JobView;
+
+const NODES: usize = 8;
+
+struct Sizes {
+    nodes: usize,
+    sched_tasks: u32,
+    claims: u32,
+    dispatch_tasks: u32,
+    failovers: u32,
+}
+
+pub(super) async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
+    let sizes = if ctx.quick {
+        Sizes {
+            nodes: 4,
+            sched_tasks: 24,
+            claims: 5,
+            dispatch_tasks: 100,
+            failovers: 1,
+        }
+    } else {
+        Sizes {
+            nodes: NODES,
+            sched_tasks: 200,
+            claims: 40,
+            dispatch_tasks: 2000,
+            failovers: 3,
+        }
+    };
+    let dir = ctx.base.join("farm");
+    let marks = dir.join("marks");
+    std::fs::create_dir_all(&marks)?;
+    let scene = dir.join("scene.txt");
+    std::fs::write(&scene, "a scene the shell engines ignore\n")?;
+    let tiny = dir.join("tiny.toml");
+    std::fs::write(&tiny, TINY)?;
+    eprintln!("farm: starting {} nodes…", sizes.nodes);
+    let engines = engines(&marks);
+    let n = sizes.nodes;
+    let mut nodes = start_swarm(&dir, "farm-", n, &ctx.key, "127.0.0.1:0", |i| {
+        let mut a: Vec<String> = engines
+            .iter()
+            .flat_map(|e| ["--engine-command".to_string(), e.clone()])
+            .collect();
+        let tags = match i {
+            1 => None,
+            i if i == n => Some("w,far"),
+            _ => Some("w"),
+        };
+        if let Some(t) = tags {
+            a.extend(["--tags".to_string(), t.to_string()]);
+        }
+        a
+    })
+    .await?;
+    let mut rows = Vec::new();
+    rows.extend(scheduling(&nodes, &scene, &marks, sizes.sched_tasks).await?);
+    rows.push(claim_latency(&nodes, &scene, &marks, sizes.claims).await?);
+    rows.push(dispatch(&nodes, &tiny, sizes.dispatch_tasks).await?);
+    rows.extend(failover(&mut nodes, &scene, sizes.failovers).await?);
+    Ok(rows)
+}
+
+/// The command engines, stamping into `marks`.
+fn engines(marks: &Path) -> Vec<String> {
+    let m = marks.display();
+    let out = r#"echo $3 > "$2/frame_$(printf %04d $3).txt""#;
+    vec![
+        // 200 ms of not using the CPU, then a small file.
+        format!(
+            "sleep=sh -c 'sleep 0.2; {out}; date +%s%N >> {m}/end' sh {{scene}} {{output}} {{frame}}"
+        ),
+        // Says when it started.
+        format!("mark=sh -c 'date +%s%N > {m}/start_$3; {out}' sh {{scene}} {{output}} {{frame}}"),
+        // Long enough to be killed in the middle of.
+        format!("long=sh -c 'sleep 3; {out}' sh {{scene}} {{output}} {{frame}}"),
+    ]
+}
+
+/// `examples/tiny.toml`: a 16×16 frame with one sample, well under a
+/// millisecond, so dispatch measures the farm rather than the renderer.
+const TINY: &str = include_str!("../../../examples/tiny.toml");
+
+fn submit_req(scene: &Path, engine: &str, frames: String, tags: &[&str]) -> SubmitRequest {
+    SubmitRequest {
+        scene: scene.display().to_string(),
+        engine: Some(engine.into()),
+        frames,
+        requirements: tags.iter().map(|t| t.to_string()).collect(),
+        name: Some(format!("bench {engine}")),
+        ..SubmitRequest::default()
+    }
+}
+
+/// 1 and 4: N tasks of a 200 ms engine on every node; ideal over actual
+/// makespan, and renders wasted with no faults.
+async fn scheduling(
+    nodes: &[LocalNode],
+    scene: &Path,
+    marks: &Path,
+    tasks: u32,
+) -> Result<Vec<Row>> {
+    eprintln!(
+        "farm: scheduling {tasks} tasks of 200 ms on {} nodes…",
+        nodes.len()
+    );
+    let api = &nodes[0].api;
+    let t0 = now_ns();
+    let job: JobView = api
+        .post(
+            "/jobs",
+            &submit_req(scene, "sleep", format!("1-{tasks}"), &[]),
+        )
+        .await?;
+    let done = wait_done(api, &job.id, Duration::from_secs(300), "scheduling").await?;
+    let ends: Vec<u128> = std::fs::read_to_string(marks.join("end"))?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let last = ends.iter().max().ok_or_else(|| anyhow!("no task ended"))?;
+    let actual = (last.saturating_sub(t0)) as f64 / 1e9;
+    let ideal = f64::from(tasks.div_ceil(nodes.len() as u32)) * 0.2;
+    let spread = spread(&done);
+    Ok(vec![
+        Row::new(
+            "1 scheduling efficiency",
+            ideal / actual,
+            "ratio",
+            Target::AtLeast(0.97),
+            format!(
+                "{tasks} tasks × 200 ms on {} nodes: ideal {ideal:.2} s, actual {actual:.2} s (submit to last engine exit); tasks per node {spread}",
+                nodes.len()
+            ),
+        ),
+        Row::new(
+            "4 wasted renders, no faults",
+            f64::from(done.renders_wasted),
+            "renders",
+            Target::AtMost(0.0),
+            format!("{} renders started for {tasks} tasks", done.renders_started),
+        ),
+    ])
+}
+
+/// "min–max" tasks rendered per node.
+fn spread(job: &JobView) -> String {
+    let mut per: BTreeMap<&str, u32> = BTreeMap::new();
+    for t in job.tasks.iter().flatten() {
+        if let Some(n) = &t.node {
+            *per.entry(n).or_default() += 1;
+        }
+    }
+    let min = per.values().min().copied().unwrap_or(0);
+    let max = per.values().max().copied().unwrap_or(0);
+    format!("{min}–{max}")
+}
+
+/// 2: submit on the first node a one-task job only the last node can run;
+/// the time until its engine starts.
+async fn claim_latency(nodes: &[LocalNode], scene: &Path, marks: &Path, runs: u32) -> Result<Row> {
+    eprintln!("farm: claim latency, {runs} jobs…");
+    let api = &nodes[0].api;
+    let mut ms = Vec::new();
+    for k in 1..=runs {
+        let frame = 100_000 + k;
+        let t0 = now_ns();
+        let job: JobView = api
+            .post(
+                "/jobs",
+                &submit_req(scene, "mark", frame.to_string(), &["far"]),
+            )
+            .await?;
+        wait_done(api, &job.id, Duration::from_secs(60), "claim latency").await?;
+        let mark = marks.join(format!("start_{frame}"));
+        let started: u128 = std::fs::read_to_string(&mark)
+            .with_context(|| format!("the engine left no {}", mark.display()))?
+            .trim()
+            .parse()?;
+        ms.push(started.saturating_sub(t0) as f64 / 1e6);
+    }
+    let (median, p99) = median_p99(&mut ms);
+    Ok(Row::new(
+        "2 claim latency (median)",
+        median,
+        "ms",
+        Target::AtMost(50.0),
+        format!(
+            "submit on one node to the engine starting on another, {runs} jobs: p99 {p99:.1} ms, max {:.1} ms",
+            ms.last().copied().unwrap_or(f64::NAN)
+        ),
+    ))
+}
+
+/// 3: tasks of a ~0 ms engine (the builtin tracer on `examples/tiny.toml`) through
+/// every node; tasks per second from submit to the job finishing.
+async fn dispatch(nodes: &[LocalNode], tiny: &Path, tasks: u32) -> Result<Row> {
+    eprintln!("farm: dispatch, {tasks} tasks of a ~0 ms engine…");
+    let api = &nodes[0].api;
+    let started = Instant::now();
+    let job: JobView = api
+        .post(
+            "/jobs",
+            &submit_req(tiny, "builtin", format!("1-{tasks}"), &[]),
+        )
+        .await?;
+    let done = wait_done(api, &job.id, Duration::from_secs(600), "dispatch").await?;
+    let secs = started.elapsed().as_secs_f64();
+    Ok(Row::new(
+        "3 dispatch throughput",
+        f64::from(tasks) / secs,
+        "tasks/s",
+        Target::AtLeast(1000.0),
+        format!(
+            "{tasks} tasks through {} nodes (1 slot each) in {secs:.2} s; {} renders started, {} wasted; tasks per node {}",
+            nodes.len(),
+            done.renders_started,
+            done.renders_wasted,
+            spread(&done)
+        ),
+    ))
+}
+
+/// 5 and 4 (with faults): a task is running; `kill -9` its node; the time
+/// until another node has started it again. Then the job finishes and its
+/// wasted renders are counted.
+async fn failover(nodes: &mut [LocalNode], scene: &Path, runs: u32) -> Result<Vec<Row>> {
+    eprintln!("farm: failover, {runs} kills…");
+    let mut ids = Vec::new();
+    for n in nodes.iter() {
+        let info: NodeInfo = n.api.get("/node").await?;
+        ids.push(info.id);
+    }
+    let mut secs = Vec::new();
+    let mut wasted = 0;
+    let api = nodes[0].api.clone();
+    let api = &api;
+    for r in 0..runs {
+        let frame = 200_000 + r;
+        let job: JobView = api
+            .post(
+                "/jobs",
+                &submit_req(scene, "long", frame.to_string(), &["w"]),
+            )
+            .await?;
+        let running = wait_job(api, &job.id, Duration::from_secs(60), "failover", |j| {
+            running_on(j).is_some()
+        })
+        .await?;
+        let victim = running_on(&running).unwrap_or_default();
+        let Some(i) = ids.iter().position(|id| *id == victim) else {
+            bail!("the task runs on {victim}, which is not one of the bench's nodes");
+        };
+        if i == 0 {
+            bail!("the task runs on the node being asked, which has no `w` tag");
+        }
+        nodes[i].kill9();
+        let killed = Instant::now();
+        wait_job(api, &job.id, Duration::from_secs(60), "failover", |j| {
+            running_on(j).is_some_and(|n| n != victim)
+        })
+        .await?;
+        secs.push(killed.elapsed().as_secs_f64());
+        let done = wait_done(api, &job.id, Duration::from_secs(60), "failover").await?;
+        wasted += done.renders_wasted;
+    }
+    let (median, _) = median_p99(&mut secs);
+    let all: Vec<String> = secs.iter().map(|s| format!("{s:.2}")).collect();
+    Ok(vec![
+        Row::new(
+            "5 failover (median)",
+            median,
+            "s",
+            Target::AtMost(3.0),
+            format!(
+                "kill -9 of the rendering node to the task started on another, default lease: {} s",
+                all.join(", ")
+            ),
+        ),
+        Row::new(
+            "4 wasted renders per killed node",
+            f64::from(wasted) / f64::from(runs.max(1)),
+            "renders",
+            Target::AtMost(1.0),
+            format!("{wasted} wasted over {runs} kills"),
+        ),
+    ])
+}
+
+/// The node a job's one task runs on, once its engine has started.
+fn running_on(job: &JobView) -> Option<String> {
+    job.tasks
+        .iter()
+        .flatten()
+        .find(|t| t.status == TaskStatus::Running)
+        .and_then(|t| t.node.clone())
+}

@@ -1,0 +1,218 @@
+//! The transfer benchmarks, on one swarm of 8 nodes serving the bench
+//! protocol: a scene pulled by one node against raw bytes over the same
+//! connection, dedup of a re-submitted scene, and one node to seven.
+//!
+//! A node fetches a job's scene as soon as it hears of a job it can run, so
+//! "pull the scene" is "submit a job only that node can run". The time runs
+//! from the submit returning (the submitter has imported the scene) to the
+//! node's job finishing (which it cannot before the whole scene is there
+//! and verified) for one receiver, and to every receiver's fetched-bytes
+//! counter covering the scene for seven. The baseline is
+//! `POST /api/v1/bench/raw`: the same number of bytes in replies as large
+//! as chunks, as many in flight, over the same connection, with no
+//! hashing, no store and no disk.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+use super::{Ctx, Row, Target, random_bytes, wait_done};
+use crate::cli::Api;
+use crate::cli::local_swarm::{LocalNode, start_swarm};
+use crate::node::views::JobView;
+use crate::node::{NodeInfo, SubmitRequest};
+use crate::web::bench::{RawReply, RawRequest};
+
+const MIB: u64 = 1 << 20;
+
+pub(super) async fn run(ctx: &Ctx, mib: u64) -> Result<Vec<Row>> {
+    let (n, mib, fan_mib) = if ctx.quick {
+        (3, mib.min(32), mib.min(8))
+    } else {
+        (8, mib, mib.min(256))
+    };
+    let dir = ctx.base.join("transfer");
+    std::fs::create_dir_all(&dir)?;
+    eprintln!("transfer: starting {n} nodes…");
+    let engine =
+        r#"noop=sh -c 'echo $3 > "$2/frame_$(printf %04d $3).txt"' sh {scene} {output} {frame}"#;
+    let nodes = start_swarm(&dir, "xfer-", n, &ctx.key, "127.0.0.1:0", |i| {
+        let mut a = vec![
+            "--test-bench-protocol".to_string(),
+            "--engine-command".to_string(),
+            engine.to_string(),
+        ];
+        match i {
+            1 => {}
+            2 => a.extend(["--tags".into(), "one,fan".into()]),
+            _ => a.extend(["--tags".into(), "fan".into()]),
+        }
+        a
+    })
+    .await?;
+    let source: NodeInfo = nodes[0].api.get("/node").await?;
+    let mut rows = Vec::new();
+    let scene = dir.join("scene.bin");
+    let size = mib * MIB;
+    let data = random_bytes("bench scene", size as usize);
+    std::fs::write(&scene, &data)?;
+    eprintln!("transfer: {mib} MiB, raw then through the store…");
+    let raw = raw(&nodes[1].api, &source.id, size).await?;
+    let (secs, _) = pull(&nodes, &scene, "one", 1, &[1]).await?;
+    let gb_s = size as f64 / secs / 1e9;
+    rows.push(Row::new(
+        "6 transfer vs raw stream",
+        raw / secs,
+        "ratio",
+        Target::AtLeast(0.8),
+        format!(
+            "{mib} MiB scene, one node to one: {secs:.2} s through chunks, store and disk; {raw:.2} s raw over the same connection ({:.2} GB/s)",
+            size as f64 / raw / 1e9
+        ),
+    ));
+    rows.push(Row::new(
+        "6 transfer rate",
+        gb_s,
+        "GB/s",
+        Target::AtLeast(1.0),
+        format!("{mib} MiB, one node to one, loopback"),
+    ));
+    // 7: the same scene with 1 MiB inserted in the middle.
+    let mut edited = data[..data.len() / 2].to_vec();
+    edited.extend(random_bytes("inserted", MIB as usize));
+    edited.extend(&data[data.len() / 2..]);
+    drop(data);
+    let scene2 = dir.join("scene-edited.bin");
+    std::fs::write(&scene2, &edited)?;
+    drop(edited);
+    eprintln!("transfer: dedup of the edited scene…");
+    let (_, fetched) = pull(&nodes, &scene2, "one", 2, &[1]).await?;
+    rows.push(Row::new(
+        "7 dedup: bytes sent for an edited scene",
+        fetched[0] as f64 / size as f64 * 100.0,
+        "%",
+        Target::AtMost(3.0),
+        format!(
+            "{mib} MiB scene with 1 MiB inserted in the middle: {:.1} MiB fetched",
+            fetched[0] as f64 / MIB as f64
+        ),
+    ));
+    let _ = std::fs::remove_file(&scene);
+    let _ = std::fs::remove_file(&scene2);
+    if n > 2 {
+        rows.push(fan_out(&nodes, &dir, fan_mib).await?);
+    }
+    Ok(rows)
+}
+
+/// One node to all the others (tag `fan`), against one to one, same size.
+async fn fan_out(nodes: &[LocalNode], dir: &Path, mib: u64) -> Result<Row> {
+    let receivers: Vec<usize> = (1..nodes.len()).collect();
+    eprintln!(
+        "transfer: {mib} MiB to one node, then to {}…",
+        receivers.len()
+    );
+    let one = dir.join("fan-one.bin");
+    std::fs::write(&one, random_bytes("fan one", (mib * MIB) as usize))?;
+    let (single, _) = pull(nodes, &one, "one", 3, &[1]).await?;
+    let many = dir.join("fan-many.bin");
+    std::fs::write(&many, random_bytes("fan many", (mib * MIB) as usize))?;
+    let (all, fetched) = pull(nodes, &many, "fan", 4, &receivers).await?;
+    let from_source = fetched.iter().sum::<u64>() as f64 / MIB as f64;
+    Ok(Row::new(
+        "6 one node to seven, vs one to one",
+        all / single,
+        "ratio",
+        Target::AtMost(1.5),
+        format!(
+            "{mib} MiB to {} nodes at once: {all:.2} s; to one: {single:.2} s; {from_source:.0} MiB fetched in all",
+            receivers.len()
+        ),
+    ))
+}
+
+/// Submit a job on the first node that only the nodes tagged `tag` can run,
+/// and time until each of `receivers` holds the scene. Returns the seconds
+/// and the bytes each receiver fetched.
+async fn pull(
+    nodes: &[LocalNode],
+    scene: &Path,
+    tag: &str,
+    frame: u32,
+    receivers: &[usize],
+) -> Result<(f64, Vec<u64>)> {
+    let size = std::fs::metadata(scene)?.len();
+    let mut before = Vec::new();
+    for &r in receivers {
+        before.push(fetched(&nodes[r].api).await?);
+    }
+    let req = SubmitRequest {
+        scene: scene.display().to_string(),
+        engine: Some("noop".into()),
+        frames: if receivers.len() == 1 {
+            frame.to_string()
+        } else {
+            format!("{frame}-{}", frame as usize + receivers.len() - 1)
+        },
+        requirements: vec![tag.to_string()],
+        name: Some("bench transfer".into()),
+        ..SubmitRequest::default()
+    };
+    let job: JobView = nodes[0].api.post("/jobs", &req).await?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(600);
+    let mut got = vec![0u64; receivers.len()];
+    if let [r] = receivers {
+        // One receiver: its job finishing proves the whole scene arrived.
+        wait_done(
+            &nodes[*r].api,
+            &job.id,
+            Duration::from_secs(600),
+            "transfer",
+        )
+        .await?;
+        let secs = started.elapsed().as_secs_f64();
+        got[0] = fetched(&nodes[*r].api).await? - before[0];
+        return Ok((secs, got));
+    }
+    loop {
+        for (k, &r) in receivers.iter().enumerate() {
+            got[k] = fetched(&nodes[r].api).await? - before[k];
+        }
+        if got.iter().all(|&g| g >= size) {
+            return Ok((started.elapsed().as_secs_f64(), got));
+        }
+        if Instant::now() > deadline {
+            bail!("the scene did not reach every node in 600 s: {got:?} of {size} bytes");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The raw baseline: seconds to pull `bytes` from `peer`.
+async fn raw(api: &Api, peer: &str, bytes: u64) -> Result<f64> {
+    let reply: RawReply = api
+        .post(
+            "/bench/raw",
+            &RawRequest {
+                peer: peer.to_string(),
+                bytes,
+            },
+        )
+        .await?;
+    Ok(reply.elapsed_ms / 1000.0)
+}
+
+/// A node's chunk bytes fetched so far, from its metrics.
+async fn fetched(api: &Api) -> Result<u64> {
+    let url = format!("{}/metrics", api.base());
+    let text = reqwest::get(&url).await?.error_for_status()?.text().await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("renderswarm_chunk_bytes_fetched_total"))
+        .filter(|rest| rest.starts_with(['{', ' ']))
+        .and_then(|rest| rest.rsplit(' ').next())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .ok_or_else(|| anyhow::anyhow!("{url} has no renderswarm_chunk_bytes_fetched_total"))
+}
