@@ -49,6 +49,15 @@ pub(crate) async fn collect(inner: Arc<Inner>) {
     }
 }
 
+/// Whether this node really submitted `job`: a peer could forge a record
+/// naming this node as the submitter, with a folder of its choosing.
+fn submitted_here(inner: &Inner, job: &JobId) -> bool {
+    super::DataDirs::of(&inner.cfg.data_dir)
+        .submitted
+        .join(job.to_string())
+        .exists()
+}
+
 /// Done frames of this node's jobs not written yet.
 fn pending(inner: &Inner, written: &HashMap<JobId, HashSet<u32>>) -> Vec<Pending> {
     inner.ledger.read(|jobs| {
@@ -58,6 +67,9 @@ fn pending(inner: &Inner, written: &HashMap<JobId, HashSet<u32>>) -> Vec<Pending
                 continue;
             };
             if rec.spec.submitter != inner.id || rec.collected.0 || rec.cancelled.0 {
+                continue;
+            }
+            if !submitted_here(inner, id) {
                 continue;
             }
             let done = written.get(id);

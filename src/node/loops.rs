@@ -203,6 +203,7 @@ fn with_view<T>(inner: &Inner, f: impl FnOnce(&scheduler::View<'_>) -> T) -> T {
     };
     inner.with_liveness(|live| {
         let busy: HashSet<_> = live.mine.iter().map(|(j, t, _)| (*j, *t)).collect();
+        let waiting = inner.jobs_waiting_for_scenes();
         let caps: BTreeMap<_, _> = live
             .peers
             .capabilities(live.now)
@@ -216,6 +217,7 @@ fn with_view<T>(inner: &Inner, f: impl FnOnce(&scheduler::View<'_>) -> T) -> T {
             peers: &caps,
             blocklist_after: inner.cfg.blocklist_after,
             busy: &busy,
+            waiting: &waiting,
             live,
         };
         f(&view)

@@ -101,6 +101,8 @@ pub(crate) struct Inner {
     pub tracker: TaskTracker,
     /// Wakes the scheduler when a slot frees.
     pub slot_freed: Notify,
+    /// Jobs whose scene could not be fetched, and until when to leave them.
+    pub scene_waits: Mutex<HashMap<JobId, std::time::Instant>>,
     /// One permit per slot, held from a render's start to its record.
     pub render_slots: Arc<tokio::sync::Semaphore>,
     pub scenes: scenes::SceneCache,
@@ -179,6 +181,7 @@ impl Node {
             alert_claims: Mutex::new(HashMap::new()),
             started: std::time::Instant::now(),
             render_slots: Arc::new(tokio::sync::Semaphore::new(cfg.slots)),
+            scene_waits: Mutex::new(HashMap::new()),
             id,
             cfg,
             ledger,
@@ -322,6 +325,29 @@ impl Inner {
         Ok(())
     }
 
+    /// Merge a local change and tell the swarm at once; the group commit
+    /// makes it durable within a few tens of milliseconds. For records a
+    /// node can lose in a crash without harm, because its peers hold them
+    /// and sync gives them back (a start, a done: the outputs are already
+    /// in the store), and which sit between two renders on a busy node.
+    /// Returns the change's sequence number, for a caller that wants to
+    /// wait for it with [`Ledger::flush_to`](crate::ledger::Ledger::flush_to).
+    pub fn commit_soon(&self, id: JobId, delta: Delta) -> Result<u64, NodeError> {
+        let seq = self.ledger.apply_local(id, &delta)?;
+        if let Some(net) = &self.net {
+            net.publish_delta(id, &delta);
+        }
+        Ok(seq)
+    }
+
+    /// Jobs to leave alone for now: their scene could not be fetched.
+    pub fn jobs_waiting_for_scenes(&self) -> HashSet<JobId> {
+        let now = std::time::Instant::now();
+        let mut waits = lock(&self.scene_waits);
+        waits.retain(|_, until| *until > now);
+        waits.keys().copied().collect()
+    }
+
     /// The (job, task, epoch) triples this node holds.
     pub fn held(&self) -> BTreeSet<(JobId, TaskIndex, u32)> {
         lock(&self.running)
@@ -365,6 +391,10 @@ pub(crate) struct DataDirs {
     pub scenes: PathBuf,
     pub work: PathBuf,
     pub uploads: PathBuf,
+    /// One empty file per job submitted through this node, named by its id:
+    /// a node writes outputs only for jobs it really submitted, never for a
+    /// record from the network that merely names it as the submitter.
+    pub submitted: PathBuf,
 }
 
 impl DataDirs {
@@ -374,6 +404,7 @@ impl DataDirs {
             scenes: root.join("scenes"),
             work: root.join("work"),
             uploads: root.join("uploads"),
+            submitted: root.join("submitted"),
         }
     }
 
@@ -390,7 +421,9 @@ impl DataDirs {
             let _ = std::fs::remove_dir_all(d);
             std::fs::create_dir_all(d).map_err(io(d))?;
         }
-        std::fs::create_dir_all(&dirs.scenes).map_err(io(&dirs.scenes))?;
+        for d in [&dirs.scenes, &dirs.submitted] {
+            std::fs::create_dir_all(d).map_err(io(d))?;
+        }
         Ok(dirs)
     }
 }

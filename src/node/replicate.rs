@@ -32,12 +32,17 @@ struct Copy {
 }
 
 pub(crate) async fn replicate(inner: Arc<Inner>) {
+    tokio::join!(prefetch_scenes(inner.clone()), keep_copies(inner));
+}
+
+/// Scenes at once: a job's first claim may come within milliseconds, and a
+/// submitter that dies right after submitting must not take the only copy.
+async fn prefetch_scenes(inner: Arc<Inner>) {
     let mut changes = inner.ledger.subscribe();
     loop {
         tokio::select! {
             _ = inner.shutdown.cancelled() => return,
             _ = changes.changed() => {}
-            // Liveness changes without ledger changes: look again now and then.
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
         for (scene, submitter) in scenes_to_prefetch(&inner) {
@@ -47,6 +52,24 @@ pub(crate) async fn replicate(inner: Arc<Inner>) {
             {
                 tracing::debug!("prefetching scene {}: {e}", scene.short(12));
             }
+        }
+    }
+}
+
+/// Outputs once per burst of changes: a busy farm changes the ledger
+/// hundreds of times a second, and these copies are on nobody's critical
+/// path.
+async fn keep_copies(inner: Arc<Inner>) {
+    let mut changes = inner.ledger.subscribe();
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = changes.changed() => {
+                tokio::time::sleep(COALESCE).await;
+                changes.borrow_and_update();
+            }
+            // Liveness changes without ledger changes: look again now and then.
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
         for c in copies_for_me(&inner) {
             if inner.shutdown.is_cancelled() {
@@ -123,6 +146,9 @@ fn copies_for_me(inner: &Inner) -> Vec<Copy> {
 /// How many live nodes keep each uncollected output.
 const COPIES: usize = 2;
 
+/// How long the loop lets ledger changes pile up before it looks.
+const COALESCE: Duration = Duration::from_millis(200);
+
 /// The live nodes that keep `blob`: its renderer and the submitter while
 /// alive, then the others by rendezvous rank.
 fn keepers<'a>(
@@ -131,6 +157,13 @@ fn keepers<'a>(
     submitter: Option<&'a NodeId>,
     live: &'a [NodeId],
 ) -> Vec<&'a NodeId> {
+    // The common case, decided without hashing: both first keepers live.
+    if let Some(s) = submitter
+        && s != renderer
+        && live.contains(renderer)
+    {
+        return vec![renderer, s];
+    }
     let rank = |n: &NodeId| {
         let mut h = blake3::Hasher::new();
         h.update(&blob.0);

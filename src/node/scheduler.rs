@@ -64,6 +64,9 @@ pub struct View<'a> {
     pub blocklist_after: u32,
     /// Tasks this node is already working on.
     pub busy: &'a HashSet<(JobId, TaskIndex)>,
+    /// Jobs whose scene this node could not fetch a moment ago (no peer
+    /// that holds it is reachable): left alone for a while.
+    pub waiting: &'a HashSet<JobId>,
     pub live: &'a dyn Liveness,
 }
 
@@ -74,7 +77,9 @@ const STEAL_WINDOW: usize = 32;
 pub fn pick(jobs: &BTreeMap<JobId, JobRecord>, view: &View<'_>) -> Option<Pick> {
     let mut runnable: Vec<(&JobId, &JobRecord)> = jobs
         .iter()
-        .filter(|(_, rec)| job_is_open(rec) && view.mine.can_run(rec))
+        .filter(|(id, rec)| {
+            job_is_open(rec) && view.mine.can_run(rec) && !view.waiting.contains(id)
+        })
         .collect();
     runnable.sort_by_key(|(id, rec)| {
         (
@@ -229,9 +234,12 @@ mod tests {
             peers,
             blocklist_after: 2,
             busy,
+            waiting: &NO_JOBS,
             live: &AllLive,
         }
     }
+
+    static NO_JOBS: std::sync::LazyLock<HashSet<JobId>> = std::sync::LazyLock::new(HashSet::new);
 
     #[test]
     fn priority_then_age() {

@@ -119,6 +119,13 @@ impl Inner {
             ..spec_probe
         };
         validate::check_spec(&spec).map_err(|e| bad("frames", e.to_string()))?;
+        if spec.collect_dir.is_some() {
+            let mark = super::DataDirs::of(&self.cfg.data_dir)
+                .submitted
+                .join(crate::ledger::job_id(&spec).to_string());
+            std::fs::write(&mark, b"")
+                .map_err(|e| internal(format!("cannot write {}: {e}", mark.display())))?;
+        }
         let (id, delta) = self
             .ledger
             .submit(spec.clone())

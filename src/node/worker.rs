@@ -1,12 +1,15 @@
 //! One claimed task, from claim to record: the claim and lease protocol as a
 //! node carries it out.
 //!
-//! 1. Write and gossip the claim (flushed first: a node that crashes right
-//!    after announcing a claim still knows it made it).
+//! 1. Gossip the claim, and make it durable during the settle window (a
+//!    node restarted after a crash still knows the claims it made).
 //! 2. Wait the settle window (a few gossip round trips, measured) and for a
 //!    free slot (a claim made ahead waits for the render before it), then
 //!    start only if the claim still wins; a lost race costs nothing.
-//! 3. Record the start, unpack the scene, run the engine.
+//! 3. Record the start, unpack the scene, run the engine. The start and
+//!    the done go out without waiting for the disk (group commit writes
+//!    them): a crash can lose them only from this node, and sync gives
+//!    them back from its peers.
 //! 4. Record the outcome: a Done with every frame's output blob, a Failed end
 //!    with the reason, the log tail and the whole log as a blob, or a
 //!    Released end when the render was stopped (lost claim, cancel, shutdown).
@@ -65,9 +68,12 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
     else {
         return Ok(());
     };
-    inner
-        .commit(a.job, ops::claim(&base, a.task, a.claim.clone()))
-        .await?;
+    // The claim goes out at once and is made durable during the settle
+    // window, so the disk costs no latency; it is durable before the engine
+    // starts.
+    let seq = inner.commit_soon(a.job, ops::claim(&base, a.task, a.claim.clone()))?;
+    let ledger = inner.ledger.clone();
+    let durable = tokio::task::spawn_blocking(move || ledger.flush_to(seq));
     let settle = inner.settle_window();
     if !settle.is_zero() {
         tokio::select! {
@@ -75,6 +81,7 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
             _ = a.cancel.cancelled() => {}
         }
     }
+    durable.await.map_err(|_| NodeError::ShuttingDown)??;
     if a.cancel.is_cancelled() || !inner.claim_wins(a.job, a.task, &a.claim) {
         return release_unstarted(inner, &base, a).await;
     }
@@ -98,9 +105,7 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         epoch: a.claim.epoch,
         node: inner.id.clone(),
     };
-    inner
-        .commit(a.job, ops::start(&base, a.task, start))
-        .await?;
+    inner.commit_soon(a.job, ops::start(&base, a.task, start))?;
     let began = Instant::now();
     inner
         .metrics
@@ -139,7 +144,19 @@ async fn release_unstarted(
 
 async fn render(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment) -> Outcome {
     let spec = &base.spec;
-    let scene_dir = match inner.scene_ready(spec.scene, &spec.submitter).await {
+    if let Err(reason) = inner
+        .ensure_blob(spec.scene, std::slice::from_ref(&spec.submitter))
+        .await
+    {
+        // Not the task's fault: no attempt is spent. The task goes back to
+        // the swarm, and this node leaves the job alone for a while (a node
+        // cut off from every holder of the scene would otherwise claim and
+        // release the same task in a tight loop).
+        lock(&inner.scene_waits).insert(a.job, Instant::now() + SCENE_WAIT);
+        return Outcome::Released(format!("the scene is not here yet: {reason}"));
+    }
+    // A scene that is here but cannot be unpacked is broken: that fails.
+    let scene_dir = match inner.scenes.unpack(&inner.store, spec.scene).await {
         Ok(dir) => dir,
         Err(reason) if a.cancel.is_cancelled() => return Outcome::Released(reason),
         Err(reason) => return Outcome::Failed(failure(FailureKind::EngineError, reason)),
@@ -205,7 +222,7 @@ async fn record(
                     lamport: inner.ledger.clock().tick(),
                     render_ms: took.as_millis() as u64,
                 };
-                inner.commit(a.job, ops::done(base, a.task, done)).await?;
+                inner.commit_soon(a.job, ops::done(base, a.task, done))?;
                 None
             }
             Err(reason) => Some(Outcome::Failed(failure(FailureKind::BadOutput, reason))),
@@ -304,6 +321,9 @@ async fn store_log(inner: &Arc<Inner>, log: &[u8]) -> Option<crate::hash::Hash> 
         .flatten()
 }
 
+/// How long a node leaves a job alone after failing to fetch its scene.
+const SCENE_WAIT: Duration = Duration::from_secs(2);
+
 /// The shortest and longest settle windows.
 const SETTLE_FLOOR: Duration = Duration::from_millis(20);
 const SETTLE_CEILING: Duration = Duration::from_secs(1);
@@ -348,17 +368,6 @@ impl Inner {
         super::DataDirs::of(&self.cfg.data_dir)
             .work
             .join(format!("{}-{task}-{epoch}", job.short()))
-    }
-
-    /// The scene bundle, complete in the store and unpacked.
-    async fn scene_ready(
-        self: &Arc<Self>,
-        bundle: crate::hash::Hash,
-        submitter: &crate::ledger::NodeId,
-    ) -> Result<std::path::PathBuf, String> {
-        self.ensure_blob(bundle, std::slice::from_ref(submitter))
-            .await?;
-        self.scenes.unpack(&self.store, bundle).await
     }
 
     /// Make `blob` complete in the local store, fetching what is missing

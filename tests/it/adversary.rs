@@ -100,10 +100,15 @@ fn a_hostile_peer_cannot_stop_honest_nodes_from_finishing_correctly() {
     let id: JobId = job.id.parse().unwrap();
     let real = runtime.block_on(fetch_record(&client, honest[0], id));
 
-    runtime.block_on(async {
+    let trap = tempfile::tempdir().unwrap();
+    let forged = runtime.block_on(async {
+        // Before the garbage: the honest nodes must still listen to this
+        // peer for the forged job to reach them at all.
+        let forged = forge_in_their_name(&client, &real, trap.path()).await;
         attack_with_garbage(&client, &honest).await;
         attack_with_forgeries(&client, me, id, &real).await;
         flood(&client, me, id, &real).await;
+        forged
     });
 
     // The honest nodes finish, every frame is right, and they counted the attacks.
@@ -153,6 +158,30 @@ fn a_hostile_peer_cannot_stop_honest_nodes_from_finishing_correctly() {
             "bad input from one peer is logged once a minute: {logged} lines"
         );
     }
+    // A job forged in the first node's name, asking it to write frames into
+    // a folder of the attacker's choosing: rendered (it is a valid job), but
+    // never collected, since that node did not submit it. A later job the
+    // node did submit is collected, so its collector has had its chance.
+    nodes[0].wait_job(&forged.to_string(), "the forged job is rendered", |j| {
+        j.status == JobStatus::Done
+    });
+    let legit = tempfile::tempdir().unwrap();
+    let later = nodes[0].submit(&[
+        orbit.to_str().unwrap(),
+        "--frames",
+        "1",
+        "--out",
+        legit.path().to_str().unwrap(),
+    ]);
+    nodes[0].wait_job(&later.id, "a job the node submitted is collected", |j| {
+        j.collected
+    });
+    let written: Vec<_> = std::fs::read_dir(trap.path()).unwrap().collect();
+    assert!(
+        written.is_empty(),
+        "a forged job made a node write {} files",
+        written.len()
+    );
     let cut = disconnects
         .recv_timeout(DEADLINE)
         .expect("an honest node disconnects the hostile peer");
@@ -209,6 +238,36 @@ async fn attack_with_garbage(client: &swarm::Client, honest: &[PeerId]) {
     let _ = client
         .request(honest[0], wire::PROTO_SYNC, vec![codec::VERSION; 80 << 20])
         .await;
+}
+
+/// A valid job forged in the submitter's name, asking for its frames in
+/// `trap`; returns its id.
+async fn forge_in_their_name(
+    client: &swarm::Client,
+    real: &JobRecord,
+    trap: &std::path::Path,
+) -> JobId {
+    let mut in_their_name = real.empty_like();
+    in_their_name.spec.name = "forged in the submitter's name".into();
+    in_their_name.spec.collect_dir = Some(trap.display().to_string());
+    let forged = job_id(&in_their_name.spec);
+    let _ = client
+        .publish(wire::TOPIC_LEDGER, delta(forged, in_their_name.clone()))
+        .await;
+    // Gossip may not have a mesh yet; sync delivers for sure.
+    for p in client.connected_peers().await {
+        let _ = client
+            .request(
+                p,
+                wire::PROTO_SYNC,
+                wire::encode(&SyncRequest::Push {
+                    jobs: vec![(forged, in_their_name.clone())],
+                    alerts: vec![],
+                }),
+            )
+            .await;
+    }
+    forged
 }
 
 async fn attack_with_forgeries(client: &swarm::Client, me: PeerId, id: JobId, real: &JobRecord) {

@@ -6,6 +6,7 @@ mod bad_input;
 mod bench;
 mod blender;
 mod browser;
+mod crash_loop;
 mod demo;
 mod harness;
 mod ledger_laws;

@@ -25,10 +25,13 @@ fn status(r: reqwest::blocking::Response) -> (StatusCode, Value) {
 
 #[test]
 fn every_endpoint_answers_and_refuses_clearly() {
-    let node = NodeProc::start(&[
-        "--engine-command",
-        "bad=sh -c 'echo Error: it broke; exit 4'",
-    ]);
+    // The engine fails at once, until the test makes it hang instead (so
+    // the retried job stays open while it is paused, resumed, cancelled).
+    let hang = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    let hang_path = hang.to_str().unwrap().to_string();
+    std::fs::remove_file(&hang_path).unwrap();
+    let bad = format!("bad=sh -c 'test -e {hang_path} && sleep 60; echo Error: it broke; exit 4'");
+    let node = NodeProc::start(&["--engine-command", &bad]);
     let c = Client::new();
     let api = format!("{}/api/v1", node.api);
     let orbit = example("orbit.toml").display().to_string();
@@ -134,6 +137,7 @@ fn every_endpoint_answers_and_refuses_clearly() {
             .status(),
         StatusCode::NOT_FOUND
     );
+    std::fs::write(&hang_path, "").unwrap();
     let (code, j) = status(
         post(&c, &format!("{api}/jobs/{bad_id}/retry"))
             .send()
