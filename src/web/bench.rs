@@ -31,12 +31,8 @@ async fn raw(
     State(s): State<AppState>,
     body: Result<Json<RawRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<RawReply>, ApiError> {
-    let Json(req) = body.map_err(|e| {
-        ApiError::bad(
-            "bench",
-            format!("send {{\"peer\": ID, \"bytes\": N}}: {}", e.body_text()),
-        )
-    })?;
+    let Json(req) =
+        body.map_err(|e| ApiError::json("bench", "send {\"peer\": ID, \"bytes\": N}", &e))?;
     if !s.node.bench_enabled() {
         return Err(ApiError::not_found(
             "this node was not started with --test-bench-protocol",

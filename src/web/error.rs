@@ -37,6 +37,21 @@ impl ApiError {
     pub fn not_found(error: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, error)
     }
+
+    /// A JSON body that could not be taken: 413 when it was over the size
+    /// limit, 400 otherwise, saying `what` was expected.
+    pub fn json(field: &str, what: &str, e: &axum::extract::rejection::JsonRejection) -> ApiError {
+        let too_large = e.status() == StatusCode::PAYLOAD_TOO_LARGE;
+        ApiError {
+            status: if too_large {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            },
+            error: format!("{what}: {}", e.body_text()),
+            field: Some(field.to_string()),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -90,15 +90,8 @@ async fn submit(
     State(s): State<AppState>,
     body: Result<Json<SubmitRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let Json(req) = body.map_err(|e| {
-        ApiError::bad(
-            "body",
-            format!(
-                "the submission is not valid JSON for this API: {}",
-                e.body_text()
-            ),
-        )
-    })?;
+    let Json(req) = body
+        .map_err(|e| ApiError::json("body", "the submission is not valid JSON for this API", &e))?;
     created(&s, s.node.submit(req).await?)
 }
 
@@ -158,12 +151,7 @@ async fn set_priority(
     Query(q): Query<ListQuery>,
     body: Result<Json<PriorityBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<JobView>, ApiError> {
-    let Json(body) = body.map_err(|e| {
-        ApiError::bad(
-            "priority",
-            format!("send {{\"priority\": N}}: {}", e.body_text()),
-        )
-    })?;
+    let Json(body) = body.map_err(|e| ApiError::json("priority", "send {\"priority\": N}", &e))?;
     let id = s.node.resolve(&job)?;
     s.node.act(id, Action::Priority(body.priority)).await?;
     view(&s, id, q.tasks.unwrap_or(true))

@@ -437,3 +437,53 @@ fn the_stream_says_hello_then_sends_snapshots() {
     }
     assert!(seen.contains("\"token_required\":false"));
 }
+
+/// Request bodies are capped, actions are POST only, and no route reads a
+/// path it was handed.
+#[test]
+fn bodies_methods_and_paths_are_limited() {
+    let node = NodeProc::start(&[]);
+    let c = Client::new();
+    let api = format!("{}/api/v1", node.api);
+    let job = node.submit(&[example("orbit.toml").to_str().unwrap(), "--frames", "1"]);
+    // A JSON body over 1 MiB is refused before it is parsed.
+    let huge = json!({ "scene": "x".repeat((1 << 20) + (64 << 10)), "frames": "1" });
+    // (A client of its own: the server closes a connection whose body it
+    // refused unread, and a pooled connection would be reused.)
+    let r = post(&Client::new(), &format!("{api}/jobs"))
+        .json(&huge)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Actions change state: GET is not enough.
+    for action in ["pause", "resume", "cancel", "retry", "priority"] {
+        let r = c
+            .get(format!("{api}/jobs/{}/{action}", job.id))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{action}");
+    }
+    // Ids and indexes are parsed, never used as paths.
+    for bad in [
+        "/jobs/..%2F..%2Fetc%2Fpasswd",
+        "/jobs/%2Fetc%2Fpasswd/frames/1",
+        "/jobs/../../Cargo.toml",
+    ] {
+        let r = c.get(format!("{api}{bad}")).send().unwrap();
+        assert!(
+            r.status() == StatusCode::NOT_FOUND || r.status() == StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            r.status()
+        );
+    }
+    let r = c
+        .get(format!("{api}/jobs/{}/tasks/..%2F0/log", job.id))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = c
+        .get(format!("{api}/jobs/{}/frames/..%2F1", job.id))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
