@@ -326,12 +326,10 @@ impl Inner {
     }
 
     /// Merge a local change and tell the swarm at once; the group commit
-    /// makes it durable within a few tens of milliseconds. For records a
-    /// node can lose in a crash without harm, because its peers hold them
-    /// and sync gives them back (a start, a done: the outputs are already
-    /// in the store), and which sit between two renders on a busy node.
-    /// Returns the change's sequence number, for a caller that wants to
-    /// wait for it with [`Ledger::flush_to`](crate::ledger::Ledger::flush_to).
+    /// makes it durable within a few tens of milliseconds. Returns the
+    /// change's sequence number, for a caller that must wait for it with
+    /// [`Ledger::flush_to`](crate::ledger::Ledger::flush_to) before acting
+    /// on it (a claim: before its engine starts).
     pub fn commit_soon(&self, id: JobId, delta: Delta) -> Result<u64, NodeError> {
         let seq = self.ledger.apply_local(id, &delta)?;
         if let Some(net) = &self.net {

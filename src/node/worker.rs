@@ -6,10 +6,9 @@
 //! 2. Wait the settle window (a few gossip round trips, measured) and for a
 //!    free slot (a claim made ahead waits for the render before it), then
 //!    start only if the claim still wins; a lost race costs nothing.
-//! 3. Record the start, unpack the scene, run the engine. The start and
-//!    the done go out without waiting for the disk (group commit writes
-//!    them): a crash can lose them only from this node, and sync gives
-//!    them back from its peers.
+//! 3. Record the start (durable first, like the done: a node alone has no
+//!    peer to give back a record its crash lost, and its API has already
+//!    shown it), unpack the scene, run the engine.
 //! 4. Record the outcome: a Done with every frame's output blob, a Failed end
 //!    with the reason, the log tail and the whole log as a blob, or a
 //!    Released end when the render was stopped (lost claim, cancel, shutdown).
@@ -105,7 +104,9 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         epoch: a.claim.epoch,
         node: inner.id.clone(),
     };
-    inner.commit_soon(a.job, ops::start(&base, a.task, start))?;
+    inner
+        .commit(a.job, ops::start(&base, a.task, start))
+        .await?;
     let began = Instant::now();
     inner
         .metrics
@@ -222,7 +223,7 @@ async fn record(
                     lamport: inner.ledger.clock().tick(),
                     render_ms: took.as_millis() as u64,
                 };
-                inner.commit_soon(a.job, ops::done(base, a.task, done))?;
+                inner.commit(a.job, ops::done(base, a.task, done)).await?;
                 None
             }
             Err(reason) => Some(Outcome::Failed(failure(FailureKind::BadOutput, reason))),
