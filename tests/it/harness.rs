@@ -338,6 +338,29 @@ pub fn swarm_of(n: usize, args: &[&str]) -> Vec<NodeProc> {
     nodes
 }
 
+/// A submitter that renders nothing and `n` renderers tagged `tag` (jobs
+/// that require the tag run only on them), all running `engine`, all seeing
+/// each other alive.
+pub fn submitter_and_renderers(engine: &str, tag: &str, n: usize) -> Vec<NodeProc> {
+    let submitter = NodeProc::start(&["--engine-command", engine]);
+    let peer = submitter.addr().to_string();
+    let mut nodes = vec![submitter];
+    for _ in 0..n {
+        nodes.push(NodeProc::start(&[
+            "--engine-command",
+            engine,
+            "--tags",
+            tag,
+            "--peer",
+            &peer,
+        ]));
+    }
+    for node in &nodes {
+        node.wait_alive(n + 1);
+    }
+    nodes
+}
+
 /// Poll `f` until it returns `Some`, for up to [`DEADLINE`].
 pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();

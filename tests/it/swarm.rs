@@ -110,22 +110,7 @@ fn killed_node_task_is_reclaimed_within_the_lease() {
     // The submitter does not render: killing it right after submitting
     // could take the only copy of the scene, a different story.
     let engine = sleepy("30");
-    let submitter = NodeProc::start(&["--engine-command", &engine]);
-    let peer = submitter.addr().to_string();
-    let renderer = || {
-        NodeProc::start(&[
-            "--engine-command",
-            &engine,
-            "--tags",
-            "farm",
-            "--peer",
-            &peer,
-        ])
-    };
-    let mut nodes = vec![submitter, renderer(), renderer()];
-    for node in &nodes {
-        node.wait_alive(3);
-    }
+    let mut nodes = submitter_and_renderers(&engine, "farm", 2);
     let orbit = example("orbit.toml");
     let job = nodes[0].submit(&[
         orbit.to_str().unwrap(),

@@ -122,22 +122,7 @@ fn outputs_survive_the_loss_of_their_renderer_before_collection() {
     // The submitter renders nothing: a frame it rendered and died holding
     // before anyone copied it would be on no live node, which is a
     // different story from the one told here.
-    let submitter = NodeProc::start(&["--engine-command", &engine]);
-    let peer = submitter.addr().to_string();
-    let renderer = || {
-        NodeProc::start(&[
-            "--engine-command",
-            &engine,
-            "--tags",
-            "farm",
-            "--peer",
-            &peer,
-        ])
-    };
-    let mut nodes = vec![submitter, renderer(), renderer()];
-    for node in &nodes {
-        node.wait_alive(3);
-    }
+    let mut nodes = submitter_and_renderers(&engine, "farm", 2);
     let out = tempfile::tempdir().unwrap();
     let orbit = example("orbit.toml");
     let job = nodes[0].submit(&[
