@@ -108,6 +108,12 @@ pub enum Command {
         #[command(subcommand)]
         command: AlertCommand,
     },
+    /// The GPUs this machine offers for rendering, and the tags they give a node.
+    Gpus {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Download a job's finished frames.
     Fetch {
         #[command(flatten)]
@@ -198,6 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Keygen { file } => keygen(file.as_deref()),
+        Command::Gpus { json } => gpus(json),
         Command::Alert {
             command: AlertCommand::Test(args),
         } => node::alert_test(*args).await,
@@ -223,6 +230,43 @@ fn keygen(file: Option<&std::path::Path>) -> anyhow::Result<i32> {
             );
         }
     }
+    Ok(0)
+}
+
+fn gpus(json: bool) -> anyhow::Result<i32> {
+    use crate::telemetry::gpu;
+    let found = gpu::detect();
+    let tags = gpu::tags(&found);
+    if json {
+        print_json(&serde_json::json!({ "gpus": found, "tags": tags }))?;
+        return Ok(0);
+    }
+    if found.is_empty() {
+        println!("no GPU found (NVML absent or no devices; sysinfo sees none)");
+    }
+    for g in &found {
+        let backends = g.backends().join(", ");
+        println!(
+            "{:?} {} {}: {} MiB{}",
+            g.vendor,
+            g.index,
+            g.name,
+            g.memory_total >> 20,
+            if backends.is_empty() {
+                String::new()
+            } else {
+                format!(", renders with {backends}")
+            }
+        );
+    }
+    println!(
+        "tags: {}",
+        if tags.is_empty() {
+            "(none)".into()
+        } else {
+            tags.join(",")
+        }
+    );
     Ok(0)
 }
 

@@ -37,6 +37,10 @@ pub struct NodeArgs {
     /// Renders at a time.
     #[arg(long)]
     pub slots: Option<usize>,
+    /// Run this many tasks on each GPU at once, each pinned to its GPU
+    /// (sets --slots to GPUs x N unless --slots is given).
+    #[arg(long, value_name = "N")]
+    pub slots_per_gpu: Option<usize>,
     /// The Blender executable (default: `blender` on PATH).
     #[arg(long)]
     pub blender: Option<PathBuf>,
@@ -122,6 +126,7 @@ pub struct FileConfig {
     pub web: Option<String>,
     pub web_token: Option<String>,
     pub slots: Option<usize>,
+    pub slots_per_gpu: Option<usize>,
     pub blender: Option<PathBuf>,
     #[serde(default)]
     pub engine_commands: BTreeMap<String, String>,
@@ -215,11 +220,40 @@ pub fn config(args: &NodeArgs) -> Result<NodeConfig> {
         ))
         .into());
     }
+    gpu_config(args, &file, &mut cfg)?;
     cfg.engines = engine_config(args, &file)?;
     cfg.net = Some(net_config(args, &file)?);
     cfg.synthetic = args.test_synthetic_farm;
     cfg.alerts = alert_config(args, &file, cfg.web)?;
     Ok(cfg)
+}
+
+/// Tags from the GPUs found, and one slot per GPU (times N) with
+/// `--slots-per-gpu N`.
+fn gpu_config(args: &NodeArgs, file: &FileConfig, cfg: &mut NodeConfig) -> Result<()> {
+    use crate::telemetry::gpu;
+    let gpus = gpu::detect();
+    cfg.tags.extend(gpu::tags(&gpus));
+    let Some(per) = args.slots_per_gpu.or(file.slots_per_gpu) else {
+        return Ok(());
+    };
+    if per == 0 || per > 16 {
+        return Err(BadInput(format!(
+            "--slots-per-gpu must be between 1 and 16, not {per}"
+        ))
+        .into());
+    }
+    cfg.gpu_slots = gpus
+        .iter()
+        .filter(|g| !g.backends().is_empty())
+        .flat_map(|g| std::iter::repeat_n(g.index, per))
+        .collect();
+    if cfg.gpu_slots.is_empty() {
+        eprintln!("warning: --slots-per-gpu {per}: no GPU Cycles can use was found; ignored");
+    } else if args.slots.or(file.slots).is_none() {
+        cfg.slots = cfg.gpu_slots.len().min(256);
+    }
+    Ok(())
 }
 
 /// Alert settings, when a sink is configured.

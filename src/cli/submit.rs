@@ -51,6 +51,11 @@ pub struct SubmitArgs {
     /// Override the scene's output format (Blender -F names: PNG, OPEN_EXR, ...).
     #[arg(long)]
     pub output_format: Option<String>,
+    /// Where Cycles renders: cpu, cuda, optix, hip, metal, oneapi or auto
+    /// (a GPU backend is required of the nodes that take the job; auto uses
+    /// the best GPU a node has, else its CPU).
+    #[arg(long)]
+    pub device: Option<String>,
     /// A tag nodes must have to take the job (repeatable).
     #[arg(long = "require")]
     pub requirements: Vec<String>,
@@ -96,6 +101,7 @@ pub async fn run(args: SubmitArgs) -> Result<i32> {
         },
         output_format: args.output_format.clone(),
         requirements: args.requirements.clone(),
+        device: args.device.clone(),
         options: BTreeMap::new(),
     };
     let job: JobView = if upload {

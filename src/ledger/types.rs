@@ -202,6 +202,9 @@ pub struct JobSpec {
     pub submitted_ms: u64,
 }
 
+/// `JobSpec::options` key: the device Cycles renders on (`render::Device`).
+pub const DEVICE_OPTION: &str = "device";
+
 impl JobSpec {
     /// Number of tasks: frames grouped `frames_per_task` at a time.
     pub fn task_count(&self) -> u32 {

@@ -466,6 +466,8 @@ fn job_view(id: JobId, rec: &JobRecord, p: &JobProgress, live_nodes: u64) -> Job
         eta_secs,
         collect_dir: rec.spec.collect_dir.clone(),
         collected: rec.collected.0,
+        requirements: rec.spec.requirements.iter().cloned().collect(),
+        options: rec.spec.options.clone(),
         tasks: None,
     }
 }

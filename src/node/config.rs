@@ -49,6 +49,10 @@ pub struct NodeConfig {
     pub web_token: Option<String>,
     /// Renders at a time.
     pub slots: usize,
+    /// One entry per GPU slot: the GPU index a task in that slot renders on
+    /// (each GPU repeated `--slots-per-gpu` times). Empty: tasks are not
+    /// pinned, and a GPU job uses every GPU.
+    pub gpu_slots: Vec<u32>,
     pub engines: EngineConfig,
     /// How often this node says it is alive.
     pub heartbeat: Duration,
@@ -80,6 +84,7 @@ impl NodeConfig {
             web: SocketAddr::from(([127, 0, 0, 1], 7878)),
             web_token: None,
             slots: 1,
+            gpu_slots: Vec::new(),
             engines: EngineConfig::default(),
             heartbeat,
             lease: heartbeat * 3,

@@ -105,6 +105,8 @@ pub(crate) struct Inner {
     pub scene_waits: Mutex<HashMap<JobId, std::time::Instant>>,
     /// One permit per slot, held from a render's start to its record.
     pub render_slots: Arc<tokio::sync::Semaphore>,
+    /// The GPUs of the free GPU slots (see `NodeConfig::gpu_slots`).
+    pub free_gpus: Mutex<Vec<u32>>,
     pub scenes: scenes::SceneCache,
     pub telemetry: Mutex<telemetry_history::History>,
     /// Peers with an open connection.
@@ -181,6 +183,7 @@ impl Node {
             alert_claims: Mutex::new(HashMap::new()),
             started: std::time::Instant::now(),
             render_slots: Arc::new(tokio::sync::Semaphore::new(cfg.slots)),
+            free_gpus: Mutex::new(cfg.gpu_slots.clone()),
             scene_waits: Mutex::new(HashMap::new()),
             id,
             cfg,

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Inner, Severity};
 use crate::ledger::validate::{self, MAX_ATTEMPTS};
-use crate::ledger::{FrameRange, JobId, JobSpec};
-use crate::render::BLENDER_FORMATS;
+use crate::ledger::{DEVICE_OPTION, FrameRange, JobId, JobSpec};
 use crate::render::builtin;
+use crate::render::{BLENDER_FORMATS, Device, UnknownDevice};
 
 /// A request to render a scene, as the API and the CLI send it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -50,6 +50,10 @@ pub struct SubmitRequest {
     pub output_format: Option<String>,
     #[serde(default)]
     pub requirements: Vec<String>,
+    /// Where Cycles renders: cpu, cuda, optix, hip, metal, oneapi or auto
+    /// (Blender jobs only; a GPU backend becomes a requirement).
+    #[serde(default)]
+    pub device: Option<String>,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
 }
@@ -239,6 +243,17 @@ impl Inner {
             ));
         }
         let collect_dir = check_out(req.out.as_deref())?;
+        let mut requirements: BTreeSet<String> = req
+            .requirements
+            .iter()
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect();
+        let mut options = req.options.clone();
+        if let Some(device) = check_device(req, engine)? {
+            options.insert(DEVICE_OPTION.into(), device.as_str().into());
+            requirements.extend(device.required_tag().map(String::from));
+        }
         Ok(JobSpec {
             name: String::new(),
             scene: Default::default(),
@@ -248,16 +263,11 @@ impl Inner {
             frames_per_task,
             priority: req.priority.unwrap_or(0),
             output_format,
-            requirements: req
-                .requirements
-                .iter()
-                .map(|r| r.trim().to_string())
-                .filter(|r| !r.is_empty())
-                .collect(),
+            requirements,
             max_attempts,
             timeout_secs: req.timeout,
             collect_dir,
-            options: req.options.clone(),
+            options,
             submitter: self.id.clone(),
             submitted_ms: 0,
         })
@@ -270,6 +280,31 @@ fn internal(message: String) -> SubmitError {
         message,
         internal: true,
     }
+}
+
+/// The device a Blender job renders on, from `device` or `options.device`.
+fn check_device(req: &SubmitRequest, engine: &str) -> Result<Option<Device>, SubmitError> {
+    let given = req
+        .device
+        .as_deref()
+        .or(req.options.get(DEVICE_OPTION).map(String::as_str))
+        .map(str::trim)
+        .filter(|d| !d.is_empty());
+    let Some(given) = given else {
+        return Ok(None);
+    };
+    let device: Device = given
+        .parse()
+        .map_err(|e: UnknownDevice| bad("device", e.to_string()))?;
+    if engine != "blender" {
+        return Err(bad(
+            "device",
+            format!(
+                "a device is chosen for Blender's Cycles only; this job's engine is `{engine}`"
+            ),
+        ));
+    }
+    Ok(Some(device))
 }
 
 fn check_out(out: Option<&str>) -> Result<Option<String>, SubmitError> {

@@ -70,6 +70,12 @@ pub struct JobView {
     pub eta_secs: Option<u64>,
     pub collect_dir: Option<String>,
     pub collected: bool,
+    /// Tags a node must carry to take the job.
+    #[serde(default)]
+    pub requirements: Vec<String>,
+    /// Engine settings: `device`, `encode`, ...
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
     /// Absent in light listings (`?tasks=false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<TaskView>>,

@@ -22,11 +22,12 @@ use tokio_util::sync::CancellationToken;
 use super::{Inner, NodeError, Severity, lock};
 use crate::alert::AlertKind;
 use crate::ledger::AlertId;
+use crate::ledger::DEVICE_OPTION;
 use crate::ledger::{
     Claim, Done, End, EndKind, JobId, JobRecord, JobStatus, Output, Start, TaskIndex, TaskStatus,
     ops,
 };
-use crate::render::{FailureKind, Progress, RenderFailure, RenderOutput, RenderRequest};
+use crate::render::{Device, FailureKind, Progress, RenderFailure, RenderOutput, RenderRequest};
 
 /// A task the scheduler picked, with what the worker needs to run it.
 pub(crate) struct Assignment {
@@ -112,7 +113,11 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         .metrics
         .renders_started
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let outcome = render(inner, &base, a).await;
+    let gpu = lock(&inner.free_gpus).pop();
+    let outcome = render(inner, &base, a, gpu).await;
+    if let Some(g) = gpu {
+        lock(&inner.free_gpus).push(g);
+    }
     match &outcome {
         Outcome::Released(_) => {
             inner
@@ -143,8 +148,13 @@ async fn release_unstarted(
     inner.commit(a.job, ops::end(base, a.task, end)).await
 }
 
-async fn render(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment) -> Outcome {
+async fn render(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment, gpu: Option<u32>) -> Outcome {
     let spec = &base.spec;
+    let device = match spec.options.get(DEVICE_OPTION).map(|d| d.parse::<Device>()) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => return Outcome::Failed(failure(FailureKind::EngineError, e.to_string())),
+    };
     if let Err(reason) = inner
         .ensure_blob(spec.scene, std::slice::from_ref(&spec.submitter))
         .await
@@ -178,6 +188,8 @@ async fn render(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment) -> Outcome
         output_dir,
         output_format: spec.output_format.clone(),
         timeout: spec.timeout_secs.map(|s| Duration::from_secs(u64::from(s))),
+        device,
+        gpu,
     };
     let result = inner
         .engines

@@ -1,6 +1,7 @@
 //! The `blender` engine: one Blender process per task, all of the task's frames in it.
 //!
-//! `BLENDER -b --disable-autoexec SCENE -o OUTDIR/frame_#### [-F FORMAT] [-t THREADS] -f A,B,C`.
+//! `BLENDER -b --disable-autoexec SCENE [--python-exit-code 1 --python-expr DEVICE] -o OUTDIR/frame_####
+//! [-F FORMAT] [-t THREADS] -f A,B,C` (the device expression: see `super::device`).
 //! Why this shape (measured on Debian's Blender 3.4.1):
 //! - one process for the whole task, so the scene loads once (loading is often half of a short
 //!   frame's time);
@@ -23,7 +24,7 @@ use std::time::Duration;
 use super::blender_lines::{Tracker, parse_blender_line};
 use super::log::LogBuffer;
 use super::runner::{self, Invocation};
-use super::{EngineError, Job, RenderFailure, RenderOutput};
+use super::{Device, EngineError, Job, RenderFailure, RenderOutput};
 
 /// The `-F` names Blender accepts.
 pub const BLENDER_FORMATS: &[&str] = &[
@@ -98,6 +99,7 @@ impl Blender {
             format,
             threads,
             &job.frames,
+            job.req.device.map(|d| (d, job.req.gpu)),
         )
         .map_err(|reason| job.refuse(reason))?;
         let inv = Invocation {
@@ -138,6 +140,7 @@ pub(crate) fn build_args(
     format: Option<&str>,
     threads: usize,
     frames: &[u32],
+    device: Option<(Device, Option<u32>)>,
 ) -> Result<Vec<OsString>, String> {
     if let Some(format) = format
         && !BLENDER_FORMATS.contains(&format)
@@ -162,6 +165,11 @@ pub(crate) fn build_args(
         return Err("the task has no frames".into());
     }
     let mut args: Vec<OsString> = vec!["-b".into(), "--disable-autoexec".into(), scene.into()];
+    if let Some((device, gpu)) = device {
+        // After the scene (it sets the loaded scenes' device), before `-f`.
+        args.extend(["--python-exit-code".into(), "1".into()]);
+        args.extend(["--python-expr".into(), device.python_expr(gpu).into()]);
+    }
     args.push("-o".into());
     args.push(output_dir.join("frame_####").into_os_string());
     if let Some(format) = format {
@@ -245,6 +253,7 @@ mod tests {
             format,
             threads,
             frames,
+            None,
         )
         .unwrap()
         .into_iter()
@@ -293,8 +302,15 @@ mod tests {
 
     #[test]
     fn unknown_formats_are_refused_before_anything_runs() {
-        let err =
-            build_args(Path::new("/s.blend"), Path::new("/o"), Some("exr"), 0, &[1]).unwrap_err();
+        let err = build_args(
+            Path::new("/s.blend"),
+            Path::new("/o"),
+            Some("exr"),
+            0,
+            &[1],
+            None,
+        )
+        .unwrap_err();
         assert!(err.contains("`exr`") && err.contains("OPEN_EXR"), "{err}");
         for format in BLENDER_FORMATS {
             assert!(
@@ -303,7 +319,8 @@ mod tests {
                     Path::new("/o"),
                     Some(format),
                     0,
-                    &[1]
+                    &[1],
+                    None
                 )
                 .is_ok()
             );
@@ -312,9 +329,52 @@ mod tests {
 
     #[test]
     fn paths_blender_would_misread_are_refused() {
-        assert!(build_args(Path::new("/s.blend"), Path::new("/o/#1"), None, 0, &[1]).is_err());
-        assert!(build_args(Path::new("-P.blend"), Path::new("/o"), None, 0, &[1]).is_err());
-        assert!(build_args(Path::new("/s.blend"), Path::new("/o"), None, 0, &[]).is_err());
+        assert!(
+            build_args(
+                Path::new("/s.blend"),
+                Path::new("/o/#1"),
+                None,
+                0,
+                &[1],
+                None
+            )
+            .is_err()
+        );
+        assert!(build_args(Path::new("-P.blend"), Path::new("/o"), None, 0, &[1], None).is_err());
+        assert!(build_args(Path::new("/s.blend"), Path::new("/o"), None, 0, &[], None).is_err());
+    }
+
+    #[test]
+    fn a_device_goes_after_the_scene_with_an_exit_code_for_python_errors() {
+        let a: Vec<String> = build_args(
+            Path::new("/s.blend"),
+            Path::new("/o"),
+            None,
+            0,
+            &[3],
+            Some((Device::Optix, Some(2))),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|a| a.into_string().unwrap())
+        .collect();
+        assert_eq!(
+            a[..6],
+            [
+                "-b",
+                "--disable-autoexec",
+                "/s.blend",
+                "--python-exit-code",
+                "1",
+                "--python-expr"
+            ]
+        );
+        assert!(
+            a[6].contains("('OPTIX',)") && a[6].contains("want = 2\n"),
+            "{}",
+            a[6]
+        );
+        assert_eq!(a[7..], ["-o", "/o/frame_####", "-f", "3"]);
     }
 
     #[test]

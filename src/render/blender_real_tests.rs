@@ -102,6 +102,8 @@ impl BlendTask {
             output_dir: self.dir.path().join("out"),
             output_format: None,
             timeout: None,
+            device: None,
+            gpu: None,
         }
     }
 }
@@ -273,4 +275,54 @@ async fn the_output_format_override_applies_and_is_validated() {
 async fn render(e: &Engines, req: RenderRequest) -> Result<RenderOutput, RenderFailure> {
     let (tx, _rx) = watch::channel(Progress::default());
     e.render("blender", req, CancellationToken::new(), tx).await
+}
+
+/// The device a job asks for reaches Cycles: on a machine without that GPU
+/// an explicit backend fails the task with a reason naming it (never a quiet
+/// CPU render), `auto` and `cpu` render on the CPU and say so in the log.
+#[tokio::test]
+async fn a_missing_gpu_backend_fails_with_its_name_and_auto_falls_back_to_the_cpu() {
+    let Some(blender) = blender_or_skip() else {
+        return;
+    };
+    if crate::telemetry::gpu::detect()
+        .iter()
+        .any(|g| g.backends().contains(&"cuda"))
+    {
+        eprintln!("note: this machine has a CUDA GPU; the no-GPU case cannot be shown here");
+        return;
+    }
+    let task = BlendTask::new(&blender, false);
+    let e = engines(&blender);
+    let mut req = task.request(&[1]);
+    req.device = Some(Device::Cuda);
+    let (tx, _rx) = watch::channel(Progress::default());
+    let failed = e
+        .render("blender", req, CancellationToken::new(), tx)
+        .await
+        .expect_err("no CUDA device here");
+    assert!(
+        failed.reason.contains("CUDA") && failed.reason.contains("device"),
+        "the reason names the missing backend: {} / {}",
+        failed.reason,
+        failed.log_tail
+    );
+    for (device, said) in [
+        (Device::Auto, "rendering on the CPU"),
+        (Device::Cpu, "Cycles renders on the CPU"),
+    ] {
+        for f in std::fs::read_dir(task.dir.path().join("out")).unwrap() {
+            std::fs::remove_file(f.unwrap().path()).unwrap();
+        }
+        let mut req = task.request(&[1]);
+        req.device = Some(device);
+        let (tx, _rx) = watch::channel(Progress::default());
+        let out = e
+            .render("blender", req, CancellationToken::new(), tx)
+            .await
+            .unwrap_or_else(|f| panic!("{device}: {f}\n{}", f.log_tail));
+        assert!(out.frames.contains_key(&1));
+        let log = String::from_utf8_lossy(&out.log);
+        assert!(log.contains(said), "{device}: {log}");
+    }
 }

@@ -25,6 +25,7 @@ mod blender_lines;
 pub mod builtin;
 mod builtin_engine;
 mod command;
+mod device;
 mod log;
 mod output;
 mod runner;
@@ -42,6 +43,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use blender::BLENDER_FORMATS;
+pub use device::{DEVICE_NAMES, Device, UnknownDevice};
 
 /// The arguments the blender engine gives Blender to render `frames` of
 /// `scene` into `output_dir` (all threads, the scene's own format): for
@@ -51,7 +53,7 @@ pub fn blender_args(
     output_dir: &std::path::Path,
     frames: &[u32],
 ) -> Result<Vec<std::ffi::OsString>, String> {
-    blender::build_args(scene, output_dir, None, 0, frames)
+    blender::build_args(scene, output_dir, None, 0, frames, None)
 }
 pub use blender_lines::{BlenderLine, BlenderProblem, parse_blender_line};
 
@@ -130,6 +132,10 @@ pub struct RenderRequest {
     pub output_format: Option<String>,
     /// Per-task time limit.
     pub timeout: Option<Duration>,
+    /// The device Cycles renders on (`None`: the scene's own setting).
+    pub device: Option<Device>,
+    /// The GPU this task may use, when the node runs one task per GPU.
+    pub gpu: Option<u32>,
 }
 
 /// How far a render has got, for heartbeats and the page.

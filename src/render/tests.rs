@@ -36,6 +36,8 @@ impl Task {
             output_dir: self.output.clone(),
             output_format: None,
             timeout: None,
+            device: None,
+            gpu: None,
         }
     }
 }

@@ -2,11 +2,14 @@
 //!
 //! A [`Sampler`] keeps its `sysinfo` handles between samples (CPU usage is a
 //! difference between two refreshes, and re-enumerating disks and GPUs each
-//! second would cost more than the node itself). GPUs come from sysinfo's
-//! GPU data (Linux DRM, Windows, macOS); where none is visible the list is
-//! empty, never an error. Each sysinfo part that cannot be read on this
+//! second would cost more than the node itself). GPUs come from NVML where
+//! the NVIDIA driver is installed, else from sysinfo's GPU data (Linux DRM,
+//! Windows, macOS; see [`gpu`]); where none is visible the list is empty,
+//! never an error. Each sysinfo part that cannot be read on this
 //! platform reads as zero rather than stopping the node. The sampler is not
 //! `Send` (the NVML handle is a raw pointer), so it lives on one thread.
+
+pub mod gpu;
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +47,7 @@ pub struct Sampler {
     system: Option<System>,
     disks: Option<Disks>,
     gpus: Option<Gpus>,
+    nvml: Option<gpu::Nvml>,
     data_dir: PathBuf,
 }
 
@@ -58,6 +62,7 @@ impl Sampler {
             system,
             disks: Disks::new_with_refreshed_list().ok(),
             gpus: Gpus::new_with_refreshed_list().ok(),
+            nvml: gpu::Nvml::load(),
             data_dir: data_dir
                 .canonicalize()
                 .unwrap_or_else(|_| data_dir.to_path_buf()),
@@ -70,7 +75,14 @@ impl Sampler {
             d.refresh(true);
         }
         let (disk_free, disk_total) = self.disk();
-        let gpus = self.gpus.as_mut().map(sample_gpus).unwrap_or_default();
+        let mut gpus = self
+            .nvml
+            .as_ref()
+            .map(gpu::Nvml::devices)
+            .unwrap_or_default();
+        if gpus.is_empty() {
+            gpus = self.gpus.as_mut().map(sample_gpus).unwrap_or_default();
+        }
         let load = System::load_average().map(|l| l.one as f32).unwrap_or(0.0);
         let mut t = Telemetry {
             load,

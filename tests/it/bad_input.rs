@@ -202,3 +202,50 @@ fn api_errors_are_json_with_the_field() {
     );
     assert!(node.jobs().is_empty());
 }
+
+#[test]
+fn a_device_that_does_not_exist_or_does_not_fit_the_engine() {
+    let node = NodeProc::start(&[]);
+    refused(
+        &node,
+        &["submit", &orbit(), "--frames", "1", "--device", "vulkan"],
+        "unknown device `vulkan`",
+    );
+    refused(
+        &node,
+        &["submit", &orbit(), "--frames", "1", "--device", "cuda"],
+        "Cycles only; this job's engine is `builtin`",
+    );
+}
+
+/// A GPU backend becomes a requirement, so only nodes whose GPUs have it
+/// (tagged at startup from the GPUs they found) take the job.
+#[test]
+fn a_gpu_device_is_required_of_the_nodes_that_take_the_job() {
+    let Some(blender) = blender_or_skip() else {
+        return;
+    };
+    let node = NodeProc::start(&["--tags", "studio"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let scene = tmp.path().join("cube.blend");
+    make_blend(&blender, &scene);
+    let job = node.submit(&[
+        scene.to_str().unwrap(),
+        "--frames",
+        "1",
+        "--device",
+        "OptiX",
+    ]);
+    let view = node.job(&job.id);
+    assert_eq!(view.requirements, ["optix"]);
+    assert_eq!(
+        view.options["device"], "optix",
+        "the name is stored in one spelling"
+    );
+    let info = node.info();
+    let tags = info["tags"].to_string();
+    if !tags.contains("optix") {
+        // This machine has no NVIDIA GPU, so nothing here may take it.
+        node.cli(&["cancel", &job.id]);
+    }
+}
