@@ -159,11 +159,21 @@ class RenderswarmPreferences(bpy.types.AddonPreferences):
         layout.prop(self, "token")
 
 
+def _start_from_scene_range(settings, context):
+    """Unticking "Scene frame range" starts the own range from the scene's."""
+    if not settings.use_scene_range:
+        scene = context.scene
+        settings.frame_start = max(scene.frame_start, 0)
+        settings.frame_end = max(scene.frame_end, 0)
+        settings.frame_step = scene.frame_step
+
+
 class RenderswarmSettings(bpy.types.PropertyGroup):
     use_scene_range: BoolProperty(
         name="Scene frame range",
         description="Render the scene's frame range (Output > Frame Range)",
         default=True,
+        update=_start_from_scene_range,
     )
     frame_start: IntProperty(name="Start", description="First frame to render", default=1, min=0)
     frame_end: IntProperty(name="End", description="Last frame to render", default=250, min=0)
@@ -311,7 +321,6 @@ class RENDERSWARM_PT_output(bpy.types.Panel):
     bl_space_type = "PROPERTIES"
     bl_region_type = "WINDOW"
     bl_context = "output"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
         draw_panel(self.layout, context)

@@ -124,11 +124,16 @@ fn addon_submits_the_saved_file_and_shows_its_progress() {
     let installed = seen["installed"].as_str().unwrap();
     assert!(
         Path::new(installed).starts_with(tmp.path().join("scripts")),
-        "installed into the real user scripts: {installed}"
+        "installed outside the temporary user scripts: {installed}"
     );
     assert_eq!(
         seen["default_frames"], "1-3",
         "defaults to the scene's range"
+    );
+    assert_eq!(
+        seen["own_range_starts_at"],
+        json!([1, 3]),
+        "unticking the scene's range starts the own range from it"
     );
 
     let id = seen["job"].as_str().unwrap();

@@ -92,6 +92,7 @@ s = scene.renderswarm
 if cfg["mode"] == "submit":
     say("default_frames", addon.frames_text(scene))
     s.use_scene_range = False
+    say("own_range_starts_at", [s.frame_start, s.frame_end])
     s.frame_start, s.frame_end = cfg["frames"]
     s.frames_per_task = cfg["frames_per_task"]
     s.priority = cfg["priority"]
