@@ -67,6 +67,8 @@ def _prefs(context=None):
 
 def _base_url(prefs):
     url = (prefs.api_url if prefs else DEFAULT_API).strip() or DEFAULT_API
+    if "://" not in url:
+        url = "http://" + url  # `127.0.0.1:7878`, as `swarm node --web` takes it
     return url.rstrip("/")
 
 
@@ -90,8 +92,8 @@ def api_call(prefs, method, path, body=None, timeout=POLL_TIMEOUT):
     token = prefs.token.strip() if prefs else ""
     if token:
         headers["Authorization"] = "Bearer " + token
-    req = urllib.request.Request(base + "/api/v1" + path, data=data, headers=headers, method=method)
     try:
+        req = urllib.request.Request(base + "/api/v1" + path, data=data, headers=headers, method=method)
         with _OPENER.open(req, timeout=timeout) as resp:
             return json.loads(resp.read().decode("utf-8"))
     except urllib.error.HTTPError as e:

@@ -83,7 +83,8 @@ addon = sys.modules["renderswarm_addon"]
 say("installed", addon.__file__)
 prefs = bpy.context.preferences.addons["renderswarm_addon"].preferences
 check(prefs.api_url == "http://127.0.0.1:7878", "default API URL is " + prefs.api_url)
-prefs.api_url = cfg["api"]
+# Without the scheme, as `swarm node --web` takes it: the add-on adds http://.
+prefs.api_url = cfg["api"].replace("http://", "")
 prefs.token = cfg.get("token", "")
 
 scene = bpy.context.scene
@@ -101,6 +102,7 @@ if cfg["mode"] == "submit":
     check(result == {"FINISHED"}, "submit returned %s: %s" % (result, s.message))
     check(not bpy.data.is_dirty, "the file was not saved before submitting")
     say("job", s.job_id)
+    check(bpy.app.timers.is_registered(addon._progress_timer), "no progress timer after submitting")
 
     addon.poll_job(scene)
     say("first_poll", draw_panel())
@@ -110,6 +112,7 @@ if cfg["mode"] == "submit":
         check(time.monotonic() < deadline, "the job did not finish: " + addon.status_line(s))
         time.sleep(0.5)
     say("final_poll", draw_panel())
+    check(addon._progress_timer() is None, "the progress timer goes on after the job ended")
 
     result = bpy.ops.renderswarm.open_page()
     check(result == {"FINISHED"}, "open_page returned %s" % result)
