@@ -30,8 +30,12 @@ def check(ok, what):
         raise SystemExit("renderswarm add-on test: " + what)
 
 
+ICONS = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
+
+
 class FakeLayout:
-    """Stands in for a UILayout in background mode: records what is drawn."""
+    """Stands in for a UILayout in background mode: records what is drawn,
+    and checks that the properties, operators and icons it names exist."""
 
     def __init__(self, lines):
         self.lines = lines
@@ -41,14 +45,22 @@ class FakeLayout:
 
     row = column = box = split = _child
 
+    def _icon(self, kwargs):
+        check(kwargs.get("icon", "NONE") in ICONS, "no such icon: %s" % kwargs.get("icon"))
+
     def label(self, text="", **kwargs):
+        self._icon(kwargs)
         self.lines.append(text)
 
     def prop(self, data, name, **kwargs):
+        self._icon(kwargs)
         check(hasattr(data, name), "the panel draws a missing property " + name)
         self.lines.append("[%s]" % name)
 
     def operator(self, idname, **kwargs):
+        self._icon(kwargs)
+        group, name = idname.split(".")
+        check(name in dir(getattr(bpy.ops, group)), "no such operator: " + idname)
         self.lines.append("<%s>" % idname)
         return types.SimpleNamespace()
 
