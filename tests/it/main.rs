@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per area.
 
+mod addon;
 mod adversary;
 mod alerts;
 mod bad_input;
