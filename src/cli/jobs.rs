@@ -9,7 +9,7 @@ use futures::StreamExt;
 
 use super::{Api, ApiArgs, JobArgs, print_json};
 use crate::ledger::TaskStatus;
-use crate::node::frame_file_name;
+use crate::node::collected_name;
 use crate::node::views::{JobView, TaskView};
 
 pub(crate) fn api(args: &ApiArgs) -> Result<Api> {
@@ -219,7 +219,7 @@ pub(crate) async fn download_frames(
     let mut count = 0;
     for t in job.tasks.iter().flatten() {
         for (frame, o) in &t.outputs {
-            let dest = out.join(frame_file_name(*frame, &o.ext));
+            let dest = out.join(collected_name(&job.engine, *frame, &o.ext));
             if !dest.exists() {
                 download(api, &format!("{}/frames/{frame}", job_path(&job.id)), &dest).await?;
                 done(*frame);

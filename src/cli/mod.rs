@@ -60,7 +60,7 @@ pub enum Command {
     /// Run a node: render, serve the API and the page.
     Node(Box<node::NodeArgs>),
     /// Submit a scene (a file or a project folder).
-    Submit(submit::SubmitArgs),
+    Submit(Box<submit::SubmitArgs>),
     /// List jobs.
     Jobs {
         #[command(flatten)]
@@ -191,7 +191,7 @@ fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Node(args) => node::run(*args).await,
-        Command::Submit(args) => submit::run(args).await,
+        Command::Submit(args) => submit::run(*args).await,
         Command::Jobs { api, json } => jobs::list(&api, json).await,
         Command::Job(j) => jobs::show(&j).await,
         Command::Pause(j) => jobs::act(&j, "pause").await,

@@ -44,6 +44,9 @@ pub struct NodeArgs {
     /// The Blender executable (default: `blender` on PATH).
     #[arg(long)]
     pub blender: Option<PathBuf>,
+    /// The ffmpeg executable that encodes movies (default: `ffmpeg` on PATH).
+    #[arg(long)]
+    pub ffmpeg: Option<PathBuf>,
     /// A command engine: NAME=TEMPLATE with {scene} {frame} {start} {end} {output} (repeatable).
     #[arg(long = "engine-command", value_name = "NAME=TEMPLATE")]
     pub engine_commands: Vec<String>,
@@ -128,6 +131,7 @@ pub struct FileConfig {
     pub slots: Option<usize>,
     pub slots_per_gpu: Option<usize>,
     pub blender: Option<PathBuf>,
+    pub ffmpeg: Option<PathBuf>,
     #[serde(default)]
     pub engine_commands: BTreeMap<String, String>,
     pub name: Option<String>,
@@ -440,6 +444,7 @@ fn engine_config(args: &NodeArgs, file: &FileConfig) -> Result<EngineConfig> {
     }
     Ok(EngineConfig {
         blender: args.blender.clone().or(file.blender.clone()),
+        ffmpeg: args.ffmpeg.clone().or(file.ffmpeg.clone()),
         commands,
         threads: file.threads.unwrap_or(0),
         stall,

@@ -56,6 +56,13 @@ pub struct SubmitArgs {
     /// the best GPU a node has, else its CPU).
     #[arg(long)]
     pub device: Option<String>,
+    /// When every frame is in, encode them into a movie: mp4 (H.264) or
+    /// prores (ProRes 422 HQ), kept as `movie.mp4` / `movie.mov` with the frames.
+    #[arg(long, value_name = "FORMAT")]
+    pub encode: Option<String>,
+    /// The movie's frames per second.
+    #[arg(long, requires = "encode")]
+    pub fps: Option<u32>,
     /// A tag nodes must have to take the job (repeatable).
     #[arg(long = "require")]
     pub requirements: Vec<String>,
@@ -102,6 +109,8 @@ pub async fn run(args: SubmitArgs) -> Result<i32> {
         output_format: args.output_format.clone(),
         requirements: args.requirements.clone(),
         device: args.device.clone(),
+        encode: args.encode.clone(),
+        fps: args.fps,
         options: BTreeMap::new(),
     };
     let job: JobView = if upload {
@@ -134,7 +143,27 @@ pub async fn run(args: SubmitArgs) -> Result<i32> {
         (Some(_), false) => Collect::ByNode,
         (None, _) => Collect::Nothing,
     };
-    wait(&api, &job.id, collect).await
+    let code = wait(&api, &job.id, collect.clone()).await?;
+    if code != 0 || args.encode.is_none() {
+        return Ok(code);
+    }
+    let movie = encode_job_of(&api, &job.id).await?;
+    eprintln!("encoding the frames: job {}", &movie[..12]);
+    wait(&api, &movie, collect).await
+}
+
+/// The encode job made with render job `id`.
+async fn encode_job_of(api: &Api, id: &str) -> Result<String> {
+    let jobs: Vec<JobView> = api.get("/jobs?tasks=false").await?;
+    jobs.into_iter()
+        .find(|j| {
+            j.options
+                .get(crate::ledger::ENCODE_OF_OPTION)
+                .map(String::as_str)
+                == Some(id)
+        })
+        .map(|j| j.id)
+        .ok_or_else(|| anyhow::anyhow!("the node shows no encode job for job {}", &id[..12]))
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
@@ -220,6 +249,7 @@ pub(crate) async fn wait_collected(api: &Api, id: &str) -> Result<i32> {
     wait(api, id, Collect::ByNode).await
 }
 
+#[derive(Clone)]
 enum Collect {
     Nothing,
     /// The node writes the frames (it is on this machine).

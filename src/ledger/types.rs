@@ -204,6 +204,12 @@ pub struct JobSpec {
 
 /// `JobSpec::options` key: the device Cycles renders on (`render::Device`).
 pub const DEVICE_OPTION: &str = "device";
+/// `JobSpec::options` key of an encode job: the render job it encodes.
+pub const ENCODE_OF_OPTION: &str = "encode_of";
+/// `JobSpec::options` key of an encode job: `mp4` or `prores`.
+pub const ENCODE_CODEC_OPTION: &str = "encode";
+/// `JobSpec::options` key of an encode job: frames per second.
+pub const ENCODE_FPS_OPTION: &str = "fps";
 
 impl JobSpec {
     /// Number of tasks: frames grouped `frames_per_task` at a time.
@@ -382,7 +388,7 @@ impl JobRecord {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn spec(frames: FrameRange, fpt: u32) -> JobSpec {

@@ -205,6 +205,9 @@ impl Node {
             Action::Priority(p) => ops::priority(&base, inner.ledger.stamp(), p),
         };
         inner.commit(id, delta).await?;
+        if matches!(action, Action::Cancel) {
+            self.cancel_encodes_of(id).await?;
+        }
         inner.events.push(
             Severity::Info,
             "job_changed",
@@ -217,6 +220,20 @@ impl Node {
                 inner.cfg.name
             ),
         );
+        Ok(())
+    }
+
+    /// A cancelled render job takes its encode job with it.
+    async fn cancel_encodes_of(&self, id: JobId) -> Result<(), NodeError> {
+        let children: Vec<(JobId, JobRecord)> = self.inner.ledger.read(|jobs| {
+            jobs.iter()
+                .filter(|(_, r)| super::encode::parent_of(r) == Some(id) && !r.cancelled.0)
+                .map(|(c, r)| (*c, r.header()))
+                .collect()
+        });
+        for (child, base) in children {
+            self.inner.commit(child, ops::cancel(&base)).await?;
+        }
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The submitter collects: finished frames are written where `submit --out`
 //! asked, on the submitting node's disk, as `frame_0001.png` (four digits,
-//! like Blender's `####`; the extension is the output's).
+//! like Blender's `####`; the extension is the output's), and an encode
+//! job's movie as `movie.mp4` (or `.mov`).
 //!
 //! Collection is driven by the ledger alone, so a submitter that was killed
 //! mid-job and restarted simply collects everything when it comes back.
@@ -23,6 +24,8 @@ struct Pending {
     dir: PathBuf,
     frame: u32,
     output: Output,
+    /// The file's name in `dir`.
+    file: String,
 }
 
 pub(crate) async fn collect(inner: Arc<Inner>) {
@@ -83,6 +86,7 @@ fn pending(inner: &Inner, written: &HashMap<JobId, HashSet<u32>>) -> Vec<Pending
                             dir: PathBuf::from(dir),
                             frame: *frame,
                             output: output.clone(),
+                            file: collected_name(&rec.spec.engine, *frame, &output.ext),
                         });
                     }
                 }
@@ -97,12 +101,22 @@ pub fn frame_file_name(frame: u32, ext: &str) -> String {
     format!("frame_{frame:04}.{ext}")
 }
 
+/// The name a collected output gets: an encode job's one output is the
+/// movie, `movie.mp4` or `movie.mov` next to the frames.
+pub fn collected_name(engine: &str, frame: u32, ext: &str) -> String {
+    if engine == crate::render::ENCODE_ENGINE {
+        format!("movie.{ext}")
+    } else {
+        frame_file_name(frame, ext)
+    }
+}
+
 async fn write_frame(inner: &Arc<Inner>, p: &Pending) -> Result<(), String> {
     inner
         .ensure_blob(p.output.blob, std::slice::from_ref(&p.node))
         .await?;
     let store = inner.store.clone();
-    let dest = p.dir.join(frame_file_name(p.frame, &p.output.ext));
+    let dest = p.dir.join(&p.file);
     let (dir, blob) = (p.dir.clone(), p.output.blob);
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)

@@ -17,6 +17,7 @@ mod alerts;
 mod api;
 mod collect;
 pub mod config;
+mod encode;
 pub mod events;
 mod fetch;
 mod inbound;
@@ -44,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use api::{Action, ActionError, NodeInfo};
-pub use collect::frame_file_name;
+pub use collect::{collected_name, frame_file_name};
 pub use config::{NetConfig, NodeConfig};
 pub use events::{Event, EventLog, Severity};
 pub use submit::{SubmitError, SubmitRequest};

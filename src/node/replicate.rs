@@ -92,6 +92,8 @@ fn scenes_to_prefetch(inner: &Inner) -> Vec<(Hash, NodeId)> {
     inner.ledger.read(|jobs| {
         jobs.values()
             .filter(|r| !r.cancelled.0 && !r.archived.0 && !complete.contains(&r.spec.scene))
+            // An encode job's scene is its render job's, never unpacked.
+            .filter(|r| r.spec.engine != crate::render::ENCODE_ENGINE)
             .filter(|r| {
                 engines.contains(&r.spec.engine) && r.spec.requirements.is_subset(&inner.cfg.tags)
             })

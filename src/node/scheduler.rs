@@ -12,7 +12,9 @@
 //!    run the job, so concurrent pickers spread out instead of colliding; when
 //!    none is left, take the pending task where this node ranks best among the
 //!    first few (work stealing, still spread out).
-//! 4. A first-choice task of a job with plenty of pending work may be
+//! 4. An encode job waits until its render job is done, and is left to its
+//!    submitter while that is alive and has ffmpeg (see `encode.rs`).
+//! 5. A first-choice task of a job with plenty of pending work may be
 //!    claimed ahead, before a slot is free (see [`Pick::ahead`]).
 //!
 //! A pure function of the ledger and what this node sees, so it is tested
@@ -78,7 +80,11 @@ pub fn pick(jobs: &BTreeMap<JobId, JobRecord>, view: &View<'_>) -> Option<Pick> 
     let mut runnable: Vec<(&JobId, &JobRecord)> = jobs
         .iter()
         .filter(|(id, rec)| {
-            job_is_open(rec) && view.mine.can_run(rec) && !view.waiting.contains(id)
+            job_is_open(rec)
+                && view.mine.can_run(rec)
+                && !view.waiting.contains(id)
+                && super::encode::inputs_ready(jobs, rec)
+                && !left_to_submitter(rec, view)
         })
         .collect();
     runnable.sort_by_key(|(id, rec)| {
@@ -102,6 +108,17 @@ pub fn wants(rec: &JobRecord, view: &View<'_>) -> bool {
 
 fn job_is_open(rec: &JobRecord) -> bool {
     !rec.cancelled.0 && !rec.archived.0 && rec.control.value == Control::Active
+}
+
+/// An encode job is the submitter's while it is alive and can run it: it
+/// holds the frames already.
+fn left_to_submitter(rec: &JobRecord, view: &View<'_>) -> bool {
+    rec.spec.engine == crate::render::ENCODE_ENGINE
+        && rec.spec.submitter != *view.me
+        && view
+            .peers
+            .get(&rec.spec.submitter)
+            .is_some_and(|cap| cap.can_run(rec))
 }
 
 /// Whether this node should leave the job to others.

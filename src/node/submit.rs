@@ -14,7 +14,7 @@ use super::{Inner, Severity};
 use crate::ledger::validate::{self, MAX_ATTEMPTS};
 use crate::ledger::{DEVICE_OPTION, FrameRange, JobId, JobSpec};
 use crate::render::builtin;
-use crate::render::{BLENDER_FORMATS, Device, UnknownDevice};
+use crate::render::{BLENDER_FORMATS, Codec, Device, ENCODE_ENGINE, FPS_RANGE, UnknownDevice};
 
 /// A request to render a scene, as the API and the CLI send it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -54,6 +54,12 @@ pub struct SubmitRequest {
     /// (Blender jobs only; a GPU backend becomes a requirement).
     #[serde(default)]
     pub device: Option<String>,
+    /// Encode the finished frames into a movie: `mp4` or `prores`.
+    #[serde(default)]
+    pub encode: Option<String>,
+    /// The movie's frames per second (default 24).
+    #[serde(default)]
+    pub fps: Option<u32>,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
 }
@@ -99,6 +105,7 @@ impl Inner {
         let scene = locate_scene(&req, &self.cfg.name)?;
         let engine = self.choose_engine(&req, &scene)?;
         let spec_probe = self.check_settings(&req, &engine, frames)?;
+        let encode = check_encode(&req)?;
         if engine == "builtin" {
             check_builtin_scene(&scene.path)?;
         }
@@ -123,10 +130,20 @@ impl Inner {
             ..spec_probe
         };
         validate::check_spec(&spec).map_err(|e| bad("frames", e.to_string()))?;
+        let id = self.add_job(&spec).await?;
+        if let Some((codec, fps)) = encode {
+            let movie = super::encode::encode_spec(id, &spec, codec, fps);
+            self.add_job(&movie).await?;
+        }
+        Ok(id)
+    }
+
+    /// Writes a checked spec to the ledger, durably, and tells the swarm.
+    async fn add_job(&self, spec: &JobSpec) -> Result<JobId, SubmitError> {
         if spec.collect_dir.is_some() {
             let mark = super::DataDirs::of(&self.cfg.data_dir)
                 .submitted
-                .join(crate::ledger::job_id(&spec).to_string());
+                .join(crate::ledger::job_id(spec).to_string());
             std::fs::write(&mark, b"")
                 .map_err(|e| internal(format!("cannot write {}: {e}", mark.display())))?;
         }
@@ -200,6 +217,12 @@ impl Inner {
         engine: &str,
         frames: FrameRange,
     ) -> Result<JobSpec, SubmitError> {
+        if engine == ENCODE_ENGINE {
+            return Err(bad(
+                "engine",
+                "`ffmpeg` encodes a job's frames: submit the scene with --encode mp4|prores instead",
+            ));
+        }
         let count = frames.count();
         if count > validate::MAX_FRAMES {
             return Err(bad(
@@ -280,6 +303,37 @@ fn internal(message: String) -> SubmitError {
         message,
         internal: true,
     }
+}
+
+/// The movie to make of the frames, if any: codec and frame rate.
+fn check_encode(req: &SubmitRequest) -> Result<Option<(Codec, u32)>, SubmitError> {
+    let Some(codec) = req
+        .encode
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    else {
+        if req.fps.is_some() {
+            return Err(bad(
+                "fps",
+                "a frame rate is for a movie: add --encode mp4|prores",
+            ));
+        }
+        return Ok(None);
+    };
+    let codec: Codec = codec.parse().map_err(|e: String| bad("encode", e))?;
+    let fps = req.fps.unwrap_or(24);
+    if !FPS_RANGE.contains(&fps) {
+        return Err(bad(
+            "fps",
+            format!(
+                "the frame rate must be between {} and {}, not {fps}",
+                FPS_RANGE.start(),
+                FPS_RANGE.end()
+            ),
+        ));
+    }
+    Ok(Some((codec, fps)))
 }
 
 /// The device a Blender job renders on, from `device` or `options.device`.

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::encode::LayoutError;
 use super::{Inner, NodeError, Severity, lock};
 use crate::alert::AlertKind;
 use crate::ledger::AlertId;
@@ -150,6 +151,9 @@ async fn release_unstarted(
 
 async fn render(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment, gpu: Option<u32>) -> Outcome {
     let spec = &base.spec;
+    if spec.engine == crate::render::ENCODE_ENGINE {
+        return encode(inner, base, a).await;
+    }
     let device = match spec.options.get(DEVICE_OPTION).map(|d| d.parse::<Device>()) {
         None => None,
         Some(Ok(d)) => Some(d),
@@ -191,9 +195,53 @@ async fn render(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment, gpu: Optio
         device,
         gpu,
     };
+    run_engine(inner, &spec.engine, req, a).await
+}
+
+/// An encode task: the render job's frames laid out in the work folder,
+/// then ffmpeg (see `encode.rs`).
+async fn encode(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment) -> Outcome {
+    let work = inner.work_dir(a.job, a.task, a.claim.epoch);
+    let (input_dir, output_dir) = (work.join("in"), work.join("out"));
+    if let Err(e) = tokio::fs::create_dir_all(&output_dir).await {
+        let reason = format!(
+            "cannot create the work folder {}: {e}",
+            output_dir.display()
+        );
+        return Outcome::Failed(failure(FailureKind::EngineError, reason));
+    }
+    match super::encode::lay_out_inputs(inner, &base.spec, &input_dir).await {
+        Ok(()) => {}
+        Err(LayoutError::Unreachable(reason)) => {
+            lock(&inner.scene_waits).insert(a.job, Instant::now() + SCENE_WAIT);
+            return Outcome::Released(format!("the frames are not here yet: {reason}"));
+        }
+        Err(LayoutError::Broken(reason)) => {
+            return Outcome::Failed(failure(FailureKind::EngineError, reason));
+        }
+    }
+    let req = RenderRequest {
+        scene: input_dir.join(crate::render::ENCODE_SETTINGS_FILE),
+        workdir: input_dir,
+        frames: vec![1],
+        output_dir,
+        output_format: None,
+        timeout: None,
+        device: None,
+        gpu: None,
+    };
+    run_engine(inner, &base.spec.engine, req, a).await
+}
+
+async fn run_engine(
+    inner: &Arc<Inner>,
+    engine: &str,
+    req: RenderRequest,
+    a: &Assignment,
+) -> Outcome {
     let result = inner
         .engines
-        .render(&spec.engine, req, a.cancel.clone(), a.progress.clone())
+        .render(engine, req, a.cancel.clone(), a.progress.clone())
         .await;
     match result {
         Ok(out) => Outcome::Rendered(out),

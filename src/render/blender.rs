@@ -60,10 +60,11 @@ impl Blender {
     /// one there is skipped with a warning, so a node without Blender still starts).
     pub(crate) fn locate(configured: Option<&Path>) -> Result<Option<Blender>, EngineError> {
         if let Some(path) = configured {
-            let version = version_of(path).map_err(|reason| EngineError::BlenderUnusable {
-                path: path.to_owned(),
-                reason,
-            })?;
+            let version =
+                version_of(path, "Blender").map_err(|reason| EngineError::BlenderUnusable {
+                    path: path.to_owned(),
+                    reason,
+                })?;
             return Ok(Some(Blender {
                 path: path.to_owned(),
                 version,
@@ -72,7 +73,7 @@ impl Blender {
         let Some(path) = find_in_path("blender") else {
             return Ok(None);
         };
-        match version_of(&path) {
+        match version_of(&path, "Blender") {
             Ok(version) => Ok(Some(Blender { path, version })),
             Err(reason) => {
                 tracing::warn!(path = %path.display(), %reason, "blender on PATH is unusable; engine disabled");
@@ -183,10 +184,16 @@ pub(crate) fn build_args(
     Ok(args)
 }
 
-/// The first line of `path --version`, which must start with `Blender`.
-fn version_of(path: &Path) -> Result<String, String> {
+/// The first line of `path --version` (`-version` for ffmpeg), which must
+/// start with `expect`.
+pub(crate) fn version_of(path: &Path, expect: &str) -> Result<String, String> {
+    let flag = if expect == "ffmpeg" {
+        "-version"
+    } else {
+        "--version"
+    };
     let mut child = std::process::Command::new(path)
-        .arg("--version")
+        .arg(flag)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -206,13 +213,13 @@ fn version_of(path: &Path) -> Result<String, String> {
         let _ = child.kill();
         let _ = child.wait();
         return Err(format!(
-            "`--version` did not answer within {}",
+            "`{flag}` did not answer within {}",
             runner::human(VERSION_TIMEOUT)
         ));
     };
     let status = child
         .wait()
-        .map_err(|e| format!("`--version` was lost: {e}"))?;
+        .map_err(|e| format!("`{flag}` was lost: {e}"))?;
     let text = String::from_utf8_lossy(&out);
     let first = text
         .lines()
@@ -220,12 +227,10 @@ fn version_of(path: &Path) -> Result<String, String> {
         .find(|l| !l.is_empty())
         .unwrap_or_default();
     if !status.success() {
-        return Err(format!("`--version` failed ({status})"));
+        return Err(format!("`{flag}` failed ({status})"));
     }
-    if !first.starts_with("Blender") {
-        return Err(format!(
-            "`--version` printed `{first}`, which is not Blender"
-        ));
+    if !first.starts_with(expect) {
+        return Err(format!("`{flag}` printed `{first}`, which is not {expect}"));
     }
     Ok(first.to_owned())
 }

@@ -285,7 +285,7 @@ fn check_name(name: &str) -> Result<(), EngineError> {
         name: name.to_owned(),
         reason: reason.to_owned(),
     };
-    if name == "builtin" || name == "blender" {
+    if name == "builtin" || name == "blender" || name == super::ENCODE_ENGINE {
         return Err(bad(
             "is reserved for the built-in engine of that name; pick another",
         ));

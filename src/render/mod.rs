@@ -26,6 +26,7 @@ pub mod builtin;
 mod builtin_engine;
 mod command;
 mod device;
+mod ffmpeg;
 mod log;
 mod output;
 mod runner;
@@ -44,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use blender::BLENDER_FORMATS;
 pub use device::{DEVICE_NAMES, Device, UnknownDevice};
+pub use ffmpeg::{Codec, ENCODE_ENGINE, ENCODE_SETTINGS_FILE, EncodeSettings, FPS_RANGE};
 
 /// The arguments the blender engine gives Blender to render `frames` of
 /// `scene` into `output_dir` (all threads, the scene's own format): for
@@ -68,6 +70,8 @@ pub const DEFAULT_STALL: Duration = Duration::from_secs(10 * 60);
 pub struct EngineConfig {
     /// Blender executable; `None` searches `PATH` for `blender`.
     pub blender: Option<PathBuf>,
+    /// ffmpeg executable, for encode jobs; `None` searches `PATH`.
+    pub ffmpeg: Option<PathBuf>,
     /// Command engines: name -> template with `{scene}` `{frame}` `{start}` `{end}` `{output}`.
     pub commands: BTreeMap<String, String>,
     /// Render threads per task; 0 lets the engine decide (all cores).
@@ -80,6 +84,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             blender: None,
+            ffmpeg: None,
             commands: BTreeMap::new(),
             threads: 0,
             stall: DEFAULT_STALL,
@@ -105,6 +110,12 @@ pub enum EngineError {
         path.display()
     )]
     BlenderUnusable { path: PathBuf, reason: String },
+    /// A configured ffmpeg path does not run or does not answer like ffmpeg.
+    #[error(
+        "ffmpeg at {} cannot be used: {reason}; fix the path or leave it unset to search PATH",
+        path.display()
+    )]
+    FfmpegUnusable { path: PathBuf, reason: String },
     /// A command template does not parse.
     #[error("command engine `{name}`: template `{template}`: {reason}")]
     Template {
@@ -225,6 +236,7 @@ pub struct RenderFailure {
 #[derive(Debug)]
 pub struct Engines {
     blender: Option<blender::Blender>,
+    ffmpeg: Option<ffmpeg::Ffmpeg>,
     commands: BTreeMap<String, command::Template>,
     threads: usize,
     stall: Duration,
@@ -234,12 +246,14 @@ impl Engines {
     /// Checks the configuration: finds Blender (and asks its version once), parses templates.
     pub fn new(cfg: &EngineConfig) -> Result<Engines, EngineError> {
         let blender = blender::Blender::locate(cfg.blender.as_deref())?;
+        let ffmpeg = ffmpeg::Ffmpeg::locate(cfg.ffmpeg.as_deref())?;
         let mut commands = BTreeMap::new();
         for (name, template) in &cfg.commands {
             commands.insert(name.clone(), command::Template::parse(name, template)?);
         }
         Ok(Engines {
             blender,
+            ffmpeg,
             commands,
             threads: cfg.threads,
             stall: cfg.stall,
@@ -263,6 +277,12 @@ impl Engines {
                 version: blender.version().to_owned(),
             });
         }
+        if let Some(ffmpeg) = &self.ffmpeg {
+            infos.push(EngineInfo {
+                name: ENCODE_ENGINE.into(),
+                version: ffmpeg.version().to_owned(),
+            });
+        }
         for (name, template) in &self.commands {
             infos.push(EngineInfo {
                 name: name.clone(),
@@ -278,6 +298,7 @@ impl Engines {
         match name {
             "builtin" => true,
             "blender" => self.blender.is_some(),
+            ENCODE_ENGINE => self.ffmpeg.is_some(),
             other => self.commands.contains_key(other),
         }
     }
@@ -300,6 +321,10 @@ impl Engines {
             "blender" => match &self.blender {
                 Some(blender) => blender.render(&job, self.threads).await,
                 None => Err(job.refuse("Blender is not installed on this node".into())),
+            },
+            ENCODE_ENGINE => match &self.ffmpeg {
+                Some(ffmpeg) => ffmpeg.render(&job).await,
+                None => Err(job.refuse("ffmpeg is not installed on this node".into())),
             },
             name => match self.commands.get(name) {
                 Some(template) => template.render(&job).await,

@@ -61,6 +61,7 @@ fn engines(commands: &[(&str, &str)], stall: Duration) -> Engines {
         .collect::<BTreeMap<_, _>>();
     Engines {
         blender: None,
+        ffmpeg: None,
         commands,
         threads: 2,
         stall,

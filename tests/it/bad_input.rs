@@ -249,3 +249,32 @@ fn a_gpu_device_is_required_of_the_nodes_that_take_the_job() {
         node.cli(&["cancel", &job.id]);
     }
 }
+
+#[test]
+fn a_movie_format_or_frame_rate_that_cannot_be() {
+    let node = NodeProc::start(&[]);
+    refused(
+        &node,
+        &["submit", &orbit(), "--frames", "1-3", "--encode", "gif"],
+        "unknown movie format `gif`: use mp4 or prores",
+    );
+    refused(
+        &node,
+        &[
+            "submit",
+            &orbit(),
+            "--frames",
+            "1-3",
+            "--encode",
+            "mp4",
+            "--fps",
+            "0",
+        ],
+        "frame rate must be between 1 and 240, not 0",
+    );
+    refused(
+        &node,
+        &["submit", &orbit(), "--frames", "1", "--engine", "ffmpeg"],
+        "submit the scene with --encode",
+    );
+}

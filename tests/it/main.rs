@@ -9,6 +9,7 @@ mod blender;
 mod browser;
 mod crash_loop;
 mod demo;
+mod encode;
 mod harness;
 mod ledger_laws;
 mod single_node;
