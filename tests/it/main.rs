@@ -10,6 +10,7 @@ mod crash_loop;
 mod demo;
 mod harness;
 mod ledger_laws;
+mod packaging;
 mod single_node;
 mod swarm;
 mod swarm_work;
