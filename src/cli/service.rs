@@ -172,7 +172,7 @@ pub fn render(unit: &Unit) -> String {
     }
     let mut s = String::new();
     s += "# Written by `swarm service install`; `swarm service uninstall` removes it.\n";
-    s += "[Unit]\nDescription=renderswarm render node\nDocumentation=man:swarm-node(1)\n";
+    s += "[Unit]\nDescription=renderswarm render node\n";
     s += "After=network-online.target\nWants=network-online.target\n\n";
     s += "[Service]\nType=simple\n";
     s += &format!("ExecStart={}\n", exec.join(" "));

@@ -2,15 +2,18 @@
 
 mod adversary;
 mod alerts;
+mod ansible;
 mod bad_input;
 mod bench;
 mod blender;
 mod browser;
+mod config_lookup;
 mod crash_loop;
 mod demo;
 mod harness;
 mod ledger_laws;
 mod packaging;
+mod service;
 mod single_node;
 mod swarm;
 mod swarm_work;
