@@ -110,6 +110,12 @@ fn install(args: &InstallArgs) -> Result<i32> {
         print!("{text}");
         return Ok(0);
     }
+    if unit.exe.components().any(|c| c.as_os_str() == "target") {
+        eprintln!(
+            "warning: the unit runs {}, a build output that the next `cargo build` replaces; `cargo install --path .` and install from there",
+            unit.exe.display()
+        );
+    }
     if let Some(config) = unit.config.as_deref().filter(|c| !c.exists()) {
         eprintln!(
             "warning: {} does not exist yet; the node will not start without it",
