@@ -9,10 +9,14 @@
 
 mod bench;
 mod client;
+mod completions;
+mod config_file;
 mod demo;
 mod jobs;
 mod local_swarm;
+mod man;
 mod node;
+pub mod service;
 mod submit;
 
 use std::path::PathBuf;
@@ -26,9 +30,18 @@ pub use client::Api;
 #[error("{0}")]
 pub struct BadInput(pub String);
 
+/// `swarm --version`: the crate version and the commit it was built from
+/// (stamped by build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SWARM_GIT_COMMIT"),
+    ")"
+);
+
 /// A peer-to-peer, leaderless render farm.
 #[derive(Parser, Debug)]
-#[command(name = "swarm", version, about, max_term_width = 100)]
+#[command(name = "swarm", version = VERSION, about, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -122,6 +135,15 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completions(completions::CompletionsArgs),
+    /// Write the manual pages, or print swarm.1.
+    Man(man::ManArgs),
+    /// Run the node as a systemd service: install or uninstall its unit.
+    Service {
+        #[command(subcommand)]
+        command: service::ServiceCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -205,6 +227,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(args) => bench::run(args).await,
         Command::Keygen { file } => keygen(file.as_deref()),
         Command::Gpus { json } => gpus(json),
+        Command::Completions(args) => completions::run(&args),
+        Command::Man(args) => man::run(&args),
+        Command::Service { command } => service::run(command),
         Command::Alert {
             command: AlertCommand::Test(args),
         } => node::alert_test(*args).await,

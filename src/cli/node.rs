@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::BadInput;
 use libp2p::Multiaddr;
@@ -59,7 +59,8 @@ pub struct NodeArgs {
     /// Seconds of engine silence before a render counts as stalled.
     #[arg(long)]
     pub stall: Option<u64>,
-    /// Settings file (TOML); flags override it.
+    /// Settings file (TOML); flags override it. Default: the first of
+    /// ~/.config/renderswarm/swarm.toml and /etc/renderswarm/swarm.toml.
     #[arg(long, env = "SWARM_CONFIG")]
     pub config: Option<PathBuf>,
     /// Where to listen for peers (repeatable; default /ip4/0.0.0.0/tcp/7879).
@@ -122,7 +123,7 @@ pub struct NodeArgs {
 }
 
 /// The config file: the same settings as the flags.
-#[derive(Deserialize, Default, Debug)]
+#[derive(Deserialize, Serialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data: Option<PathBuf>,
@@ -168,8 +169,8 @@ fn read_file_config(path: &Path) -> Result<FileConfig> {
 
 /// Merge flags over the file and check everything.
 pub fn config(args: &NodeArgs) -> Result<NodeConfig> {
-    let file = match &args.config {
-        Some(p) => read_file_config(p)?,
+    let file = match super::config_file::locate(args.config.as_deref()) {
+        Some(p) => read_file_config(&p)?,
         None => FileConfig::default(),
     };
     let data = args
