@@ -91,7 +91,12 @@ mod tests {
     #[test]
     fn contrib_example_parses() {
         let cfg: FileConfig = toml::from_str(CONTRIB).expect("contrib/swarm.toml parses");
-        assert_eq!(cfg.slots, Some(1), "the example shows the defaults");
+        assert_eq!(
+            cfg.web.as_deref(),
+            Some("127.0.0.1:7878"),
+            "the example shows the defaults"
+        );
+        assert_eq!(cfg.slots, None, "slots is left to slots_per_gpu's rule");
     }
 
     /// The example with every commented-out setting (`#key = ...`, no space

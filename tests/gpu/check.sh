@@ -39,4 +39,26 @@ grep -q "\"slots\":$((2 * want))," <<<"$nodes" || fail "expected $((2 * want)) s
 grep -q '"tags":\[[^]]*"cuda"' <<<"$nodes" || fail "the node is not tagged cuda"
 gpus_shown=$(grep -o '"gpus":\[[^]]*\]' <<<"$nodes" | grep -o '"name"' | wc -l)
 [ "$gpus_shown" = "$want" ] || fail "telemetry shows $gpus_shown GPUs, not $want"
-echo "GPU CHECK PASSED: $want GPU(s) found, tagged, $((2 * want)) slots, telemetry shown"
+echo "detection: $want GPU(s) found, tagged, $((2 * want)) slots, telemetry shown"
+
+# A Cycles render on the GPU, where Blender is here (Blender's own build:
+# Debian's has no CUDA kernels). With --device optix the engine's Python
+# raises when Cycles finds no OptiX device (and Blender exits 1), so frames
+# that come back were rendered on the GPU.
+blender=${BLENDER:-$(command -v blender || true)}
+if [ -z "$blender" ]; then
+  echo "GPU CHECK PASSED (detection only: no Blender here for the GPU render)"
+  exit 0
+fi
+scene="$data/gpu.blend"
+"$blender" -b --factory-startup --python-exit-code 1 --python-expr "
+import bpy
+s = bpy.context.scene
+s.render.engine = 'CYCLES'; s.cycles.samples = 16
+s.render.resolution_x, s.render.resolution_y = 128, 96
+s.frame_start, s.frame_end = 1, 2
+bpy.ops.wm.save_as_mainfile(filepath='$scene')" >/dev/null
+SWARM_API="http://127.0.0.1:$port" "$swarm" submit "$scene" --frames 1-2 --device optix \
+  --out "$data/frames" --wait --json > "$data/job.json" || fail "the OptiX render failed"
+for f in 1 2; do [ -s "$data/frames/frame_000$f.png" ] || fail "frame $f missing"; done
+echo "GPU CHECK PASSED: detection and an OptiX render of 2 frames"

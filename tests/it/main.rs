@@ -14,6 +14,7 @@ mod demo;
 mod encode;
 mod harness;
 mod ledger_laws;
+mod load;
 mod packaging;
 mod service;
 mod single_node;
