@@ -8,6 +8,7 @@ mod blender;
 mod browser;
 mod crash_loop;
 mod demo;
+mod gather;
 mod harness;
 mod ledger_laws;
 mod single_node;
