@@ -21,7 +21,8 @@
 //!   and decides what is missing, so the listing is typed and testable.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -100,15 +101,17 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> GatherE
 
 /// Each missing file on its own line, and the way to go on anyway.
 pub fn missing_message(missing: &[MissingFile]) -> String {
-    let mut msg = format!(
-        "the scene uses {} file{} that do not exist:",
-        missing.len(),
-        if missing.len() == 1 { "" } else { "s" }
-    );
+    let (count, verb, them) = match missing.len() {
+        1 => ("1 file".to_string(), "does", "it"),
+        n => (format!("{n} files"), "do", "them"),
+    };
+    let mut msg = format!("the scene uses {count} that {verb} not exist:");
     for m in missing {
         msg.push_str(&format!("\n  {m}"));
     }
-    msg.push_str("\nrestore them, or submit with --allow-missing to render without them");
+    msg.push_str(&format!(
+        "\nrestore {them}, or submit with --allow-missing to render without {them}"
+    ));
     msg
 }
 
@@ -176,52 +179,83 @@ pub fn gather(
     Ok(gathered)
 }
 
+/// How long Blender may take to list and re-save a scene and its libraries:
+/// generous (a big scene on a slow disk), but a hung Blender must not hang a
+/// submission for ever.
+const BLENDER_DEADLINE: Duration = Duration::from_secs(600);
+
 /// Run `gather.py`; its report lands in `work`.
 fn ask_blender(blender: &Path, scene: &Path, work: &Path) -> Result<Report, GatherError> {
     let report_path = work.join("report.json");
-    let out = Command::new(blender)
-        .args(["-b", "--factory-startup", "--disable-autoexec"])
+    let mut cmd = Command::new(blender);
+    cmd.args(["-b", "--factory-startup", "--disable-autoexec"])
         .args(["--python-exit-code", "1", "--python-expr", SCRIPT, "--"])
         .arg(scene)
         .arg(work.join("bundle"))
-        .arg(&report_path)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| GatherError::Blender {
-            scene: scene.to_path_buf(),
-            reason: format!("cannot run `{}`: {e}", blender.display()),
-        })?;
+        .arg(&report_path);
     let failed = |reason: String| GatherError::Blender {
         scene: scene.to_path_buf(),
         reason,
     };
-    if !out.status.success() {
-        return Err(failed(why_blender_failed(&out)));
+    let (status, log) = run_logged(cmd, &work.join("blender.log"), BLENDER_DEADLINE)
+        .map_err(|e| failed(format!("cannot run `{}`: {e}", blender.display())))?;
+    let Some(status) = status else {
+        return Err(failed(format!(
+            "Blender did not finish within {} s",
+            BLENDER_DEADLINE.as_secs()
+        )));
+    };
+    if !status.success() {
+        return Err(failed(why_blender_failed(status, &log)));
     }
-    let text = std::fs::read(&report_path).map_err(|_| failed(why_blender_failed(&out)))?;
+    let text = std::fs::read(&report_path).map_err(|_| failed(why_blender_failed(status, &log)))?;
     serde_json::from_slice(&text).map_err(|e| failed(format!("unreadable report: {e}")))
 }
 
+/// Run `cmd` with its output in `log`; `None` (and killed) past `deadline`.
+fn run_logged(
+    mut cmd: Command,
+    log: &Path,
+    deadline: Duration,
+) -> std::io::Result<(Option<ExitStatus>, String)> {
+    let out = std::fs::File::create(log)?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = String::from_utf8_lossy(&std::fs::read(log)?).into_owned();
+    Ok((status, text))
+}
+
 /// The lines of Blender's output that say what went wrong.
-fn why_blender_failed(out: &std::process::Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn why_blender_failed(status: ExitStatus, text: &str) -> String {
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
         .filter(|l| {
             let lower = l.to_ascii_lowercase();
-            lower.contains("error") || lower.contains("cannot") || lower.contains("failed")
+            let says_why =
+                lower.contains("error") || lower.contains("cannot") || lower.contains("failed");
+            // The traceback's frame and the script's own text say nothing.
+            says_why && !lower.contains("traceback") && !lower.contains("script failed")
         })
         .collect();
-    let tail = &lines[lines.len().saturating_sub(3)..];
-    if tail.is_empty() {
-        format!("Blender exited with {}", out.status)
-    } else {
-        tail.join("; ")
+    match lines.last() {
+        Some(line) => line.trim_start_matches("RuntimeError: ").to_string(),
+        None => format!("Blender exited with {status}"),
     }
 }
 

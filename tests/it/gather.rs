@@ -362,3 +362,35 @@ fn assert_like(farm: &[u8], here: &[u8], how: &str) {
         );
     }
 }
+
+/// A file Blender cannot read is refused at submit, saying so.
+#[test]
+fn an_unreadable_blend_is_refused_with_blenders_reason() {
+    let Some(blender) = blender_or_skip() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let scene = tmp.path().join("broken.blend");
+    std::fs::write(&scene, b"BLENDER-v304 but nothing after").unwrap();
+    let err = gather(&blender, &scene, None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            renderswarm::render::gather::GatherError::Blender { .. }
+        ),
+        "{err}"
+    );
+    let res = cli(
+        "http://127.0.0.1:9",
+        &[
+            "submit",
+            scene.to_str().unwrap(),
+            "--frames",
+            "1",
+            "--upload",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("broken.blend"), "{stderr}");
+}
