@@ -3,7 +3,7 @@
 //! What belongs here: tests of `render::gather` and of `swarm submit
 //! scene.blend` gathering, on a real project built with real Blender (a
 //! texture in a subfolder, a linked library with its own texture, and a
-//! texture by absolute path outside the project). Under `CI=true` a missing
+//! texture by absolute path outside the project, and an image sequence). Under `CI=true` a missing
 //! Blender fails them; elsewhere they skip with a note.
 
 use std::path::{Path, PathBuf};
@@ -21,7 +21,8 @@ const CYAN: [u8; 3] = [0, 255, 255];
 
 /// A project on disk: `proj/scene.blend` uses `proj/textures/tex.png`
 /// (relative), links `proj/lib/props.blend` (which uses `//wood.png`) and
-/// uses `far/yellow.png` by absolute path, outside the project.
+/// uses `far/yellow.png` by absolute path, outside the project, and the
+/// image sequence `proj/seq/s_0001.png`...`s_0003.png`.
 struct Project {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
@@ -72,6 +73,11 @@ bpy.ops.mesh.primitive_plane_add(size=2, location=(-1, 0, 0))
 textured(bpy.context.active_object, "Tex", os.path.join(root, "textures", "tex.png"), True)
 bpy.ops.mesh.primitive_plane_add(size=1, location=(0, 0, 1))
 textured(bpy.context.active_object, "Far", far, False)
+for i in (1, 2, 3):
+    png(os.path.join(root, "seq", "s_%04d.png" % i), (0, 0, 255))
+seq = bpy.data.images.load(os.path.join(root, "seq", "s_0001.png"))
+seq.source, seq.filepath = "SEQUENCE", "//seq/s_0001.png"
+bpy.data.materials["Far"].node_tree.nodes.new("ShaderNodeTexImage").image = seq
 with bpy.data.libraries.load(libpath, link=True) as (src, dst):
     dst.objects = ["Prop"]
 for o in dst.objects:
@@ -199,6 +205,9 @@ fn gather_stages_the_scene_with_every_file_it_uses() {
             "proj/lib/props.blend",
             "proj/lib/wood.png",
             "proj/scene.blend",
+            "proj/seq/s_0001.png",
+            "proj/seq/s_0002.png",
+            "proj/seq/s_0003.png",
             "proj/textures/tex.png",
         ]
     );
@@ -210,7 +219,7 @@ fn gather_stages_the_scene_with_every_file_it_uses() {
         std::fs::read(&project.far).unwrap()
     );
     let used = paths_used(&blender, &root.join(&g.scene_file));
-    assert_eq!(used.len(), 4, "uses: {used:?}");
+    assert_eq!(used.len(), 5, "uses: {used:?}");
     for p in &used {
         let p = normalized(Path::new(p));
         assert!(
@@ -329,7 +338,7 @@ fn a_gathered_scene_renders_on_another_node_as_it_does_here() {
             nodes[1].log_text()
         );
         if how == "--upload" {
-            assert!(stderr.contains("gathered 5 files"), "{stderr}");
+            assert!(stderr.contains("gathered 8 files"), "{stderr}");
         }
         let farm = decode_png(&out.join("frame_0001.png"));
         assert_eq!((farm.0, farm.1), (64, 64));
