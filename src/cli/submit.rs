@@ -185,9 +185,10 @@ async fn gather_for_upload(args: &SubmitArgs, scene: &Path) -> Result<Option<Gat
         }
         eprintln!("warning: {}", missing_message(&gathered.missing));
     }
+    let count = gathered.files.len();
     eprintln!(
-        "gathered {} files ({} bytes) with the scene",
-        gathered.files.len(),
+        "gathered {count} file{} ({} bytes) with the scene",
+        if count == 1 { "" } else { "s" },
         gathered.bytes()
     );
     Ok(Some(gathered))

@@ -40,17 +40,35 @@ def sequences():
     return seqs
 
 
+def bake_folders():
+    """Folders that simulations bake into: gathered when baked, not missing
+    when not (the node simulates, as Blender here would)."""
+    dirs = set()
+    for ob in bpy.data.objects:
+        if ob.library is not None:
+            continue
+        for md in ob.modifiers:
+            if md.type == "FLUID" and md.fluid_type == "DOMAIN":
+                dirs.add(norm(bpy.path.abspath(md.domain_settings.cache_directory)))
+            elif md.type == "OCEAN":
+                dirs.add(norm(bpy.path.abspath(md.filepath)))
+    return dirs
+
+
 def uses_of(blend):
     """(libraries, assets) used by the open .blend itself."""
     libs = {norm(bpy.path.abspath(lib.filepath)) for lib in bpy.data.libraries}
     seqs = sequences()
+    bakes = bake_folders()
     assets = []
     for raw in bpy.utils.blend_paths(absolute=True, packed=False, local=True):
+        if not raw:
+            continue  # a disk cache not yet named: nothing to gather
         path = norm(raw)
         if path in libs or path == blend:
             continue
         seq = path in seqs or "<UDIM>" in path or "<UVTILE>" in path
-        assets.append({"path": path, "sequence": seq, "used_by": blend})
+        assets.append({"path": path, "sequence": seq, "optional": path in bakes, "used_by": blend})
     return sorted(libs), assets
 
 
@@ -80,10 +98,24 @@ def anchor(asset):
     return path
 
 
+def in_session_temp(path):
+    """Under a Blender session's temporary folder (`/tmp/blender_XXXXXX/`,
+    where the bake folders of a scene made before it was first saved point):
+    leftovers of some past session, never part of the scene."""
+    temp = bpy.app.tempdir
+    if not temp:
+        return False
+    parent = os.path.dirname(norm(temp))
+    rel = os.path.relpath(path, parent)
+    return not rel.startswith("..") and rel.split(os.sep)[0].startswith("blender_")
+
+
 def bundle_root(blends, assets):
     places = [os.path.dirname(b) for b in blends]
     for a in assets:
         place = anchor(a)
+        if a["optional"] and in_session_temp(place):
+            continue
         if os.path.exists(place):
             places.append(place if os.path.isdir(place) else os.path.dirname(place))
     return os.path.commonpath(places)

@@ -17,6 +17,8 @@
 //! - the save uses `copy=True, relative_remap=False`: remapping would point
 //!   the staged scene back at the originals, and the originals are never
 //!   written;
+//! - a simulation's bake folder that does not exist is not missing: the
+//!   node simulates, as Blender here would;
 //! - Blender only lists; this side copies the other files, expands sequences
 //!   and decides what is missing, so the listing is typed and testable.
 
@@ -129,6 +131,9 @@ struct Report {
 struct Asset {
     path: PathBuf,
     sequence: bool,
+    /// A simulation's bake folder: not missing when it is not baked.
+    #[serde(default)]
+    optional: bool,
     used_by: PathBuf,
 }
 
@@ -264,12 +269,13 @@ fn copy_assets(report: &Report, bundle: &Path, into: &mut Gathered) -> Result<()
     let mut seen = std::collections::BTreeSet::new();
     for asset in &report.assets {
         let files = files_of(asset)?;
-        if files.is_empty() {
+        if files.is_empty() && !asset.optional {
             into.missing.push(MissingFile {
                 path: asset.path.clone(),
                 used_by: asset.used_by.clone(),
             });
         }
+        // Outside the root: a bake folder Blender left out on purpose.
         for file in files {
             let Ok(rel) = file.strip_prefix(&report.root) else {
                 continue;

@@ -403,3 +403,41 @@ fn an_unreadable_blend_is_refused_with_blenders_reason() {
     assert_eq!(res.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("broken.blend"), "{stderr}");
 }
+
+/// Bake folders of simulations never baked (a fluid domain, an ocean, a
+/// particle disk cache, made before the scene was first saved) are not
+/// missing: the node simulates, as Blender here would.
+#[test]
+fn unbaked_simulations_are_not_missing() {
+    let Some(blender) = blender_or_skip() else {
+        return;
+    };
+    const SCRIPT: &str = r#"
+import bpy, sys
+path = sys.argv[sys.argv.index("--") + 1]
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.context.preferences.filepaths.save_version = 0
+bpy.ops.mesh.primitive_cube_add()
+bpy.context.active_object.modifiers.new("F", "FLUID").fluid_type = "DOMAIN"
+bpy.ops.mesh.primitive_uv_sphere_add()
+bpy.ops.object.particle_system_add()
+bpy.context.active_object.particle_systems[0].point_cache.use_disk_cache = True
+bpy.ops.object.modifier_add(type="OCEAN")
+bpy.ops.wm.save_as_mainfile(filepath=path)
+"#;
+    exclusive();
+    let tmp = tempfile::tempdir().unwrap();
+    let scene = tmp.path().join("sim.blend");
+    let status = Command::new(&blender)
+        .args(["-b", "--factory-startup", "--python-exit-code", "1"])
+        .args(["--python-expr", SCRIPT, "--"])
+        .arg(&scene)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let g = gather(&blender, &scene, None).unwrap();
+    assert!(g.missing.is_empty(), "missing: {:?}", g.missing);
+    assert_eq!(g.scene_file, "sim.blend");
+    assert_eq!(g.files.len(), 1, "{:?}", g.files);
+}
