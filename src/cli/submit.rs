@@ -5,6 +5,12 @@
 //! node elsewhere, or with `--upload`, the file or folder is uploaded,
 //! streamed from disk. With `--wait`, progress is a bar on a terminal and
 //! plain lines otherwise, and the exit code says whether every frame is done.
+//!
+//! A `.blend` that is uploaded first has its assets gathered here, with this
+//! machine's Blender, into a project folder that is uploaded instead (see
+//! [`crate::render::gather`]); a `.blend` passed as a path is gathered by
+//! the node. Missing files stop the submission (exit 2) unless
+//! `--allow-missing`.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -19,6 +25,8 @@ use super::{Api, ApiArgs, BadInput, print_json};
 use crate::ledger::{FrameRange, JobStatus, TaskStatus};
 use crate::node::SubmitRequest;
 use crate::node::views::JobView;
+use crate::render::gather::{GatherError, Gathered, gather, missing_message};
+use crate::render::locate_blender;
 
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
@@ -75,6 +83,15 @@ pub struct SubmitArgs {
     /// Upload the scene even to a node on this machine.
     #[arg(long)]
     pub upload: bool,
+    /// Submit even if files the scene uses are missing.
+    #[arg(long)]
+    pub allow_missing: bool,
+    /// Send a .blend alone, without gathering the files it uses.
+    #[arg(long)]
+    pub no_gather: bool,
+    /// The Blender that gathers a .blend's files before an upload (default: `blender` on PATH).
+    #[arg(long)]
+    pub blender: Option<PathBuf>,
     /// Print the new job as JSON.
     #[arg(long)]
     pub json: bool,
@@ -91,9 +108,17 @@ pub async fn run(args: SubmitArgs) -> Result<i32> {
     let out = args.out.as_deref().map(absolute).transpose()?;
     let api = api(&args.api)?;
     let upload = args.upload || !api.is_local();
+    let gathered = if upload {
+        gather_for_upload(&args, &scene).await?
+    } else {
+        None
+    };
     let req = SubmitRequest {
         scene: scene.display().to_string(),
-        scene_file: args.scene_file.clone(),
+        scene_file: match &gathered {
+            Some(g) => Some(g.scene_file.clone()),
+            None => args.scene_file.clone(),
+        },
         engine: args.engine.clone(),
         frames: frames.to_string(),
         frames_per_task: Some(args.frames_per_task),
@@ -112,9 +137,14 @@ pub async fn run(args: SubmitArgs) -> Result<i32> {
         encode: args.encode.clone(),
         fps: args.fps,
         options: BTreeMap::new(),
+        allow_missing: args.allow_missing.then_some(true),
+        gather: args.no_gather.then_some(false),
     };
     let job: JobView = if upload {
-        api.post_multipart("/jobs/upload", upload_form(&req, &scene).await?)
+        let bundle = gathered
+            .as_ref()
+            .map_or_else(|| scene.clone(), |g| g.root());
+        api.post_multipart("/jobs/upload", upload_form(&req, &bundle).await?)
             .await?
     } else {
         api.post("/jobs", &req).await?
@@ -164,6 +194,51 @@ async fn encode_job_of(api: &Api, id: &str) -> Result<String> {
         })
         .map(|j| j.id)
         .ok_or_else(|| anyhow::anyhow!("the node shows no encode job for job {}", &id[..12]))
+}
+
+/// A `.blend` about to be uploaded, with every file it uses, as a staging
+/// project folder; `None` when it goes as it is.
+async fn gather_for_upload(args: &SubmitArgs, scene: &Path) -> Result<Option<Gathered>> {
+    let is_blend = scene.is_file() && scene.extension().is_some_and(|e| e == "blend");
+    let for_blender = args.engine.as_deref().is_none_or(|e| e == "blender");
+    if !is_blend || !for_blender || args.no_gather {
+        return Ok(None);
+    }
+    let blender = locate_blender(args.blender.as_deref())
+        .map_err(|e| BadInput(e.to_string()))?
+        .ok_or_else(|| BadInput(no_blender(scene)))?;
+    let path = scene.to_path_buf();
+    let gathered = tokio::task::spawn_blocking(move || gather(&blender, &path, None))
+        .await?
+        .map_err(|e| match e {
+            GatherError::Blender { .. } => anyhow::Error::from(BadInput(e.to_string())),
+            GatherError::Io { .. } => e.into(),
+        })?;
+    if !gathered.missing.is_empty() {
+        if !args.allow_missing {
+            return Err(BadInput(missing_message(&gathered.missing)).into());
+        }
+        eprintln!("warning: {}", missing_message(&gathered.missing));
+    }
+    let count = gathered.files.len();
+    eprintln!(
+        "gathered {count} file{} ({} bytes) with the scene",
+        if count == 1 { "" } else { "s" },
+        gathered.bytes()
+    );
+    Ok(Some(gathered))
+}
+
+fn no_blender(scene: &Path) -> String {
+    let name = scene
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(
+        "no Blender on this machine to gather the files `{name}` uses (textures, libraries, caches): \
+         submit its project folder instead (`swarm submit FOLDER --scene-file {name} ...`), \
+         name Blender with --blender PATH, or pass --no-gather to send the .blend alone"
+    )
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {

@@ -14,6 +14,7 @@ use super::{Inner, Severity};
 use crate::ledger::validate::{self, MAX_ATTEMPTS};
 use crate::ledger::{DEVICE_OPTION, FrameRange, JobId, JobSpec};
 use crate::render::builtin;
+use crate::render::gather::{Gathered, gather, missing_message};
 use crate::render::{BLENDER_FORMATS, Codec, Device, ENCODE_ENGINE, FPS_RANGE, UnknownDevice};
 
 /// A request to render a scene, as the API and the CLI send it.
@@ -62,6 +63,15 @@ pub struct SubmitRequest {
     pub fps: Option<u32>,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// Submit even when files the scene uses are missing (default: refuse,
+    /// naming each).
+    #[serde(default)]
+    pub allow_missing: Option<bool>,
+    /// Gather a `.blend`'s assets into a project folder (default: yes, when
+    /// this node has Blender). An upload is never gathered: it is the
+    /// bundle already.
+    #[serde(default)]
+    pub gather: Option<bool>,
 }
 
 /// A submission that was refused: which field, and why.
@@ -102,13 +112,15 @@ impl Inner {
             .frames
             .parse()
             .map_err(|e: crate::ledger::FrameRangeError| bad("frames", e.to_string()))?;
-        let scene = locate_scene(&req, &self.cfg.name)?;
+        let mut scene = locate_scene(&req, &self.cfg.name)?;
         let engine = self.choose_engine(&req, &scene)?;
         let spec_probe = self.check_settings(&req, &engine, frames)?;
         let encode = check_encode(&req)?;
         if engine == "builtin" {
             check_builtin_scene(&scene.path)?;
         }
+        // Held until the import is done: the staging folder is removed on drop.
+        let _gathered = self.gather_assets(&req, &engine, &mut scene).await?;
         let store = self.store.clone();
         let root = scene.root.clone();
         let blob = tokio::task::spawn_blocking(move || store.import_bundle(&root))
@@ -170,6 +182,51 @@ impl Inner {
             ),
         );
         Ok(id)
+    }
+
+    /// A `.blend` given as a path becomes a project folder holding every
+    /// file it uses, gathered with this node's Blender (see
+    /// [`crate::render::gather`]). Without Blender here, the file goes alone,
+    /// as it always did.
+    async fn gather_assets(
+        &self,
+        req: &SubmitRequest,
+        engine: &str,
+        scene: &mut Scene,
+    ) -> Result<Option<Gathered>, SubmitError> {
+        let is_blend_file = scene.root == scene.path && scene.file.ends_with(".blend");
+        if engine != "blender" || !is_blend_file || req.gather == Some(false) {
+            return Ok(None);
+        }
+        let Some(blender) = self.engines.blender_path().map(Path::to_path_buf) else {
+            return Ok(None);
+        };
+        let temp = super::DataDirs::of(&self.cfg.data_dir).uploads;
+        let path = scene.path.clone();
+        let gathered = tokio::task::spawn_blocking(move || gather(&blender, &path, Some(&temp)))
+            .await
+            .map_err(|e| internal(e.to_string()))?
+            .map_err(|e| bad("scene", format!("cannot gather the scene's assets: {e}")))?;
+        if !gathered.missing.is_empty() && req.allow_missing != Some(true) {
+            return Err(bad("scene", missing_message(&gathered.missing)));
+        }
+        self.events.push(
+            Severity::Info,
+            "assets_gathered",
+            None,
+            None,
+            format!(
+                "gathered {} files ({} bytes) for {}; {} missing",
+                gathered.files.len(),
+                gathered.bytes(),
+                scene.file,
+                gathered.missing.len()
+            ),
+        );
+        scene.root = gathered.root();
+        scene.path = scene.root.join(&gathered.scene_file);
+        scene.file = gathered.scene_file.clone();
+        Ok(Some(gathered))
     }
 
     fn choose_engine(&self, req: &SubmitRequest, scene: &Scene) -> Result<String, SubmitError> {

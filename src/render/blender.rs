@@ -82,6 +82,11 @@ impl Blender {
         }
     }
 
+    /// The executable.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// `Blender 3.4.1`: the first line of `blender --version`.
     pub(crate) fn version(&self) -> &str {
         &self.version

@@ -15,6 +15,8 @@
 //!   unless the template names one.
 //! - `builtin_engine` runs the builtin ray tracer (`builtin`) on blocking threads.
 //! - `output` checks what an engine left behind: exit codes are never trusted, files are.
+//! - `gather` asks Blender for every file a `.blend` uses and stages them as a project folder
+//!   (the submit side: `swarm submit scene.blend` and a node given a path).
 //! - `log` keeps an engine's output with a hard cap (head and tail).
 //!
 //! Engines are configured locally ([`EngineConfig`]), never from the network: a job only names
@@ -27,6 +29,7 @@ mod builtin_engine;
 mod command;
 mod device;
 mod ffmpeg;
+pub mod gather;
 mod log;
 mod output;
 mod runner;
@@ -46,6 +49,12 @@ use tokio_util::sync::CancellationToken;
 pub use blender::BLENDER_FORMATS;
 pub use device::{DEVICE_NAMES, Device, UnknownDevice};
 pub use ffmpeg::{Codec, ENCODE_ENGINE, ENCODE_SETTINGS_FILE, EncodeSettings, FPS_RANGE};
+
+/// Blender for this machine: `configured` (which must answer `--version`), else `blender` on
+/// `PATH`; `None` when there is none.
+pub fn locate_blender(configured: Option<&Path>) -> Result<Option<PathBuf>, EngineError> {
+    Ok(blender::Blender::locate(configured)?.map(|b| b.path().to_owned()))
+}
 
 /// The arguments the blender engine gives Blender to render `frames` of
 /// `scene` into `output_dir` (all threads, the scene's own format): for
@@ -291,6 +300,11 @@ impl Engines {
         }
         infos.sort_by(|a, b| a.name.cmp(&b.name));
         infos
+    }
+
+    /// The Blender this node renders with, if any (it also gathers assets at submit).
+    pub fn blender_path(&self) -> Option<&Path> {
+        self.blender.as_ref().map(|b| b.path())
     }
 
     /// Whether this node can run `name`.

@@ -104,6 +104,7 @@ async fn upload(
         _ => single_top_folder(&dir, &files),
     };
     req.scene = scene.display().to_string();
+    req.gather = Some(false);
     let id = s.node.submit(req).await?;
     drop(scratch);
     super::jobs::created(&s, id)

@@ -84,12 +84,15 @@ fn corrupt_blend_fails_with_the_reason_and_the_node_carries_on() {
     std::fs::write(&bad, &bytes[..1000]).unwrap();
 
     let node = NodeProc::start(&[]);
+    // Not gathered: gathering would refuse the scene at submit, and this
+    // test is about a render that fails.
     let job = node.submit(&[
         bad.to_str().unwrap(),
         "--frames",
         "1",
         "--max-attempts",
         "2",
+        "--no-gather",
     ]);
     let job = node.wait_job(&job.id, "the corrupt job fails", |j| {
         j.status == JobStatus::Failed

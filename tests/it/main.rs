@@ -12,6 +12,7 @@ mod config_lookup;
 mod crash_loop;
 mod demo;
 mod encode;
+mod gather;
 mod harness;
 mod ledger_laws;
 mod load;

@@ -105,6 +105,8 @@ pub(super) async fn run(ctx: &Ctx, blender: Option<&Path>) -> Result<Vec<Row>> {
                 frames: format!("1-{frames}"),
                 frames_per_task: Some(4),
                 name: Some("bench blender".into()),
+                // The scene uses no files: time the renders, not a gathering.
+                gather: Some(false),
                 ..SubmitRequest::default()
             },
         )
