@@ -25,9 +25,15 @@ fn metric(node: &NodeProc, name: &str) -> f64 {
     let text = reqwest::blocking::get(format!("{}/metrics", node.api))
         .and_then(|r| r.text())
         .unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(f64::NAN)
+    let value = text.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        // `name{labels} value` or `name value`.
+        let rest = rest
+            .strip_prefix('{')
+            .map_or(Some(rest), |r| r.split_once('}').map(|(_, v)| v))?;
+        rest.trim().parse().ok()
+    });
+    value.unwrap_or_else(|| panic!("{name} missing from {}'s /metrics", node.api))
 }
 
 /// Peak resident memory of a process, in MiB.
@@ -83,11 +89,14 @@ fn twenty_nodes_finish_thousands_of_cheap_tasks_and_converge() {
     }
     for (i, node) in nodes.iter().enumerate() {
         let id = node.info()["id"].as_str().unwrap_or_default().to_string();
+        let sent = metric(node, "renderswarm_bytes_sent_total");
+        let peak = peak_mib(node.pid());
         eprintln!(
-            "load: node {i:2}: {:5} tasks, {:8.0} KiB sent, peak {:.1} MiB",
+            "load: node {i:2}: {:5} tasks, {:8.0} KiB sent, peak {peak:.1} MiB",
             rendered_by.get(&id).copied().unwrap_or(0),
-            metric(node, "renderswarm_bytes_sent_total") / 1024.0,
-            peak_mib(node.pid())
+            sent / 1024.0,
         );
+        assert!(sent > 0.0, "node {i} sent nothing: it took no part");
+        assert!(peak > 0.0, "node {i}'s memory could not be read");
     }
 }
