@@ -11,7 +11,8 @@
 //! unchanged; only its storage is split.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -79,7 +80,11 @@ pub struct Loaded {
 
 /// The ledger's database file.
 pub struct Db {
-    db: Database,
+    path: PathBuf,
+    /// `None` after a failed write: redb refuses every write after an I/O
+    /// error (a full disk) until the database is opened again, so the next
+    /// write reopens it, and the ledger heals once space returns.
+    db: Mutex<Option<Database>>,
 }
 
 fn task_key(id: &JobId, index: TaskIndex) -> [u8; 36] {
@@ -98,6 +103,14 @@ fn parse_task_key(key: &[u8]) -> Option<(JobId, TaskIndex)> {
 impl Db {
     /// Open (or create) the database at `path`.
     pub fn open(path: &Path) -> Result<Db, DbError> {
+        let db = Self::create(path)?;
+        Ok(Db {
+            path: path.to_path_buf(),
+            db: Mutex::new(Some(db)),
+        })
+    }
+
+    fn create(path: &Path) -> Result<Database, DbError> {
         let db = Database::create(path).map_err(|source| DbError::Open {
             path: path.display().to_string(),
             source,
@@ -108,12 +121,35 @@ impl Db {
         txn.open_table(META).map_err(storage("creating tables"))?;
         txn.open_table(ALERTS).map_err(storage("creating tables"))?;
         txn.commit().map_err(storage("creating tables"))?;
-        Ok(Db { db })
+        Ok(db)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Database>> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the open database, opening it again first if a failed
+    /// write closed it; a failed `f` closes it (see [`Db::db`]).
+    fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T, DbError>) -> Result<T, DbError> {
+        let mut guard = self.lock();
+        if guard.is_none() {
+            *guard = Some(Self::create(&self.path)?);
+            tracing::info!(path = %self.path.display(), "ledger database opened again after a failed write");
+        }
+        let result = f(guard.as_ref().expect("opened above"));
+        if result.is_err() {
+            *guard = None;
+        }
+        result
     }
 
     /// Every record and the persisted clock.
     pub fn load(&self) -> Result<Loaded, DbError> {
-        let txn = self.db.begin_read().map_err(storage("reading"))?;
+        self.with_db(Self::load_from)
+    }
+
+    fn load_from(db: &Database) -> Result<Loaded, DbError> {
+        let txn = db.begin_read().map_err(storage("reading"))?;
         let jobs = txn.open_table(JOBS).map_err(storage("reading jobs"))?;
         let mut out = BTreeMap::new();
         for row in jobs.iter().map_err(storage("reading jobs"))? {
@@ -141,7 +177,7 @@ impl Db {
                 rec.tasks.insert(index, task);
             }
         }
-        let clock = self.meta_u64(&txn)?;
+        let clock = Self::meta_u64(&txn)?;
         let mut alerts = BTreeMap::new();
         let table = txn.open_table(ALERTS).map_err(storage("reading alerts"))?;
         for row in table.iter().map_err(storage("reading alerts"))? {
@@ -161,7 +197,7 @@ impl Db {
         })
     }
 
-    fn meta_u64(&self, txn: &redb::ReadTransaction) -> Result<u64, DbError> {
+    fn meta_u64(txn: &redb::ReadTransaction) -> Result<u64, DbError> {
         let meta = txn.open_table(META).map_err(storage("reading meta"))?;
         let v = meta.get("clock").map_err(storage("reading the clock"))?;
         Ok(v.and_then(|g| g.value().try_into().ok())
@@ -171,7 +207,11 @@ impl Db {
 
     /// Write a batch in one durable transaction.
     pub fn write(&self, batch: &Batch) -> Result<(), DbError> {
-        let txn = self.db.begin_write().map_err(storage("writing"))?;
+        self.with_db(|db| Self::write_to(db, batch))
+    }
+
+    fn write_to(db: &Database, batch: &Batch) -> Result<(), DbError> {
+        let txn = db.begin_write().map_err(storage("writing"))?;
         {
             let mut jobs = txn.open_table(JOBS).map_err(storage("writing jobs"))?;
             for (id, bytes) in &batch.headers {
@@ -199,20 +239,24 @@ impl Db {
 
     /// A node-local setting (its key, its name).
     pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, DbError> {
-        let txn = self.db.begin_read().map_err(storage("reading meta"))?;
-        let meta = txn.open_table(META).map_err(storage("reading meta"))?;
-        let v = meta.get(key).map_err(storage("reading meta"))?;
-        Ok(v.map(|g| g.value().to_vec()))
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(storage("reading meta"))?;
+            let meta = txn.open_table(META).map_err(storage("reading meta"))?;
+            let v = meta.get(key).map_err(storage("reading meta"))?;
+            Ok(v.map(|g| g.value().to_vec()))
+        })
     }
 
     /// Store a node-local setting.
     pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), DbError> {
-        let txn = self.db.begin_write().map_err(storage("writing meta"))?;
-        {
-            let mut meta = txn.open_table(META).map_err(storage("writing meta"))?;
-            meta.insert(key, value).map_err(storage("writing meta"))?;
-        }
-        txn.commit().map_err(storage("committing meta"))
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(storage("writing meta"))?;
+            {
+                let mut meta = txn.open_table(META).map_err(storage("writing meta"))?;
+                meta.insert(key, value).map_err(storage("writing meta"))?;
+            }
+            txn.commit().map_err(storage("committing meta"))
+        })
     }
 }
 

@@ -163,6 +163,9 @@ async fn schedule(inner: Arc<Inner>) {
             _ = tick.tick() => {}
         }
         watchdog(&inner);
+        if storage_paused(&inner) {
+            continue;
+        }
         while !inner.shutdown.is_cancelled() {
             let held = lock(&inner.running).len();
             if held >= inner.cfg.slots + CLAIMS_AHEAD {
@@ -174,6 +177,19 @@ async fn schedule(inner: Arc<Inner>) {
             }
             launch(&inner, pick);
         }
+    }
+}
+
+/// Whether claiming waits for the disk (see `Inner::storage_pause`).
+fn storage_paused(inner: &Inner) -> bool {
+    let mut pause = lock(&inner.storage_pause);
+    match *pause {
+        Some(until) if until > std::time::Instant::now() => true,
+        Some(_) => {
+            *pause = None;
+            false
+        }
+        None => false,
     }
 }
 

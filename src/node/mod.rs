@@ -108,6 +108,9 @@ pub(crate) struct Inner {
     pub render_slots: Arc<tokio::sync::Semaphore>,
     /// The GPUs of the free GPU slots (see `NodeConfig::gpu_slots`).
     pub free_gpus: Mutex<Vec<u32>>,
+    /// No new claims until then: the ledger or the store could not be
+    /// written (a full disk), and claiming again at once would only fail again.
+    pub storage_pause: Mutex<Option<std::time::Instant>>,
     pub scenes: scenes::SceneCache,
     pub telemetry: Mutex<telemetry_history::History>,
     /// Peers with an open connection.
@@ -185,6 +188,7 @@ impl Node {
             started: std::time::Instant::now(),
             render_slots: Arc::new(tokio::sync::Semaphore::new(cfg.slots)),
             free_gpus: Mutex::new(cfg.gpu_slots.clone()),
+            storage_pause: Mutex::new(None),
             scene_waits: Mutex::new(HashMap::new()),
             id,
             cfg,

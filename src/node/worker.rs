@@ -50,6 +50,12 @@ enum Outcome {
 /// Run one task to its end, then free the slot.
 pub(crate) async fn run(inner: Arc<Inner>, a: Assignment) {
     if let Err(e) = attempt(&inner, &a).await {
+        if matches!(e, NodeError::Ledger(_) | NodeError::Store(_)) {
+            // A full disk, most likely: give the task back and claim
+            // nothing for a while instead of failing claim after claim.
+            *lock(&inner.storage_pause) = Some(Instant::now() + STORAGE_PAUSE);
+            give_back_after_error(&inner, &a, &e);
+        }
         inner.events.push(
             Severity::Error,
             "node_error",
@@ -128,7 +134,36 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         }
         _ => inner.metrics.render_seconds.observe(began.elapsed()),
     }
+    if let Outcome::Failed(f) = &outcome
+        && f.reason.contains("os error 28")
+    {
+        // ENOSPC: this node's disk is full, not the task broken; give the
+        // disk a moment before the next claim.
+        *lock(&inner.storage_pause) = Some(Instant::now() + STORAGE_PAUSE);
+    }
     record(inner, &base, a, outcome, began.elapsed()).await
+}
+
+/// How long a node that could not write its ledger or store claims nothing.
+const STORAGE_PAUSE: Duration = Duration::from_secs(5);
+
+/// Release a claim whose records could not be written: in memory and to the
+/// swarm at once (other nodes take the task), on disk when the disk lets.
+fn give_back_after_error(inner: &Arc<Inner>, a: &Assignment, e: &NodeError) {
+    let Some(base) = inner
+        .ledger
+        .read(|jobs| jobs.get(&a.job).map(JobRecord::header))
+    else {
+        return;
+    };
+    if !inner.claim_wins(a.job, a.task, &a.claim) {
+        return;
+    }
+    let why = format!("given back: this node cannot write its data ({e})");
+    let end = end(inner, &base, a, EndKind::Released, why, None);
+    if let Err(e) = inner.commit_soon(a.job, ops::end(&base, a.task, end)) {
+        tracing::warn!("releasing task {} of job {}: {e}", a.task, a.job.short());
+    }
 }
 
 /// A claim given up before its engine started: released if it still wins

@@ -11,6 +11,7 @@ mod browser;
 mod config_lookup;
 mod crash_loop;
 mod demo;
+mod disk_full;
 mod encode;
 mod gather;
 mod harness;
