@@ -300,22 +300,8 @@ async fn upload_form(req: &SubmitRequest, scene: &Path) -> Result<reqwest::multi
 }
 
 fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in
-            std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?
-        {
-            let path = entry?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.is_file() {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    crate::render::gather::files_under(dir)
+        .map_err(|(d, e)| anyhow::Error::new(e).context(format!("cannot list {}", d.display())))
 }
 
 /// Wait for a job the node collects itself; the exit code says whether

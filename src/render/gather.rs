@@ -372,11 +372,18 @@ fn is_frame_of(candidate: &str, head: &str, tail: &str) -> bool {
 }
 
 fn walk(dir: &Path) -> Result<Vec<PathBuf>, GatherError> {
+    files_under(dir).map_err(|(d, e)| io("list", &d)(e))
+}
+
+/// Every file under `dir`, sorted; an error names the folder that could not
+/// be listed.
+pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).map_err(io("list", &d))? {
-            let path = entry.map_err(io("list", &d))?.path();
+        let entries = std::fs::read_dir(&d).map_err(|e| (d.clone(), e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| (d.clone(), e))?.path();
             if path.is_dir() {
                 stack.push(path);
             } else if path.is_file() {
