@@ -227,7 +227,7 @@ impl Node {
     async fn cancel_encodes_of(&self, id: JobId) -> Result<(), NodeError> {
         let children: Vec<(JobId, JobRecord)> = self.inner.ledger.read(|jobs| {
             jobs.iter()
-                .filter(|(_, r)| super::encode::parent_of(r) == Some(id) && !r.cancelled.0)
+                .filter(|(_, r)| super::encode::parent_of(&r.spec) == Some(id) && !r.cancelled.0)
                 .map(|(c, r)| (*c, r.header()))
                 .collect()
         });

@@ -53,12 +53,12 @@ pub(crate) fn encode_spec(parent: JobId, spec: &JobSpec, codec: Codec, fps: u32)
     }
 }
 
-/// The render job an encode job encodes, when `rec` is one.
-pub(crate) fn parent_of(rec: &JobRecord) -> Option<JobId> {
-    if rec.spec.engine != ENCODE_ENGINE {
+/// The render job an encode job encodes, when `spec` is one.
+pub(crate) fn parent_of(spec: &JobSpec) -> Option<JobId> {
+    if spec.engine != ENCODE_ENGINE {
         return None;
     }
-    rec.spec.options.get(ENCODE_OF_OPTION)?.parse().ok()
+    spec.options.get(ENCODE_OF_OPTION)?.parse().ok()
 }
 
 /// Whether `rec` may run now: not an encode job, or one whose render job
@@ -67,7 +67,7 @@ pub(crate) fn inputs_ready(jobs: &BTreeMap<JobId, JobRecord>, rec: &JobRecord) -
     if rec.spec.engine != ENCODE_ENGINE {
         return true;
     }
-    parent_of(rec)
+    parent_of(&rec.spec)
         .and_then(|p| jobs.get(&p))
         .is_some_and(all_done)
 }
@@ -118,10 +118,7 @@ pub(crate) async fn lay_out_inputs(
     dir: &Path,
 ) -> Result<(), LayoutError> {
     let settings = settings(encode).map_err(LayoutError::Broken)?;
-    let parent: JobId = encode
-        .options
-        .get(ENCODE_OF_OPTION)
-        .and_then(|p| p.parse().ok())
+    let parent = parent_of(encode)
         .ok_or_else(|| LayoutError::Broken("the encode job names no render job".into()))?;
     let frames = inner
         .ledger
@@ -197,6 +194,6 @@ mod tests {
         assert!(!inputs_ready(&jobs, &rec), "render job unknown: not ready");
         jobs.insert(parent, JobRecord::new(parent_spec));
         assert!(!inputs_ready(&jobs, &rec), "nothing rendered yet");
-        assert_eq!(parent_of(&rec), Some(parent));
+        assert_eq!(parent_of(&rec.spec), Some(parent));
     }
 }
