@@ -114,6 +114,10 @@ pub struct NodeArgs {
     /// Tests only: a file of peer ids whose traffic is cut (a partition).
     #[arg(long, hide = true)]
     pub test_partition_file: Option<PathBuf>,
+    /// Tests only: when this file appears, publish every ledger message
+    /// published so far again (a replay), then write FILE.done.
+    #[arg(long, hide = true)]
+    pub test_replay_file: Option<PathBuf>,
     /// Benchmarks only: serve raw bytes to peers, the transfer baseline.
     #[arg(long, hide = true)]
     pub test_bench_protocol: bool,
@@ -385,6 +389,7 @@ fn net_config(args: &NodeArgs, file: &FileConfig) -> Result<NetConfig> {
         mdns_interval: Duration::from_secs(args.mdns_interval),
         swarm_key,
         partition_file: args.test_partition_file.clone(),
+        replay_file: args.test_replay_file.clone(),
         bench_protocol: args.test_bench_protocol,
     })
 }

@@ -30,6 +30,10 @@ pub struct NetConfig {
     /// Tests only: a file listing peer ids (one per line) whose traffic is
     /// cut, re-read continuously, so a test can partition and heal a swarm.
     pub partition_file: Option<PathBuf>,
+    /// Tests only: when this file appears, the node publishes every ledger
+    /// message it has published so far again, deletes the file and writes
+    /// the count to the file with `.done` added.
+    pub replay_file: Option<PathBuf>,
     /// Benchmarks only: serve [`super::wire::PROTO_BENCH`].
     pub bench_protocol: bool,
 }

@@ -288,10 +288,16 @@ async fn on_delta(
     };
     check_authorship(&record, &author_id)?;
     let dropped = super::fetch::verify_dones(inner, &[from], &mut record).await;
-    inner
+    let changed = inner
         .ledger
         .apply_remote(job, &record)
         .map_err(|e| format!("delta for job {}: {e}", job.short()))?;
+    let effect = if changed {
+        &inner.metrics.deltas_changed
+    } else {
+        &inner.metrics.deltas_unchanged
+    };
+    effect.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if dropped > 0 {
         return Err(format!(
             "{dropped} done record(s) naming outputs the sender cannot provide"

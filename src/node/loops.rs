@@ -40,6 +40,9 @@ pub(crate) fn spawn_all(inner: &Arc<Inner>, net: Option<NetEvents>) {
         {
             t.spawn(partition(inner.clone(), file));
         }
+        if let Some(file) = inner.cfg.net.as_ref().and_then(|n| n.replay_file.clone()) {
+            t.spawn(replay(inner.clone(), file));
+        }
     }
 }
 
@@ -141,6 +144,30 @@ async fn partition(inner: Arc<Inner>, file: std::path::PathBuf) {
             tracing::info!("partition: blocking {} peer(s)", wanted.len());
             net.client.set_blocked(wanted.clone()).await;
             current = wanted;
+        }
+    }
+}
+
+/// Tests only: when `file` appears, publish every ledger message again
+/// (a replay, as a peer cut off for longer than gossipsub's duplicate cache
+/// might deliver), then write how many to `file` + `.done`.
+async fn replay(inner: Arc<Inner>, file: std::path::PathBuf) {
+    let Some(net) = &inner.net else { return };
+    let mut done = file.clone().into_os_string();
+    done.push(".done");
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        if tokio::fs::remove_file(&file).await.is_err() {
+            continue;
+        }
+        let n = net.replay_published().await;
+        tracing::info!("replay: published {n} ledger message(s) again");
+        let tmp = file.with_extension("tmp");
+        if tokio::fs::write(&tmp, n.to_string()).await.is_ok() {
+            let _ = tokio::fs::rename(&tmp, &done).await;
         }
     }
 }

@@ -17,6 +17,11 @@ pub struct Metrics {
     /// Renders this node stopped because another node's claim won or another
     /// node finished the task first.
     pub renders_lost: AtomicU64,
+    /// Gossiped job deltas that changed this node's ledger.
+    pub deltas_changed: AtomicU64,
+    /// Gossiped job deltas that changed nothing (already known: a
+    /// duplicate, a replay, or older than what this node holds).
+    pub deltas_unchanged: AtomicU64,
     /// How long this node's renders took.
     pub render_seconds: Histogram,
 }

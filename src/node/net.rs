@@ -6,7 +6,7 @@
 //! (digest exchange) and `fetch.rs` (chunks).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use libp2p::identity::Keypair;
 use tokio::sync::mpsc;
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::peers::Heartbeat;
 use super::wire::{self, DeltaMsg};
-use super::{NetConfig, NodeError};
+use super::{NetConfig, NodeError, lock};
 use crate::ledger::{Delta, JobId};
 use crate::swarm::{self, Client, Event, ProtocolSpec, SwarmConfig};
 
@@ -62,7 +62,13 @@ pub struct Net {
     pub client: Client,
     /// Deltas and heartbeats to publish, in order, by one task.
     outbox: mpsc::UnboundedSender<Outgoing>,
+    /// Tests only (`NetConfig::replay_file`): every ledger message this
+    /// node published, so a test can publish them all again.
+    published: Option<Arc<Mutex<Vec<Vec<u8>>>>>,
 }
+
+/// The most ledger messages kept for a replay test.
+const MAX_KEPT_FOR_REPLAY: usize = 50_000;
 
 /// What the publishing task is given.
 enum Outgoing {
@@ -129,6 +135,11 @@ impl Net {
             swarm::start(swarm_cfg, stop.clone()).map_err(|e| NodeError::Net(e.to_string()))?;
         let (outbox, mut queue) = mpsc::unbounded_channel::<Outgoing>();
         let publisher = client.clone();
+        let published = cfg
+            .replay_file
+            .is_some()
+            .then(|| Arc::new(Mutex::new(Vec::new())));
+        let keep = published.clone();
         tokio::spawn(async move {
             while let Some(out) = queue.recv().await {
                 let (topic, bytes) = match out {
@@ -138,12 +149,27 @@ impl Net {
                         continue;
                     }
                 };
+                if let Some(keep) = &keep
+                    && topic == wire::TOPIC_LEDGER
+                {
+                    let mut kept = lock(keep);
+                    if kept.len() < MAX_KEPT_FOR_REPLAY {
+                        kept.push(bytes.clone());
+                    }
+                }
                 if let Err(e) = publisher.publish(topic, bytes).await {
                     tracing::debug!("publishing on {topic}: {e}");
                 }
             }
         });
-        Ok((Net { client, outbox }, events))
+        Ok((
+            Net {
+                client,
+                outbox,
+                published,
+            },
+            events,
+        ))
     }
 
     /// Gossip a delta (best effort: sync repairs what gossip loses).
@@ -185,6 +211,31 @@ impl Net {
         if self.outbox.send(Outgoing::Drained(tx)).is_ok() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx).await;
         }
+    }
+
+    /// Tests only: publish every ledger message this node has published
+    /// so far again, in order, a few at a time so the receivers keep up.
+    /// Returns how many were published again.
+    pub async fn replay_published(&self) -> usize {
+        let Some(kept) = &self.published else {
+            return 0;
+        };
+        let again = lock(kept).clone();
+        let mut sent = 0;
+        for batch in again.chunks(20) {
+            for bytes in batch {
+                if self
+                    .client
+                    .publish(wire::TOPIC_LEDGER, bytes.clone())
+                    .await
+                    .is_ok()
+                {
+                    sent += 1;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        sent
     }
 
     pub async fn close(&self) {

@@ -174,6 +174,21 @@ fn local_figures(node: &Node, f: &mut Family<'_>) {
         "Chunk bytes received from peers.",
         m.chunk_bytes_fetched.load(Ordering::Relaxed),
     );
+    f.head(
+        "renderswarm_gossip_deltas_total",
+        "counter",
+        "Gossiped job deltas received, by whether they changed the ledger (a duplicate or replay changes nothing).",
+    );
+    for (effect, n) in [
+        ("changed", &m.deltas_changed),
+        ("unchanged", &m.deltas_unchanged),
+    ] {
+        f.sample(
+            "renderswarm_gossip_deltas_total",
+            &[("node", name.as_str()), ("effect", effect)],
+            n.load(Ordering::Relaxed) as f64,
+        );
+    }
     counter(
         f,
         "renderswarm_bad_input_total",

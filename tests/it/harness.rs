@@ -65,8 +65,21 @@ pub struct NodeProc {
     /// Its peer id.
     pub id: String,
     pub log: PathBuf,
+    /// The web token its API requires, if any.
+    pub token: Option<String>,
     _tmp: Option<tempfile::TempDir>,
     args: Vec<String>,
+}
+
+/// How a node process is started, beyond its arguments.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// A command the node runs under (`ip netns exec NS`).
+    pub wrapper: Vec<String>,
+    /// Its `--web` address (default `127.0.0.1:0`).
+    pub web: Option<String>,
+    /// Its `--web-token`.
+    pub token: Option<String>,
 }
 
 impl NodeProc {
@@ -90,6 +103,12 @@ impl NodeProc {
 
     /// Start a node with exactly `args` (besides `--data` and `--web`).
     pub fn start_raw(data: &Path, args: &[&str]) -> NodeProc {
+        NodeProc::launch(data, args, &Launch::default())
+    }
+
+    /// Start a node with exactly `args` (besides `--data`, `--web` and
+    /// `--web-token`), as `how` says.
+    pub fn launch(data: &Path, args: &[&str], how: &Launch) -> NodeProc {
         exclusive();
         let log = data.with_extension(format!(
             "log{}",
@@ -97,11 +116,23 @@ impl NodeProc {
         ));
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let stderr = std::fs::File::create(&log).unwrap();
-        let mut child = Command::new(swarm_bin())
+        let mut command = match how.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(swarm_bin());
+                c
+            }
+            None => Command::new(swarm_bin()),
+        };
+        command
             .arg("node")
             .arg("--data")
             .arg(data)
-            .args(["--web", "127.0.0.1:0"])
+            .args(["--web", how.web.as_deref().unwrap_or("127.0.0.1:0")]);
+        if let Some(token) = &how.token {
+            command.args(["--web-token", token]);
+        }
+        let mut child = command
             .args(&args)
             .env("SWARM_LOG", "info,renderswarm=debug,libp2p=warn")
             .stdout(Stdio::piped())
@@ -145,6 +176,7 @@ impl NodeProc {
             listen,
             id,
             log,
+            token: how.token.clone(),
             _tmp: None,
             args,
         }
@@ -163,7 +195,16 @@ impl NodeProc {
 
     /// Run the CLI against this node.
     pub fn cli(&self, args: &[&str]) -> Output {
-        cli(&self.api, args)
+        let mut c = cli_command(&self.api, args);
+        if let Some(token) = &self.token {
+            c.env("SWARM_WEB_TOKEN", token);
+        }
+        c.output().expect("run swarm")
+    }
+
+    /// GET a JSON document from this node's API.
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        get_json_with(&format!("{}{path}", self.api), self.token.as_deref())
     }
 
     /// `swarm job JOB --json`.
@@ -240,12 +281,12 @@ impl NodeProc {
 
     /// `GET /api/v1/node`.
     pub fn info(&self) -> serde_json::Value {
-        get_json(&format!("{}/api/v1/node", self.api))
+        self.get("/api/v1/node")
     }
 
     /// `GET /api/v1/nodes`.
     pub fn nodes(&self) -> Vec<renderswarm::node::views::NodeView> {
-        serde_json::from_value(get_json(&format!("{}/api/v1/nodes", self.api))).unwrap()
+        serde_json::from_value(self.get("/api/v1/nodes")).unwrap()
     }
 
     /// The hash over this node's whole ledger.
@@ -307,17 +348,29 @@ impl Drop for NodeProc {
 
 /// Run the CLI against `api`.
 pub fn cli(api: &str, args: &[&str]) -> Output {
-    Command::new(swarm_bin())
-        .args(args)
+    cli_command(api, args).output().expect("run swarm")
+}
+
+fn cli_command(api: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(swarm_bin());
+    c.args(args)
         .env("SWARM_API", api)
-        .env_remove("SWARM_WEB_TOKEN")
-        .output()
-        .expect("run swarm")
+        .env_remove("SWARM_WEB_TOKEN");
+    c
 }
 
 /// GET a JSON document.
 pub fn get_json(url: &str) -> serde_json::Value {
-    reqwest::blocking::get(url)
+    get_json_with(url, None)
+}
+
+/// GET a JSON document, with a web token when given.
+pub fn get_json_with(url: &str, token: Option<&str>) -> serde_json::Value {
+    let mut req = reqwest::blocking::Client::new().get(url);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    req.send()
         .and_then(|r| r.json())
         .unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
@@ -470,4 +523,44 @@ pub fn render_direct(blender: &Path, scene: &Path, out: &Path, frames: &str) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// A command engine named `sleepy` that takes `secs` per frame and writes a
+/// small file naming its frame: the farm's behaviour without the CPU cost
+/// of rendering.
+pub fn sleepy(secs: &str) -> String {
+    format!(
+        "sleepy=sh -c 'sleep {secs}; echo frame $3 > \"$2/frame_$(printf %04d $3).txt\"' sh {{scene}} {{output}} {{frame}}"
+    )
+}
+
+/// Wait until every one of `nodes` has rendered a task of `job` (and so
+/// holds its scene), as `nodes[0]` sees it.
+pub fn wait_every_node_rendered(nodes: &[NodeProc], job: &str) {
+    let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    nodes[0].wait_job(job, "every node has rendered", |j| {
+        let who: std::collections::BTreeSet<&str> = j
+            .tasks
+            .iter()
+            .flatten()
+            .filter(|t| t.status == renderswarm::ledger::TaskStatus::Done)
+            .filter_map(|t| t.node.as_deref())
+            .collect();
+        ids.iter().all(|id| who.contains(id))
+    });
+}
+
+/// Wait until `job` is done on every one of `nodes` and their ledgers are
+/// the same.
+pub fn wait_done_and_converged(nodes: &[NodeProc], job: &str) {
+    for n in nodes {
+        n.wait_job(job, "the job is done everywhere", |j| {
+            j.status == renderswarm::ledger::JobStatus::Done
+        });
+    }
+    wait_for("ledgers converge", || {
+        let all: Vec<String> = nodes.iter().map(|n| n.digest()).collect();
+        all.iter().all(|d| *d == all[0]).then_some(())
+    })
+    .expect("every node holds the same ledger");
 }

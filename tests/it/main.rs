@@ -17,6 +17,7 @@ mod gather;
 mod harness;
 mod ledger_laws;
 mod load;
+mod netns;
 mod packaging;
 mod service;
 mod single_node;

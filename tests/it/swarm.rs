@@ -13,14 +13,6 @@ use renderswarm::render::builtin;
 
 use crate::harness::*;
 
-/// A command engine that takes `secs` per frame and writes a small file:
-/// the farm's behaviour without the CPU cost of rendering.
-fn sleepy(secs: &str) -> String {
-    format!(
-        "sleepy=sh -c 'sleep {secs}; echo frame $3 > \"$2/frame_$(printf %04d $3).txt\"' sh {{scene}} {{output}} {{frame}}"
-    )
-}
-
 /// Every output of `job` is byte-identical to a direct (single-node)
 /// render of the same frame.
 fn assert_frames_match_direct(dir: &Path, frames: std::ops::RangeInclusive<u32>) {
@@ -282,17 +274,8 @@ fn partition_then_heal_converges() {
         "sleepy",
     ]);
     // Every node holds the scene (has rendered) before the cut.
+    wait_every_node_rendered(&nodes, &job.id);
     let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
-    nodes[0].wait_job(&job.id, "every node has rendered", |j| {
-        let who: std::collections::BTreeSet<&str> = j
-            .tasks
-            .iter()
-            .flatten()
-            .filter(|t| t.status == TaskStatus::Done)
-            .filter_map(|t| t.node.as_deref())
-            .collect();
-        ids.iter().all(|id| who.contains(id.as_str()))
-    });
     let (a, b) = (&ids[..2], &ids[2..]);
     for (i, f) in files.iter().enumerate() {
         let other = if i < 2 { b } else { a };
@@ -314,16 +297,7 @@ fn partition_then_heal_converges() {
     for f in &files {
         std::fs::write(f, "").unwrap();
     }
-    for n in &nodes {
-        n.wait_job(&job.id, "the job is done everywhere", |j| {
-            j.status == JobStatus::Done
-        });
-    }
-    wait_for("digests converge after the heal", || {
-        let all: Vec<String> = nodes.iter().map(|n| n.digest()).collect();
-        all.iter().all(|d| *d == all[0]).then_some(())
-    })
-    .expect("every node holds the same ledger");
+    wait_done_and_converged(&nodes, &job.id);
     let done = nodes[3].job(&job.id);
     println!(
         "partition: 60 frames done; renders started {}, wasted {} (duplicated across the cut)",

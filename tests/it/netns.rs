@@ -1,0 +1,426 @@
+//! Partitions across real hosts: every node runs in its own network
+//! namespace, the namespaces are joined by bridges in a "switch"
+//! namespace, and a partition is a link set down, as a pulled cable would
+//! be. Nothing in the node knows it is being tested: discovery is mDNS
+//! across the bridge, and the cut closes no connection by itself (the
+//! nodes' ping watchdog has to notice).
+//!
+//! ```text
+//!   host0 ─┐            ┌─ host2
+//!          br0 ─trunk─ br1
+//!   host1 ─┘            └─ host3        (all in namespace <prefix>sw)
+//! ```
+//!
+//! Each host also has a point-to-point management link to the test's own
+//! namespace, on which its API listens (with a web token, as any node's
+//! API beyond loopback must). The management links carry no swarm
+//! traffic: nodes listen for peers on their data address only.
+//!
+//! Needs root (CI runs as root) and `ip` from iproute2; under `CI=true` a
+//! missing one fails the test instead of skipping it.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use renderswarm::node::views::JobView;
+
+const TOKEN: &str = "netns-test-token";
+
+/// The test's hosts and switch, removed when dropped.
+struct Lab {
+    prefix: String,
+    hosts: Vec<Host>,
+}
+
+struct Host {
+    /// Its network namespace.
+    ns: String,
+    /// Where it listens for peers (on the bridge).
+    data_ip: String,
+    /// Where its API listens (the management link).
+    api_ip: String,
+    /// Its cable: the veth end plugged into the bridge, in the switch.
+    cable: String,
+}
+
+/// Run `ip ARGS`, failing the test with what it printed.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Lab {
+    /// Hosts on bridge `sides[i]` (0 or 1) each; the two bridges are joined
+    /// by the trunk.
+    fn new(sides: &[usize]) -> Lab {
+        let prefix = format!("rs{}", std::process::id() % 100_000);
+        let sw = format!("{prefix}sw");
+        let mut lab = Lab {
+            prefix: prefix.clone(),
+            hosts: Vec::new(),
+        };
+        ip(&["netns", "add", &sw]);
+        ip(&["-n", &sw, "link", "set", "lo", "up"]);
+        for br in ["br0", "br1"] {
+            // Snooping off: mDNS's multicast is flooded to every port.
+            ip(&[
+                "-n",
+                &sw,
+                "link",
+                "add",
+                br,
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ]);
+            ip(&["-n", &sw, "link", "set", br, "up"]);
+        }
+        ip(&[
+            "-n", &sw, "link", "add", "trunk0", "type", "veth", "peer", "name", "trunk1",
+        ]);
+        ip(&["-n", &sw, "link", "set", "trunk0", "master", "br0", "up"]);
+        ip(&["-n", &sw, "link", "set", "trunk1", "master", "br1", "up"]);
+        for (i, side) in sides.iter().enumerate() {
+            lab.hosts.push(add_host(&prefix, &sw, i, *side));
+        }
+        lab
+    }
+
+    fn switch(&self) -> String {
+        format!("{}sw", self.prefix)
+    }
+
+    /// Set a link in the switch down (`up` false) or up again.
+    fn set_link(&self, link: &str, up: bool) {
+        let state = if up { "up" } else { "down" };
+        ip(&["-n", &self.switch(), "link", "set", link, state]);
+    }
+}
+
+/// Host `i`: a namespace with a cable into bridge `side` and a management
+/// link to the test.
+fn add_host(prefix: &str, sw: &str, i: usize, side: usize) -> Host {
+    let ns = format!("{prefix}n{i}");
+    let cable = format!("h{i}");
+    let data_ip = format!("10.213.0.{}", 10 + i);
+    let mgmt = format!("{prefix}m{i}");
+    let api_ip = format!("10.214.{i}.2");
+    ip(&["netns", "add", &ns]);
+    ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    ip(&[
+        "-n", sw, "link", "add", &cable, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+    ]);
+    ip(&[
+        "-n",
+        sw,
+        "link",
+        "set",
+        &cable,
+        "master",
+        &format!("br{side}"),
+        "up",
+    ]);
+    ip(&[
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        &format!("{data_ip}/24"),
+        "dev",
+        "eth0",
+    ]);
+    ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+    // mDNS sends to 224.0.0.251: multicast leaves by the cable.
+    ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+    ip(&[
+        "link", "add", &mgmt, "type", "veth", "peer", "name", "mg0", "netns", &ns,
+    ]);
+    ip(&["addr", "add", &format!("10.214.{i}.1/30"), "dev", &mgmt]);
+    ip(&["link", "set", &mgmt, "up"]);
+    ip(&[
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        &format!("{api_ip}/30"),
+        "dev",
+        "mg0",
+    ]);
+    ip(&["-n", &ns, "link", "set", "mg0", "up"]);
+    Host {
+        ns,
+        data_ip,
+        api_ip,
+        cable,
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its veth ends, and so their peers.
+        for ns in self
+            .hosts
+            .iter()
+            .map(|h| h.ns.clone())
+            .chain([self.switch()])
+        {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+    }
+}
+
+/// Whether this test can make namespaces (root and `ip`); under `CI=true`
+/// it must.
+fn root_with_ip_or_skip() -> bool {
+    let root = unsafe { libc::geteuid() } == 0;
+    let has_ip = Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !(root && has_ip) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but the network-namespace test needs root and `ip` (iproute2)"
+        );
+        eprintln!("note: not root or no `ip`; skipping the network-namespace test");
+    }
+    root && has_ip
+}
+
+/// Start a node inside `host`'s namespace, finding its peers by mDNS only.
+fn start_on(host: &Host, data: &std::path::Path, replay: &std::path::Path) -> NodeProc {
+    let how = Launch {
+        wrapper: ["ip", "netns", "exec", host.ns.as_str()]
+            .map(String::from)
+            .to_vec(),
+        web: Some(format!("{}:0", host.api_ip)),
+        token: Some(TOKEN.to_string()),
+    };
+    let listen = format!("/ip4/{}/tcp/7879", host.data_ip);
+    let engine = sleepy("0.3");
+    NodeProc::launch(
+        data,
+        &[
+            "--listen",
+            &listen,
+            "--mdns-interval",
+            "1",
+            "--slots",
+            "1",
+            "--engine-command",
+            &engine,
+            "--test-replay-file",
+            replay.to_str().unwrap(),
+        ],
+        &how,
+    )
+}
+
+/// A Prometheus counter with `effect` label `effect` from a node's `/metrics`.
+fn deltas(node: &NodeProc, effect: &str) -> u64 {
+    let text = reqwest::blocking::Client::new()
+        .get(format!("{}/metrics", node.api))
+        .bearer_auth(TOKEN)
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("renderswarm_gossip_deltas_total{"))
+        .find(|l| l.contains(&format!("effect=\"{effect}\"")))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no gossip delta counter on {}", node.api))
+}
+
+fn alive(node: &NodeProc) -> usize {
+    node.nodes().iter().filter(|v| v.alive).count()
+}
+
+/// Wait until every node in `group` sees exactly `n` live nodes.
+fn wait_sees(group: &[&NodeProc], n: usize, what: &str) {
+    for node in group {
+        wait_for(what, || (alive(node) == n).then_some(())).expect(what);
+    }
+}
+
+/// Wait until each node in `group` has seen `more` frames done beyond what
+/// it saw at the call.
+fn wait_progress(group: &[&NodeProc], job: &str, more: u64, what: &str) {
+    let before: Vec<u64> = group.iter().map(|n| n.job(job).frames_done).collect();
+    for (node, b) in group.iter().zip(before) {
+        node.wait_job(job, what, |j| j.frames_done >= b + more);
+    }
+}
+
+/// Fetch `job`'s frames from `node` and check each is the frame it names.
+fn assert_frames(node: &NodeProc, job: &str, frames: u32) {
+    let out = tempfile::tempdir().unwrap();
+    let got = node.cli(&["fetch", job, "--out", out.path().to_str().unwrap()]);
+    assert!(
+        got.status.success(),
+        "swarm fetch: {}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    for f in 1..=frames {
+        let path = out.path().join(format!("frame_{f:04}.txt"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(text.trim(), format!("frame {f}"), "{}", path.display());
+    }
+}
+
+/// What a job's tasks are, for comparing before and after a replay.
+fn task_states(view: &JobView) -> Vec<String> {
+    view.tasks
+        .iter()
+        .flatten()
+        .map(|t| format!("{:?} {:?} {}", t.status, t.node, t.attempts))
+        .collect()
+}
+
+#[test]
+fn partitions_across_network_namespaces_heal_and_replays_change_nothing() {
+    if !root_with_ip_or_skip() {
+        return;
+    }
+    let lab = Lab::new(&[0, 0, 1, 1]);
+    let tmp = tempfile::tempdir().unwrap();
+    let replay: Vec<_> = (0..4)
+        .map(|i| tmp.path().join(format!("replay{i}")))
+        .collect();
+    let t0 = Instant::now();
+    let nodes: Vec<NodeProc> = lab
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| start_on(h, &tmp.path().join(format!("data{i}")), &replay[i]))
+        .collect();
+    let all: Vec<&NodeProc> = nodes.iter().collect();
+    wait_sees(&all, 4, "every host finds the others by mDNS");
+    println!(
+        "netns: 4 hosts in 4 namespaces found each other by mDNS in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // A partition between the bridges while both halves render.
+    let orbit = example("orbit.toml");
+    let job = nodes[0].submit(&[
+        orbit.to_str().unwrap(),
+        "--frames",
+        "1-60",
+        "--engine",
+        "sleepy",
+    ]);
+    wait_every_node_rendered(&nodes, &job.id);
+    lab.set_link("trunk0", false);
+    let cut = Instant::now();
+    wait_sees(&all, 2, "each half sees only itself");
+    println!(
+        "netns: trunk cut; each half saw the other gone after {:.1} s",
+        cut.elapsed().as_secs_f64()
+    );
+    wait_progress(&all, &job.id, 4, "both halves render during the cut");
+    lab.set_link("trunk0", true);
+    let healed = Instant::now();
+    wait_done_and_converged(&nodes, &job.id);
+    let done = nodes[3].job(&job.id);
+    println!(
+        "netns: healed; 60 frames done and ledgers converged {:.1} s after the heal; renders started {}, wasted {}",
+        healed.elapsed().as_secs_f64(),
+        done.renders_started,
+        done.renders_wasted
+    );
+    assert_eq!(done.frames_done, 60);
+    assert_frames(&nodes[3], &job.id, 60);
+
+    // One host's cable pulled for longer than gossipsub's 60 s duplicate
+    // cache, while it and the others render.
+    let long = nodes[0].submit(&[
+        orbit.to_str().unwrap(),
+        "--frames",
+        "1-200",
+        "--engine",
+        "sleepy",
+    ]);
+    nodes[3].wait_job(&long.id, "host3 has the job", |j| j.frames_done >= 1);
+    lab.set_link(&lab.hosts[3].cable, false);
+    let cut = Instant::now();
+    wait_sees(&[&nodes[3]], 1, "host3 is alone");
+    wait_sees(&all[..3], 3, "the others lose host3");
+    wait_progress(&all, &long.id, 3, "both sides render during the long cut");
+    let cache = Duration::from_secs(65);
+    std::thread::sleep(cache.saturating_sub(cut.elapsed()));
+    lab.set_link(&lab.hosts[3].cable, true);
+    let healed = Instant::now();
+    wait_sees(&all, 4, "host3 is back");
+    wait_done_and_converged(&nodes, &long.id);
+    let done = nodes[0].job(&long.id);
+    println!(
+        "netns: host3 cut for {:.0} s; after the heal 200 frames done and converged in {:.1} s; renders started {}, wasted {}",
+        (healed - cut).as_secs_f64(),
+        healed.elapsed().as_secs_f64(),
+        done.renders_started,
+        done.renders_wasted
+    );
+    assert_eq!(done.frames_done, 200);
+    assert_frames(&nodes[0], &long.id, 200);
+
+    // Every node publishes its whole gossip history again, messages over a
+    // minute old among them: the ledgers must not change.
+    let before: Vec<(Vec<String>, Vec<String>)> = nodes
+        .iter()
+        .map(|n| (task_states(&n.job(&job.id)), task_states(&n.job(&long.id))))
+        .collect();
+    let unchanged: Vec<u64> = nodes.iter().map(|n| deltas(n, "unchanged")).collect();
+    let changed: Vec<u64> = nodes.iter().map(|n| deltas(n, "changed")).collect();
+    for f in &replay {
+        std::fs::write(f, "replay").unwrap();
+    }
+    let sent: Vec<u64> = replay
+        .iter()
+        .map(|f| {
+            let done = f.with_extension("done");
+            wait_for("the replay is published", || {
+                std::fs::read_to_string(&done).ok()?.trim().parse().ok()
+            })
+            .expect("replay published")
+        })
+        .collect();
+    let total: u64 = sent.iter().sum();
+    assert!(total > 0, "nothing was replayed");
+    for (i, n) in nodes.iter().enumerate() {
+        // Each node hears the others' replays (a few may be dropped as
+        // gossip is best effort; sync repairs what gossip loses).
+        let want = (total - sent[i]) * 9 / 10;
+        wait_for("the replays arrive", || {
+            (deltas(n, "unchanged") - unchanged[i] >= want).then_some(())
+        })
+        .unwrap_or_else(|| panic!("node {i} heard fewer than {want} replayed deltas"));
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        let after = (task_states(&n.job(&job.id)), task_states(&n.job(&long.id)));
+        assert_eq!(after, before[i], "node {i}'s jobs changed after the replay");
+    }
+    wait_done_and_converged(&nodes, &long.id);
+    let heard: Vec<u64> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| deltas(n, "unchanged") - unchanged[i])
+        .collect();
+    let newly_changed: Vec<u64> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| deltas(n, "changed") - changed[i])
+        .collect();
+    println!(
+        "netns: replayed {total} ledger messages (per node {sent:?}); heard as unchanged {heard:?}, changed {newly_changed:?}; ledgers unchanged"
+    );
+    drop(nodes);
+    drop(lab);
+}
