@@ -39,6 +39,7 @@ impl Inner {
             locks.entry(blob).or_default().clone()
         };
         let _one_fetch_per_blob = lock_for_blob.lock().await;
+        let mut fetched = false;
         for _ in 0..MAX_ROUNDS {
             let store = self.store.clone();
             let missing = tokio::task::spawn_blocking(move || store.missing_chunks(blob))
@@ -47,6 +48,14 @@ impl Inner {
                 .map_err(|e| e.to_string())?;
             let want = match missing {
                 Missing::Nothing => {
+                    if fetched {
+                        // Fetched chunks are written without an fsync each.
+                        let store = self.store.clone();
+                        tokio::task::spawn_blocking(move || store.sync())
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| e.to_string())?;
+                    }
                     self.hold_blob(blob);
                     return Ok(());
                 }
@@ -61,6 +70,7 @@ impl Inner {
                 ));
             }
             let got = self.fetch_chunks(&want, &providers).await;
+            fetched |= got > 0;
             if got == 0 {
                 return Err(format!(
                     "no peer could provide blob {} ({} chunks missing)",

@@ -115,6 +115,23 @@ fn dispatch(inner: &Arc<Inner>, permits: &Arc<Semaphore>, ev: Event) {
             topic,
             data,
             handle,
+        } if topic == wire::TOPIC_HEARTBEAT => {
+            // Inline and never dropped: a heartbeat is cheap (no waiting),
+            // and one ignored while delta handlers are busy would make a
+            // live peer look dead and its claimed tasks look free.
+            let verdict =
+                on_heartbeat(inner, source.unwrap_or(from), &data).unwrap_or_else(|what| {
+                    inner.bad_peer(source.unwrap_or(from), &what);
+                    Verdict::Reject
+                });
+            net(inner).client.report(handle, verdict);
+        }
+        Event::Message {
+            source,
+            from,
+            topic,
+            data,
+            handle,
         } => {
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 net(inner).client.report(handle, Verdict::Ignore);

@@ -24,6 +24,7 @@ mod inbound;
 mod loops;
 pub mod metrics;
 pub mod net;
+mod outbox;
 pub mod peers;
 mod replicate;
 mod scenes;

@@ -12,6 +12,7 @@ use libp2p::identity::Keypair;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::outbox::Outgoing;
 use super::peers::Heartbeat;
 use super::wire::{self, DeltaMsg};
 use super::{NetConfig, NodeError, lock};
@@ -65,16 +66,6 @@ pub struct Net {
     /// Tests only (`NetConfig::replay_file`): every ledger message this
     /// node published, so a test can publish them all again.
     published: Option<Arc<Mutex<Vec<Vec<u8>>>>>,
-}
-
-/// The most ledger messages kept for a replay test.
-const MAX_KEPT_FOR_REPLAY: usize = 50_000;
-
-/// What the publishing task is given.
-enum Outgoing {
-    Publish(&'static str, Vec<u8>),
-    /// Answered once everything queued before it was handed to the swarm.
-    Drained(tokio::sync::oneshot::Sender<()>),
 }
 
 /// What the swarm tells the node.
@@ -133,35 +124,12 @@ impl Net {
         };
         let (client, events) =
             swarm::start(swarm_cfg, stop.clone()).map_err(|e| NodeError::Net(e.to_string()))?;
-        let (outbox, mut queue) = mpsc::unbounded_channel::<Outgoing>();
-        let publisher = client.clone();
+        let (outbox, queue) = mpsc::unbounded_channel::<Outgoing>();
         let published = cfg
             .replay_file
             .is_some()
             .then(|| Arc::new(Mutex::new(Vec::new())));
-        let keep = published.clone();
-        tokio::spawn(async move {
-            while let Some(out) = queue.recv().await {
-                let (topic, bytes) = match out {
-                    Outgoing::Publish(topic, bytes) => (topic, bytes),
-                    Outgoing::Drained(ack) => {
-                        let _ = ack.send(());
-                        continue;
-                    }
-                };
-                if let Some(keep) = &keep
-                    && topic == wire::TOPIC_LEDGER
-                {
-                    let mut kept = lock(keep);
-                    if kept.len() < MAX_KEPT_FOR_REPLAY {
-                        kept.push(bytes.clone());
-                    }
-                }
-                if let Err(e) = publisher.publish(topic, bytes).await {
-                    tracing::debug!("publishing on {topic}: {e}");
-                }
-            }
-        });
+        tokio::spawn(super::outbox::run(client.clone(), queue, published.clone()));
         Ok((
             Net {
                 client,
@@ -174,13 +142,9 @@ impl Net {
 
     /// Gossip a delta (best effort: sync repairs what gossip loses).
     pub fn publish_delta(&self, job: JobId, delta: &Delta) {
-        let msg = DeltaMsg::Job {
-            job,
-            record: delta.clone(),
-        };
         let _ = self
             .outbox
-            .send(Outgoing::Publish(wire::TOPIC_LEDGER, wire::encode(&msg)));
+            .send(Outgoing::Delta(job, Box::new(delta.clone())));
     }
 
     /// Gossip an alert record.

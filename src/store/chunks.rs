@@ -52,7 +52,28 @@ impl Store {
             });
         }
         let _writer = self.writer();
-        self.store_chunk(hash, bytes)
+        self.place_chunk(hash, bytes, Durability::Later)
+    }
+
+    /// Makes every chunk written so far durable: one `syncfs` of the
+    /// store's filesystem, instead of an fsync per chunk. A node calls it
+    /// when a fetched blob is complete, before it says it holds the blob.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let dir = File::open(&self.blobs).map_err(StoreError::io("opening", &self.blobs))?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: syncfs only reads the descriptor, which `dir` keeps open.
+            if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+                return Err(StoreError::io("syncing", &self.blobs)(
+                    io::Error::last_os_error(),
+                ));
+            }
+            Ok(())
+        }
+        #[cfg(not(target_os = "linux"))]
+        dir.sync_all()
+            .map_err(StoreError::io("syncing", &self.blobs))
     }
 
     /// Reads chunk `hash` into `buf` (replacing its content) and verifies it.
@@ -105,12 +126,22 @@ impl Store {
     /// already present: temp file, fsync, rename. The caller holds
     /// `self.writer()`. On any failure the temp file is removed.
     pub(super) fn store_chunk(&self, hash: Hash, bytes: &[u8]) -> Result<(), StoreError> {
+        self.place_chunk(hash, bytes, Durability::Now)
+    }
+
+    fn place_chunk(
+        &self,
+        hash: Hash,
+        bytes: &[u8],
+        durability: Durability,
+    ) -> Result<(), StoreError> {
         let path = self.chunk_path(hash);
         if fs::symlink_metadata(&path).is_ok() {
             return Ok(());
         }
         let tmp = self.tmp_path(hash);
-        let result = write_synced(&tmp, bytes).and_then(|()| rename_into_place(&tmp, &path));
+        let result =
+            write_new(&tmp, bytes, durability).and_then(|()| rename_into_place(&tmp, &path));
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
@@ -118,13 +149,32 @@ impl Store {
     }
 }
 
-/// Creates `path` (which must not exist), writes `bytes`, fsyncs.
-pub(super) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+/// When a chunk's bytes must be on disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Durability {
+    /// Before it is placed under its name: the only copy (an import).
+    Now,
+    /// At the next [`Store::sync`]: a copy fetched from a peer. A crash
+    /// before then can leave a torn file under the chunk's name, which the
+    /// next read finds (every read is verified), removes and fetches again.
+    Later,
+}
+
+/// Creates `path` (which must not exist), writes `bytes`, fsyncs when
+/// `durability` says so.
+pub(super) fn write_new(
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+) -> Result<(), StoreError> {
     let mut file = File::create_new(path).map_err(StoreError::io("creating temp file", path))?;
     file.write_all(bytes)
         .map_err(StoreError::io("writing chunk to", path))?;
-    file.sync_data()
-        .map_err(StoreError::io("syncing chunk", path))
+    if durability == Durability::Now {
+        file.sync_data()
+            .map_err(StoreError::io("syncing chunk", path))?;
+    }
+    Ok(())
 }
 
 /// Renames `tmp` to `path`, creating the `<2 hex>` folder on first use.

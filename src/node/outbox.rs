@@ -1,0 +1,236 @@
+//! What a node gossips, in order, by one task, several deltas of a job per
+//! message when they queue up.
+//!
+//! Every gossip message costs a signature on the sender and a check on each
+//! receiver, and a job's delta carries its whole spec. A busy node makes
+//! deltas faster than it can publish them (a claim, a start and a done per
+//! task, for several tasks), so the task that publishes takes everything
+//! queued at that moment and merges the deltas of each job into one record
+//! before it publishes: the CRDT merge is a union, so one merged delta says
+//! exactly what the pieces said. An idle node publishes each delta alone,
+//! at once; nothing waits to be batched.
+//!
+//! Heartbeats and alerts go out as they came, in their place.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::lock;
+use super::wire::{self, DeltaMsg};
+use crate::ledger::{Delta, JobId};
+use crate::swarm::Client;
+
+/// What the publishing task is given.
+pub(super) enum Outgoing {
+    /// A job's delta: merged with the job's other deltas queued with it.
+    Delta(JobId, Box<Delta>),
+    /// Bytes to publish as they are.
+    Publish(&'static str, Vec<u8>),
+    /// Answered once everything queued before it was handed to the swarm.
+    Drained(oneshot::Sender<()>),
+}
+
+/// At most this many queued items are taken at once.
+const TAKE_AT_ONCE: usize = 512;
+/// A merged delta stops growing at this many encoded bytes (well under the
+/// gossip limit, so a merge never makes a message receivers refuse).
+const MERGED_BYTES: usize = wire::MAX_GOSSIP / 4;
+/// The most ledger messages kept for a replay test.
+const MAX_KEPT_FOR_REPLAY: usize = 50_000;
+
+/// Publish what `queue` gives, until it closes. `kept`, when given,
+/// receives a copy of every ledger message (tests replay them).
+pub(super) async fn run(
+    client: Client,
+    mut queue: mpsc::UnboundedReceiver<Outgoing>,
+    kept: Option<Arc<Mutex<Vec<Vec<u8>>>>>,
+) {
+    let mut taken = Vec::new();
+    while queue.recv_many(&mut taken, TAKE_AT_ONCE).await > 0 {
+        for out in coalesce(std::mem::take(&mut taken)) {
+            let (topic, bytes) = match out {
+                Ready::Publish(topic, bytes) => (topic, bytes),
+                Ready::Drained(ack) => {
+                    let _ = ack.send(());
+                    continue;
+                }
+            };
+            if let Some(kept) = &kept
+                && topic == wire::TOPIC_LEDGER
+            {
+                let mut kept = lock(kept);
+                if kept.len() < MAX_KEPT_FOR_REPLAY {
+                    kept.push(bytes.clone());
+                }
+            }
+            if let Err(e) = client.publish(topic, bytes).await {
+                tracing::debug!("publishing on {topic}: {e}");
+            }
+        }
+    }
+}
+
+/// An item ready to hand to the swarm.
+pub(super) enum Ready {
+    Publish(&'static str, Vec<u8>),
+    Drained(oneshot::Sender<()>),
+}
+
+/// Merge the deltas of each job in `items` into as few messages as the
+/// size cap allows, each at the place of the job's first delta; everything
+/// else keeps its order.
+pub(super) fn coalesce(items: Vec<Outgoing>) -> Vec<Ready> {
+    // Slots in output order; a job's open slot takes its later deltas.
+    enum Slot {
+        Job(JobId, Box<Delta>, usize),
+        Ready(Ready),
+    }
+    let mut slots: Vec<Slot> = Vec::with_capacity(items.len());
+    let mut open: std::collections::HashMap<JobId, usize> = std::collections::HashMap::new();
+    for item in items {
+        match item {
+            Outgoing::Delta(job, delta) => {
+                let size = encoded_len(job, &delta);
+                let merged = open.get(&job).is_some_and(|&at| match &mut slots[at] {
+                    Slot::Job(_, acc, bytes) if *bytes + size <= MERGED_BYTES => {
+                        let ok = acc.try_merge(&delta).is_ok();
+                        if ok {
+                            *bytes += size;
+                        }
+                        ok
+                    }
+                    _ => false,
+                });
+                if !merged {
+                    open.insert(job, slots.len());
+                    slots.push(Slot::Job(job, delta, size));
+                }
+            }
+            Outgoing::Publish(topic, bytes) => {
+                slots.push(Slot::Ready(Ready::Publish(topic, bytes)))
+            }
+            Outgoing::Drained(ack) => slots.push(Slot::Ready(Ready::Drained(ack))),
+        }
+    }
+    slots
+        .into_iter()
+        .map(|slot| match slot {
+            Slot::Job(job, record, _) => Ready::Publish(
+                wire::TOPIC_LEDGER,
+                wire::encode(&DeltaMsg::Job {
+                    job,
+                    record: *record,
+                }),
+            ),
+            Slot::Ready(r) => r,
+        })
+        .collect()
+}
+
+/// The encoded size of one job delta (an upper bound on what it adds to a
+/// merged one).
+fn encoded_len(job: JobId, delta: &Delta) -> usize {
+    postcard::experimental::serialized_size(&(job, delta)).unwrap_or(MERGED_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Claim, FrameRange, JobRecord, NodeId, job_id};
+
+    /// Job `name` of `n` one-frame tasks, each claimed by one node.
+    fn job_with_claims(name: &str, n: u32) -> (JobId, JobRecord) {
+        let frames = FrameRange {
+            start: 1,
+            end: n,
+            step: 1,
+        };
+        let mut spec = crate::ledger::types::tests::spec(frames, 1);
+        spec.name = name.into();
+        let id = job_id(&spec);
+        let mut rec = JobRecord::new(spec);
+        for t in 0..n {
+            rec.tasks.entry(t).or_default().claims.insert(Claim {
+                epoch: 1,
+                lamport: u64::from(t) + 1,
+                node: NodeId::new("me"),
+            });
+        }
+        (id, rec)
+    }
+
+    /// One delta per task of `rec`.
+    fn split_by_task(rec: &JobRecord) -> Vec<JobRecord> {
+        rec.tasks
+            .iter()
+            .map(|(i, t)| {
+                let mut piece = rec.empty_like();
+                piece.tasks.insert(*i, t.clone());
+                piece
+            })
+            .collect()
+    }
+
+    fn decoded(ready: &Ready) -> Option<(JobId, JobRecord)> {
+        match ready {
+            Ready::Publish(wire::TOPIC_LEDGER, bytes) => match wire::decode_delta(bytes).ok()? {
+                DeltaMsg::Job { job, record } => Some((job, record)),
+                DeltaMsg::Alert { .. } => None,
+            },
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn deltas_of_one_job_queued_together_go_out_as_one_merged_record() {
+        let (id, rec) = job_with_claims("a", 3);
+        let pieces: Vec<JobRecord> = split_by_task(&rec);
+        assert_eq!(pieces.len(), 3);
+        let (other, other_rec) = job_with_claims("b", 1);
+        let items = vec![
+            Outgoing::Delta(id, Box::new(pieces[0].clone())),
+            Outgoing::Publish(wire::TOPIC_HEARTBEAT, vec![1, 2, 3]),
+            Outgoing::Delta(other, Box::new(other_rec.clone())),
+            Outgoing::Delta(id, Box::new(pieces[1].clone())),
+            Outgoing::Delta(id, Box::new(pieces[2].clone())),
+        ];
+        let out = coalesce(items);
+        assert_eq!(out.len(), 3, "one message per job, and the heartbeat");
+        let (first, merged) = decoded(&out[0]).expect("the job's delta comes first");
+        assert_eq!(first, id);
+        assert_eq!(merged, rec, "the merge says what the pieces said");
+        assert!(matches!(&out[1], Ready::Publish(wire::TOPIC_HEARTBEAT, b) if b == &[1, 2, 3]));
+        assert_eq!(decoded(&out[2]), Some((other, other_rec)));
+    }
+
+    #[test]
+    fn a_merged_delta_stops_growing_at_its_size_cap() {
+        let (id, rec) = job_with_claims("a", 1);
+        let one = encoded_len(id, &rec);
+        let n = MERGED_BYTES / one + 5;
+        let items = (0..n)
+            .map(|_| Outgoing::Delta(id, Box::new(rec.clone())))
+            .collect();
+        let out = coalesce(items);
+        assert_eq!(out.len(), 2, "{n} deltas of {one} bytes fill two messages");
+        for r in &out {
+            let Ready::Publish(_, bytes) = r else {
+                panic!("a delta was not published")
+            };
+            assert!(bytes.len() <= MERGED_BYTES + 16);
+        }
+    }
+
+    #[test]
+    fn drained_is_answered_after_what_was_queued_before_it() {
+        let (id, rec) = job_with_claims("a", 1);
+        let (tx, _rx) = oneshot::channel();
+        let out = coalesce(vec![
+            Outgoing::Delta(id, Box::new(rec)),
+            Outgoing::Drained(tx),
+        ]);
+        assert!(decoded(&out[0]).is_some());
+        assert!(matches!(out[1], Ready::Drained(_)));
+    }
+}
