@@ -273,8 +273,10 @@ impl Tracker {
     }
 
     fn update(&self, message: String) -> Update {
+        // A sample line after the last frame was saved (Blender rendering a
+        // frame the task did not count) must not push progress past 1.
         (
-            (self.saved as f32 + self.within) / self.total as f32,
+            ((self.saved as f32 + self.within) / self.total as f32).min(1.0),
             self.frame,
             message,
         )
