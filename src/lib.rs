@@ -31,6 +31,8 @@
 pub mod alert;
 pub mod cli;
 pub mod codec;
+#[cfg(test)]
+mod fuzz_seeds;
 pub mod hash;
 pub mod ledger;
 pub mod node;

@@ -325,7 +325,9 @@ async fn on_delta(
 
 /// A node gossips only its own doings: every claim, start, end and done in
 /// a gossiped delta must be the author's, and so must any stamp it sets.
-fn check_authorship(rec: &JobRecord, author: &NodeId) -> Result<(), String> {
+/// Public (hidden) for the gossip fuzz target, which runs it after decoding.
+#[doc(hidden)]
+pub fn check_authorship(rec: &JobRecord, author: &NodeId) -> Result<(), String> {
     let foreign = |n: &NodeId| n != author;
     for (i, t) in &rec.tasks {
         let bad = t.claims.iter().any(|c| foreign(&c.node))

@@ -49,6 +49,8 @@ pub use api::{Action, ActionError, NodeInfo};
 pub use collect::{collected_name, frame_file_name};
 pub use config::{NetConfig, NodeConfig};
 pub use events::{Event, EventLog, Severity};
+#[doc(hidden)]
+pub use inbound::check_authorship;
 pub use submit::{SubmitError, SubmitRequest};
 
 use crate::ledger::{Delta, JobId, Ledger, LedgerError, NodeId, TaskIndex};

@@ -195,8 +195,10 @@ fn is_python_exception(line: &str) -> bool {
 }
 
 /// What the lines of one Blender run said: progress through the task and the best reason.
+/// Public (hidden) for the Blender-lines fuzz target, which feeds it every parsed line.
+#[doc(hidden)]
 #[derive(Debug, Default)]
-pub(crate) struct Tracker {
+pub struct Tracker {
     total: usize,
     saved: usize,
     frame: Option<u32>,
@@ -209,11 +211,11 @@ pub(crate) struct Tracker {
 }
 
 /// Progress to publish: (fraction of the task, frame, message).
-pub(crate) type Update = (f32, Option<u32>, String);
+pub type Update = (f32, Option<u32>, String);
 
 impl Tracker {
     /// A tracker for a task of `total` frames.
-    pub(crate) fn new(total: usize) -> Tracker {
+    pub fn new(total: usize) -> Tracker {
         Tracker {
             total: total.max(1),
             ..Tracker::default()
@@ -221,7 +223,7 @@ impl Tracker {
     }
 
     /// Takes one parsed line; returns the progress to publish, if it changed.
-    pub(crate) fn feed(&mut self, line: BlenderLine) -> Option<Update> {
+    pub fn feed(&mut self, line: BlenderLine) -> Option<Update> {
         match line {
             BlenderLine::Sample { frame, done, total }
             | BlenderLine::Tiles { frame, done, total } => {
@@ -271,15 +273,17 @@ impl Tracker {
     }
 
     fn update(&self, message: String) -> Update {
+        // A sample line after the last frame was saved (Blender rendering a
+        // frame the task did not count) must not push progress past 1.
         (
-            (self.saved as f32 + self.within) / self.total as f32,
+            ((self.saved as f32 + self.within) / self.total as f32).min(1.0),
             self.frame,
             message,
         )
     }
 
     /// The sentence that best explains a failed run, if Blender said anything useful.
-    pub(crate) fn reason(&self) -> Option<String> {
+    pub fn reason(&self) -> Option<String> {
         let best = self.problems.iter().min_by_key(|(kind, _)| *kind);
         match best {
             Some((BlenderProblem::NoDenoiser, _)) => Some(NO_DENOISER.to_owned()),
@@ -305,7 +309,7 @@ impl Tracker {
     }
 
     /// Whether Blender reached its normal exit path.
-    pub(crate) fn quit_cleanly(&self) -> bool {
+    pub fn quit_cleanly(&self) -> bool {
         self.quit
     }
 }

@@ -331,3 +331,18 @@ fn reasons_for_other_failures() {
     assert_eq!(t.reason(), None);
     assert!(t.quit_cleanly());
 }
+
+/// Found by the `blender_lines` fuzz target (its input, whose first byte
+/// sets the frame count, here 1): a task of one frame, its frame saved, then
+/// a sample line reported progress 1.25.
+#[test]
+fn a_sample_line_after_the_last_saved_frame_keeps_progress_at_one() {
+    let mut t = Tracker::new(1);
+    let mut last = None;
+    for line in "0\nSaved: '\nFra:1 Sample 1/4".lines() {
+        if let Some(update) = parse_blender_line(line).and_then(|l| t.feed(l)) {
+            last = Some(update.0);
+        }
+    }
+    assert_eq!(last, Some(1.0));
+}

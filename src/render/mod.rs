@@ -67,6 +67,8 @@ pub fn blender_args(
     blender::build_args(scene, output_dir, None, 0, frames, None)
 }
 pub use blender_lines::{BlenderLine, BlenderProblem, parse_blender_line};
+#[doc(hidden)]
+pub use blender_lines::{Tracker as BlenderTracker, Update as BlenderUpdate};
 
 use log::LogBuffer;
 use runner::Limits;

@@ -78,6 +78,8 @@ pub enum ManifestError {
     Decode(String),
     #[error("manifest has {0} stray bytes after its end")]
     Trailing(usize),
+    #[error("manifest is not in its canonical encoding (an overlong number)")]
+    NotCanonical,
     #[error("manifest lists {0} chunks or entries, over the limit of {MAX_ITEMS}")]
     TooManyItems(usize),
     #[error("chunk #{index} ({hash}) is {len} bytes; chunks must be 1..={MAX_CHUNK_LEN} bytes")]
@@ -132,6 +134,14 @@ impl Manifest {
             return Err(ManifestError::Trailing(rest.len()));
         }
         manifest.validate()?;
+        // postcard reads an overlong varint (`80 00` for 0) as the number it
+        // spells, so one manifest has many byte strings, each a different
+        // blob hash: only the one [`Manifest::encode`] writes is accepted.
+        let canonical = postcard::to_extend(&manifest, vec![FORMAT_VERSION])
+            .map_err(|e| ManifestError::Decode(e.to_string()))?;
+        if canonical != bytes {
+            return Err(ManifestError::NotCanonical);
+        }
         Ok(manifest)
     }
 
@@ -439,6 +449,33 @@ mod tests {
             Err(ManifestError::FileIsFolder("a".into()))
         );
         assert!(decode_bundle(&["a-x", "a/b", "a/c/d", "ü/ñ.png"]).is_ok());
+    }
+
+    /// Found by the `manifest` fuzz target: a bundle whose entry count was
+    /// written `81 00` (1, in two bytes) decoded, and re-encoded to other
+    /// bytes, so one manifest had two blob hashes.
+    #[test]
+    fn a_manifest_with_an_overlong_varint_is_refused() {
+        let found = hex::decode(
+            "010103810063659281df74657c6e7473a06cff097f413c918132627def6edbe3\
+             bff9f5c801010000017406f9f5c80100aee3bff9f5c801010000000000000432\
+             7def6edbe3bff9f5c8010000017c6e652e6cf9f5c80100aee3f5c80101000000\
+             00000004327def6edbe3bff9f5c80100",
+        )
+        .expect("hex");
+        assert_eq!(Manifest::decode(&found), Err(ManifestError::NotCanonical));
+        // The smallest case: an empty file whose size 0 is written `80 00`.
+        assert_eq!(
+            Manifest::decode(&[FORMAT_VERSION, 0, 0x80, 0x00, 0]),
+            Err(ManifestError::NotCanonical)
+        );
+        assert_eq!(
+            Manifest::decode(&[FORMAT_VERSION, 0, 0, 0]),
+            Ok(Manifest::File {
+                size: 0,
+                chunks: vec![]
+            })
+        );
     }
 
     #[test]

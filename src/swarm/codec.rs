@@ -109,6 +109,18 @@ where
     Ok(body)
 }
 
+/// Reads one length-prefixed message of at most `limit` bytes, exactly as a
+/// request or response of a real protocol is read. Public (hidden) for the
+/// frame fuzz target, which drives it from a byte slice.
+#[doc(hidden)]
+pub async fn read_frame<T>(io: &mut T, limit: usize) -> io::Result<Vec<u8>>
+where
+    T: AsyncRead + Unpin + Send,
+{
+    const PROTO: StreamProtocol = StreamProtocol::new("/renderswarm/fuzz/1");
+    read_limited(io, limit, &PROTO, "frame").await
+}
+
 /// Writes one length-prefixed message, refusing one over `limit`.
 async fn write_limited<T>(
     io: &mut T,

@@ -49,6 +49,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use self::client::Client;
+#[doc(hidden)]
+pub use self::codec::read_frame;
 pub use self::stats::{Stats, StatsSnapshot};
 pub use self::types::{
     Event, MessageHandle, NetError, ProtocolSpec, RequestFailure, ResponseHandle, SwarmConfig,
