@@ -96,7 +96,7 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         slot = inner.render_slots.clone().acquire_owned() => slot.ok(),
         _ = a.cancel.cancelled() => None,
     };
-    let Some(_slot) = slot else {
+    let Some(permit) = slot else {
         return release_unstarted(inner, &base, a).await;
     };
     if a.cancel.is_cancelled()
@@ -112,9 +112,10 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         epoch: a.claim.epoch,
         node: inner.id.clone(),
     };
-    inner
-        .commit(a.job, ops::start(&base, a.task, start))
-        .await?;
+    // Announced at once and made durable by the next group commit, without
+    // waiting: a start lost in a crash only shows the task as claimed
+    // rather than running (the claim itself is already durable).
+    inner.commit_soon(a.job, ops::start(&base, a.task, start))?;
     let began = Instant::now();
     inner
         .metrics
@@ -125,6 +126,11 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
     if let Some(g) = gpu {
         lock(&inner.free_gpus).push(g);
     }
+    // After a render, the engine is done with the slot: the next task
+    // (claimed ahead and settled) renders while this one's outputs are
+    // stored and recorded. A failure keeps the slot until it is recorded,
+    // so the blocklist sees it before this node starts anything else.
+    let _slot = (!matches!(outcome, Outcome::Rendered(_))).then_some(permit);
     match &outcome {
         Outcome::Released(_) => {
             inner
