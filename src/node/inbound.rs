@@ -119,12 +119,8 @@ fn dispatch(inner: &Arc<Inner>, permits: &Arc<Semaphore>, ev: Event) {
             // Inline and never dropped: a heartbeat is cheap (no waiting),
             // and one ignored while delta handlers are busy would make a
             // live peer look dead and its claimed tasks look free.
-            let verdict =
-                on_heartbeat(inner, source.unwrap_or(from), &data).unwrap_or_else(|what| {
-                    inner.bad_peer(source.unwrap_or(from), &what);
-                    Verdict::Reject
-                });
-            net(inner).client.report(handle, verdict);
+            let author = source.unwrap_or(from);
+            report(inner, author, on_heartbeat(inner, author, &data), handle);
         }
         Event::Message {
             source,
@@ -205,18 +201,26 @@ async fn on_message(
     handle: MessageHandle,
 ) {
     let author = source.unwrap_or(from);
+    // Heartbeats never come here: `dispatch` handles them inline.
     let verdict = match topic {
         wire::TOPIC_LEDGER => on_delta(inner, author, from, data).await,
-        wire::TOPIC_HEARTBEAT => on_heartbeat(inner, author, data),
         _ => Err(format!("message on unknown topic `{topic}`")),
     };
-    let verdict = match verdict {
-        Ok(v) => v,
-        Err(what) => {
-            inner.bad_peer(author, &what);
-            Verdict::Reject
-        }
-    };
+    report(inner, author, verdict, handle);
+}
+
+/// Tell gossipsub what became of a message; a refused one counts against
+/// its author.
+fn report(
+    inner: &Arc<Inner>,
+    author: PeerId,
+    verdict: Result<Verdict, String>,
+    handle: MessageHandle,
+) {
+    let verdict = verdict.unwrap_or_else(|what| {
+        inner.bad_peer(author, &what);
+        Verdict::Reject
+    });
     net(inner).client.report(handle, verdict);
 }
 
