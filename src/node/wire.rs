@@ -101,7 +101,29 @@ pub struct ChunkRequest {
 /// because the reply was full).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChunkReply {
+    #[serde(with = "chunk_bytes")]
     pub chunks: Vec<Option<Vec<u8>>>,
+}
+
+/// A chunk's bytes as one byte string rather than a sequence of numbers.
+/// Postcard writes the same bytes on the wire either way (a length, then
+/// the bytes), but serde then copies a chunk at once instead of visiting
+/// each of its bytes, which was 6 % of all CPU in the transfer benchmark.
+mod chunk_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    pub fn serialize<S: Serializer>(chunks: &[Option<Vec<u8>>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(chunks.iter().map(|c| c.as_deref().map(Bytes::new)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Option<Vec<u8>>>, D::Error> {
+        let chunks: Vec<Option<ByteBuf>> = Deserialize::deserialize(d)?;
+        Ok(chunks
+            .into_iter()
+            .map(|c| c.map(ByteBuf::into_vec))
+            .collect())
+    }
 }
 
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -163,6 +185,26 @@ mod tests {
             let _ = decode_chunk_request(&bytes);
             let _ = decode_chunk_reply(&bytes);
         }
+    }
+
+    #[test]
+    fn chunk_replies_keep_the_wire_format_of_a_plain_sequence() {
+        // What nodes before the byte-string encoding sent and expect.
+        #[derive(Serialize)]
+        struct Plain {
+            chunks: Vec<Option<Vec<u8>>>,
+        }
+        let chunks = vec![Some(vec![1, 2, 3, 250]), None, Some(Vec::new())];
+        let sent = encode(&ChunkReply {
+            chunks: chunks.clone(),
+        });
+        assert_eq!(
+            sent,
+            encode(&Plain {
+                chunks: chunks.clone()
+            })
+        );
+        assert_eq!(decode_chunk_reply(&sent).unwrap().chunks, chunks);
     }
 
     #[test]

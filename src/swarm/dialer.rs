@@ -6,6 +6,17 @@
 //! to us. A cut cable closes nothing for minutes, so every connection must
 //! answer a ping within three ping intervals or it is closed, and then the
 //! re-dial brings the peer back once the cable is mended.
+//!
+//! One more thing heals here. Gossipsub tells a peer its subscriptions only
+//! on the *first* connection to it. When a cut is mended, one side may close
+//! its old connections (its ping watchdog fired) while the other still
+//! holds one as the new connection arrives: the second side then sends no
+//! subscriptions, and the first never learns them, so it never publishes to
+//! that peer: gossip flows one way only, for as long as the connection
+//! lasts. So a peer connected for [`SUBSCRIBE_GRACE`] that gossipsub still
+//! lists with no topic is disconnected, and the re-dial starts both sides
+//! afresh (seen in `tests/it/netns.rs`: a node that heard no one for minutes
+//! while everyone heard it).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -25,6 +36,10 @@ pub(super) const REDIAL_INTERVAL: Duration = Duration::from_secs(2);
 /// A connection without a ping answer for this many ping intervals is dead.
 const DEAD_AFTER_INTERVALS: u32 = 3;
 
+/// How long a connected peer may go without gossipsub knowing any of its
+/// subscriptions (they normally arrive within milliseconds).
+pub(super) const SUBSCRIBE_GRACE: Duration = Duration::from_secs(10);
+
 /// A `--peer` address and what we learned about it.
 struct ConfiguredPeer {
     addr: Multiaddr,
@@ -43,6 +58,9 @@ pub(super) struct Dialer {
     pub(super) blocked: HashSet<PeerId>,
     /// Last ping answer (or the opening) per connection.
     last_ping: HashMap<ConnectionId, (PeerId, Instant)>,
+    /// Since when each peer has been connected (by one connection or more),
+    /// or was last disconnected for lacking subscriptions.
+    connected_since: HashMap<PeerId, Instant>,
     last_check: Instant,
     ping_interval: Duration,
     local: PeerId,
@@ -64,6 +82,7 @@ impl Dialer {
             discovered: HashMap::new(),
             blocked: HashSet::new(),
             last_ping: HashMap::new(),
+            connected_since: HashMap::new(),
             last_check: Instant::now(),
             ping_interval,
             local,
@@ -93,6 +112,30 @@ impl Dialer {
 
     pub(super) fn on_closed(&mut self, connection: ConnectionId) {
         self.last_ping.remove(&connection);
+    }
+
+    /// The peer's first connection (of those now open) came up.
+    pub(super) fn on_peer_connected(&mut self, peer: PeerId) {
+        self.connected_since.insert(peer, Instant::now());
+    }
+
+    /// The peer's last connection closed.
+    pub(super) fn on_peer_disconnected(&mut self, peer: PeerId) {
+        self.connected_since.remove(&peer);
+    }
+
+    /// Peers connected for longer than [`SUBSCRIBE_GRACE`] that `subscribed`
+    /// says have told us of no topic; each is given a new grace from now.
+    fn silent_subscribers(&mut self, subscribed: impl Fn(&PeerId) -> bool) -> Vec<PeerId> {
+        let now = Instant::now();
+        let mut silent = Vec::new();
+        for (peer, since) in &mut self.connected_since {
+            if now.duration_since(*since) > SUBSCRIBE_GRACE && !subscribed(peer) {
+                silent.push(*peer);
+                *since = now;
+            }
+        }
+        silent
     }
 
     pub(super) fn on_dial_failed(&mut self, connection: ConnectionId, error: &DialError) {
@@ -217,6 +260,25 @@ impl EventLoop {
             tracing::warn!(%peer, ?silent, "no ping answer; closing the connection");
             self.dialer.last_ping.remove(&connection);
             self.swarm.close_connection(connection);
+        }
+    }
+
+    /// Disconnects peers gossipsub knows no subscription of (see the module
+    /// documentation); the re-dial brings them back. A node subscribed to
+    /// nothing publishes nothing, and so has nothing to check.
+    pub(super) fn check_subscriptions(&mut self) {
+        let gossipsub = &self.swarm.behaviour().gossipsub;
+        if gossipsub.topics().next().is_none() {
+            return;
+        }
+        let subscribed: HashSet<PeerId> = gossipsub
+            .all_peers()
+            .filter(|(_, topics)| !topics.is_empty())
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in self.dialer.silent_subscribers(|p| subscribed.contains(p)) {
+            tracing::warn!(%peer, "connected for {SUBSCRIBE_GRACE:?} without its gossip subscriptions; reconnecting");
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
 

@@ -131,7 +131,10 @@ impl EventLoop {
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = redial.tick() => self.redial(),
-                _ = watchdog.tick() => self.check_pings(),
+                _ = watchdog.tick() => {
+                    self.check_pings();
+                    self.check_subscriptions();
+                }
                 permit = events.reserve(), if !self.backlog.is_empty() => match permit {
                     Ok(permit) => {
                         if let Some(event) = self.backlog.pop_front() {

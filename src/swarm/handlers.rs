@@ -89,6 +89,7 @@ impl EventLoop {
             let _ = reply.send(Ok(()));
         }
         if num_established.get() == 1 {
+            self.dialer.on_peer_connected(peer);
             self.emit_control(Event::Connected(peer));
         }
     }
@@ -104,6 +105,7 @@ impl EventLoop {
         drop_one(&self.stats.connections);
         self.dialer.on_closed(connection);
         if num_established == 0 {
+            self.dialer.on_peer_disconnected(peer);
             self.emit_control(Event::Disconnected(peer));
         }
     }

@@ -194,6 +194,59 @@ async fn a_silent_connection_is_closed_by_ping_and_redialled() {
     connected(&mut a, b.id).await;
 }
 
+/// B holds on to a dead connection (its watchdog is slower) while A, whose
+/// watchdog closed it, dials again: gossipsub on B sends no subscriptions on
+/// a second connection, so A never learns them and would never publish to B
+/// again. The subscription check must notice and reconnect.
+#[tokio::test]
+async fn a_peer_reconnected_without_its_subscriptions_gets_them_again() {
+    let mut cfg_b = config();
+    cfg_b.ping_interval = Duration::from_secs(2);
+    let mut b = spawn(cfg_b).await;
+    let relay = Relay::start(socket_addr(&b.addr)).await;
+    let mut cfg_a = config();
+    cfg_a.ping_interval = Duration::from_millis(300);
+    cfg_a.peers = vec![
+        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", relay.addr.port(), b.id)
+            .parse()
+            .expect("valid multiaddr"),
+    ];
+    let mut a = spawn(cfg_a).await;
+    subscribed(&mut a, b.id).await;
+    subscribed(&mut b, a.id).await;
+
+    relay.freeze();
+    disconnected(&mut a, b.id).await;
+    relay.thaw();
+    connected(&mut a, b.id).await;
+    // B still holds the frozen connection for a few seconds more.
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(90);
+    let heard = loop {
+        assert!(
+            Instant::now() < deadline,
+            "B never heard A again after the reconnection"
+        );
+        let _ = a.client.publish(TOPIC, b"after the cut".to_vec()).await;
+        let wait = tokio::time::sleep(Duration::from_millis(500));
+        tokio::pin!(wait);
+        let got = loop {
+            tokio::select! {
+                _ = &mut wait => break false,
+                e = b.events.recv() => match e {
+                    Some(Event::Message { data, .. }) if data == b"after the cut" => break true,
+                    Some(_) => {}
+                    None => panic!("B's events ended"),
+                },
+            }
+        };
+        if got {
+            break started.elapsed();
+        }
+    };
+    eprintln!("B heard A {heard:?} after the reconnection");
+}
+
 #[tokio::test]
 async fn a_node_that_does_not_read_loses_gossip_and_requests_not_the_swarm() {
     const SENT: usize = 2000;

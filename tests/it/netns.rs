@@ -242,11 +242,63 @@ fn alive(node: &NodeProc) -> usize {
     node.nodes().iter().filter(|v| v.alive).count()
 }
 
-/// Wait until every node in `group` sees exactly `n` live nodes.
-fn wait_sees(group: &[&NodeProc], n: usize, what: &str) {
+/// Wait until every node in `group` sees exactly `n` live nodes; on
+/// failure, say what each node of `all` sees and how its links went.
+fn wait_sees(group: &[&NodeProc], all: &[&NodeProc], n: usize, what: &str) {
     for node in group {
-        wait_for(what, || (alive(node) == n).then_some(())).expect(what);
+        if wait_for(what, || (alive(node) == n).then_some(())).is_none() {
+            panic!("{what}: not seen within the deadline\n{}", views(all));
+        }
     }
+}
+
+/// `line` without its terminal colour codes (`ESC [ ... m`).
+fn without_colours(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What each node sees of the others (peer ids shortened to their last 6
+/// characters), and the last lines of its log about links.
+fn views(all: &[&NodeProc]) -> String {
+    let short = |id: &str| id[id.len().saturating_sub(6)..].to_string();
+    let mut out = String::new();
+    for node in all {
+        let seen: Vec<String> = node
+            .nodes()
+            .iter()
+            .map(|v| format!("{}:{}:{}ms", short(&v.id), v.alive, v.last_seen_ms))
+            .collect();
+        out += &format!("node {} sees {}\n", short(&node.id), seen.join(" "));
+        let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+        let links: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                let keys = [
+                    "connection",
+                    "ping",
+                    "dial failed",
+                    "mDNS",
+                    "is alive",
+                    "bad input",
+                ];
+                keys.iter().any(|k| l.contains(k))
+                    && !(l.contains("node::inbound") && l.contains("dial failed"))
+            })
+            .collect();
+        for line in &links[links.len().saturating_sub(30)..] {
+            out += &format!("    {}\n", without_colours(line));
+        }
+    }
+    out
 }
 
 /// Wait until each node in `group` has seen `more` frames done beyond what
@@ -302,7 +354,7 @@ fn partitions_across_network_namespaces_heal_and_replays_change_nothing() {
         .map(|(i, h)| start_on(h, &tmp.path().join(format!("data{i}")), &replay[i]))
         .collect();
     let all: Vec<&NodeProc> = nodes.iter().collect();
-    wait_sees(&all, 4, "every host finds the others by mDNS");
+    wait_sees(&all, &all, 4, "every host finds the others by mDNS");
     println!(
         "netns: 4 hosts in 4 namespaces found each other by mDNS in {:.1} s",
         t0.elapsed().as_secs_f64()
@@ -320,7 +372,7 @@ fn partitions_across_network_namespaces_heal_and_replays_change_nothing() {
     wait_every_node_rendered(&nodes, &job.id);
     lab.set_link("trunk0", false);
     let cut = Instant::now();
-    wait_sees(&all, 2, "each half sees only itself");
+    wait_sees(&all, &all, 2, "each half sees only itself");
     println!(
         "netns: trunk cut; each half saw the other gone after {:.1} s",
         cut.elapsed().as_secs_f64()
@@ -351,14 +403,14 @@ fn partitions_across_network_namespaces_heal_and_replays_change_nothing() {
     nodes[3].wait_job(&long.id, "host3 has the job", |j| j.frames_done >= 1);
     lab.set_link(&lab.hosts[3].cable, false);
     let cut = Instant::now();
-    wait_sees(&[&nodes[3]], 1, "host3 is alone");
-    wait_sees(&all[..3], 3, "the others lose host3");
+    wait_sees(&[&nodes[3]], &all, 1, "host3 is alone");
+    wait_sees(&all[..3], &all, 3, "the others lose host3");
     wait_progress(&all, &long.id, 3, "both sides render during the long cut");
     let cache = Duration::from_secs(65);
     std::thread::sleep(cache.saturating_sub(cut.elapsed()));
     lab.set_link(&lab.hosts[3].cable, true);
     let healed = Instant::now();
-    wait_sees(&all, 4, "host3 is back");
+    wait_sees(&all, &all, 4, "host3 is back");
     wait_done_and_converged(&nodes, &long.id);
     let done = nodes[0].job(&long.id);
     println!(
