@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 
 use super::{Ctx, Row, Target, median_p99, now_ns, wait_done, wait_job};
 use crate::cli::local_swarm::{LocalNode, start_swarm};
@@ -88,9 +88,10 @@ fn engines(marks: &Path) -> Vec<String> {
     let m = marks.display();
     let out = r#"echo $3 > "$2/frame_$(printf %04d $3).txt""#;
     vec![
-        // 200 ms of not using the CPU, then a small file.
+        // 200 ms of not using the CPU, then a small file; says its frame,
+        // when it started and when it ended.
         format!(
-            "sleep=sh -c 'sleep 0.2; {out}; date +%s%N >> {m}/end' sh {{scene}} {{output}} {{frame}}"
+            "sleep=sh -c 's=$(date +%s%N); sleep 0.2; {out}; echo \"$3 $s $(date +%s%N)\" >> {m}/runs' sh {{scene}} {{output}} {{frame}}"
         ),
         // Says when it started.
         format!("mark=sh -c 'date +%s%N > {m}/start_$3; {out}' sh {{scene}} {{output}} {{frame}}"),
@@ -135,14 +136,11 @@ async fn scheduling(
         )
         .await?;
     let done = wait_done(api, &job.id, Duration::from_secs(300), "scheduling").await?;
-    let ends: Vec<u128> = std::fs::read_to_string(marks.join("end"))?
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    let last = ends.iter().max().ok_or_else(|| anyhow!("no task ended"))?;
-    let actual = (last.saturating_sub(t0)) as f64 / 1e9;
+    let runs = Runs::read(&marks.join("runs"), &done)?;
+    let actual = runs.last_end().saturating_sub(t0) as f64 / 1e9;
     let ideal = f64::from(tasks.div_ceil(nodes.len() as u32)) * 0.2;
     let spread = spread(&done);
+    let timeline = runs.timeline(t0);
     Ok(vec![
         Row::new(
             "1 scheduling efficiency",
@@ -150,7 +148,7 @@ async fn scheduling(
             "ratio",
             Target::AtLeast(0.97),
             format!(
-                "{tasks} tasks × 200 ms on {} nodes: ideal {ideal:.2} s, actual {actual:.2} s (submit to last engine exit); tasks per node {spread}",
+                "{tasks} tasks × 200 ms on {} nodes: ideal {ideal:.2} s, actual {actual:.2} s (submit to last engine exit); tasks per node {spread}; {timeline}",
                 nodes.len()
             ),
         ),
@@ -162,6 +160,75 @@ async fn scheduling(
             format!("{} renders started for {tasks} tasks", done.renders_started),
         ),
     ])
+}
+
+/// The sleep engine's runs: (node, start ns, end ns) per frame, as the
+/// engine stamped them and the job says who rendered each.
+struct Runs(Vec<(String, u128, u128)>);
+
+impl Runs {
+    fn read(path: &Path, job: &JobView) -> Result<Runs> {
+        let node_of: BTreeMap<u32, &str> = job
+            .tasks
+            .iter()
+            .flatten()
+            .filter_map(|t| Some((t.frames.first().copied()?, t.node.as_deref()?)))
+            .collect();
+        let mut runs = Vec::new();
+        for line in std::fs::read_to_string(path)?.lines() {
+            let f: Vec<u128> = line
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            if let [frame, start, end] = f[..]
+                && let Some(node) = node_of.get(&(frame as u32))
+            {
+                runs.push((node.to_string(), start, end));
+            }
+        }
+        if runs.is_empty() {
+            bail!("the sleep engine left no runs in {}", path.display());
+        }
+        Ok(Runs(runs))
+    }
+
+    fn last_end(&self) -> u128 {
+        self.0.iter().map(|r| r.2).max().unwrap_or(0)
+    }
+
+    /// Where the time between submit and the last exit went: the first
+    /// start, the engine runs, the gaps between one run's end and the next
+    /// start on the same node, and how far apart the nodes finished.
+    fn timeline(&self, t0: u128) -> String {
+        let ms = |ns: u128| ns as f64 / 1e6;
+        let first = self.0.iter().map(|r| r.1).min().unwrap_or(t0);
+        let mut run: Vec<f64> = self.0.iter().map(|r| ms(r.2 - r.1)).collect();
+        let mut per_node: BTreeMap<&str, Vec<(u128, u128)>> = BTreeMap::new();
+        for (node, start, end) in &self.0 {
+            per_node.entry(node).or_default().push((*start, *end));
+        }
+        let mut gaps = Vec::new();
+        let mut last_ends = Vec::new();
+        for runs in per_node.values_mut() {
+            runs.sort();
+            gaps.extend(runs.windows(2).map(|w| ms(w[1].0.saturating_sub(w[0].1))));
+            last_ends.push(runs.last().map(|r| r.1).unwrap_or(0));
+        }
+        let mean_run = run.iter().sum::<f64>() / run.len() as f64;
+        let (run_median, _) = median_p99(&mut run);
+        let (gap_median, _) = median_p99(&mut gaps);
+        gaps.sort_by(f64::total_cmp);
+        let gap_p90 = gaps
+            .get(((gaps.len().saturating_sub(1)) as f64 * 0.9).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN);
+        let finish =
+            ms(last_ends.iter().max().unwrap_or(&0) - last_ends.iter().min().unwrap_or(&0));
+        format!(
+            "first engine start {:.0} ms after submit; engine run {mean_run:.0} ms mean, {run_median:.0} ms median; gap between a node's runs {gap_median:.0} ms median, {gap_p90:.0} ms p90; nodes finished within {finish:.0} ms",
+            ms(first.saturating_sub(t0))
+        )
+    }
 }
 
 /// "min–max" tasks rendered per node.
