@@ -160,7 +160,8 @@ impl Dialer {
     }
 
     /// Connections whose last ping answer is too old. If the loop itself was
-    /// stalled (the check runs late), nobody is judged this round.
+    /// stalled (the check runs late), nobody is judged this round, and
+    /// every peer's subscription grace starts again.
     fn dead_connections(&mut self) -> Vec<(ConnectionId, PeerId, Duration)> {
         let now = Instant::now();
         let late = now.duration_since(self.last_check) > self.ping_interval * 2;
@@ -168,6 +169,10 @@ impl Dialer {
         if late {
             for (_, seen) in self.last_ping.values_mut() {
                 *seen = now;
+            }
+            // Subscriptions may be waiting in the same stalled loop.
+            for since in self.connected_since.values_mut() {
+                *since = now;
             }
             return Vec::new();
         }
