@@ -564,3 +564,52 @@ pub fn wait_done_and_converged(nodes: &[NodeProc], job: &str) {
     })
     .expect("every node holds the same ledger");
 }
+
+/// `line` without its terminal colour codes (`ESC [ ... m`).
+pub fn without_colours(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What each node sees of the others (peer ids shortened to their last 6
+/// characters), and the last lines of its log about links.
+pub fn views(all: &[&NodeProc]) -> String {
+    let short = |id: &str| id[id.len().saturating_sub(6)..].to_string();
+    let mut out = String::new();
+    for node in all {
+        let seen: Vec<String> = node
+            .nodes()
+            .iter()
+            .map(|v| format!("{}:{}:{}ms", short(&v.id), v.alive, v.last_seen_ms))
+            .collect();
+        out += &format!("node {} sees {}\n", short(&node.id), seen.join(" "));
+        let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+        let links: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                let keys = [
+                    "connection",
+                    "ping",
+                    "dial failed",
+                    "mDNS",
+                    "is alive",
+                    "bad input",
+                ];
+                keys.iter().any(|k| l.contains(k))
+                    && !(l.contains("node::inbound") && l.contains("dial failed"))
+            })
+            .collect();
+        for line in &links[links.len().saturating_sub(30)..] {
+            out += &format!("    {}\n", without_colours(line));
+        }
+    }
+    out
+}
