@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{Ctx, Row, Target, median_p99, now_ns, wait_done, wait_job};
+use super::{Ctx, Row, Target, median_p99, now_ns, quantile, wait_done, wait_job};
 use crate::cli::local_swarm::{LocalNode, start_swarm};
 use crate::ledger::TaskStatus;
 use crate::node::NodeInfo;
@@ -216,12 +216,9 @@ impl Runs {
         }
         let mean_run = run.iter().sum::<f64>() / run.len() as f64;
         let (run_median, _) = median_p99(&mut run);
+        // `median_p99` leaves `gaps` sorted.
         let (gap_median, _) = median_p99(&mut gaps);
-        gaps.sort_by(f64::total_cmp);
-        let gap_p90 = gaps
-            .get(((gaps.len().saturating_sub(1)) as f64 * 0.9).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN);
+        let gap_p90 = quantile(&gaps, 0.9);
         let finish =
             ms(last_ends.iter().max().unwrap_or(&0) - last_ends.iter().min().unwrap_or(&0));
         format!(

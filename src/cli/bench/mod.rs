@@ -441,11 +441,15 @@ async fn wait_polling(
 /// The median and the 99th percentile of `v` (sorted here).
 fn median_p99(v: &mut [f64]) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN);
+    (quantile(v, 0.5), quantile(v, 0.99))
+}
+
+/// The `q` quantile (nearest rank) of `sorted`; NaN when it is empty.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
     }
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.99))
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 /// `bytes` of pseudo-random data from `seed` (blake3's XOF: fast, and
