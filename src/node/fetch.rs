@@ -39,7 +39,9 @@ impl Inner {
             locks.entry(blob).or_default().clone()
         };
         let _one_fetch_per_blob = lock_for_blob.lock().await;
-        let mut fetched = false;
+        // Chunks this fetch wrote, without an fsync each: made durable
+        // before the blob is said to be held.
+        let mut written: Vec<Hash> = Vec::new();
         for _ in 0..MAX_ROUNDS {
             let store = self.store.clone();
             let missing = tokio::task::spawn_blocking(move || store.missing_chunks(blob))
@@ -48,10 +50,9 @@ impl Inner {
                 .map_err(|e| e.to_string())?;
             let want = match missing {
                 Missing::Nothing => {
-                    if fetched {
-                        // Fetched chunks are written without an fsync each.
+                    if !written.is_empty() {
                         let store = self.store.clone();
-                        tokio::task::spawn_blocking(move || store.sync())
+                        tokio::task::spawn_blocking(move || store.sync_chunks(&written))
                             .await
                             .map_err(|e| e.to_string())?
                             .map_err(|e| e.to_string())?;
@@ -70,14 +71,14 @@ impl Inner {
                 ));
             }
             let got = self.fetch_chunks(&want, &providers).await;
-            fetched |= got > 0;
-            if got == 0 {
+            if got.is_empty() {
                 return Err(format!(
                     "no peer could provide blob {} ({} chunks missing)",
                     blob.short(12),
                     want.len()
                 ));
             }
+            written.extend(got);
         }
         Err(format!(
             "blob {} is still incomplete after {MAX_ROUNDS} rounds of fetching",
@@ -111,8 +112,8 @@ impl Inner {
         out
     }
 
-    /// Fetch `want` from `providers`; returns how many chunks were stored.
-    async fn fetch_chunks(self: &Arc<Self>, want: &[Hash], providers: &[PeerId]) -> usize {
+    /// Fetch `want` from `providers`; returns the chunks stored.
+    async fn fetch_chunks(self: &Arc<Self>, want: &[Hash], providers: &[PeerId]) -> Vec<Hash> {
         let per_request = if want.len() > 1 {
             DATA_CHUNKS_PER_REQUEST
         } else {
@@ -132,16 +133,19 @@ impl Inner {
                 async move { inner.fetch_batch(&batch, &order).await }
             })
             .buffer_unordered(IN_FLIGHT)
-            .collect::<Vec<usize>>()
+            .collect::<Vec<Vec<Hash>>>()
             .await;
-        results.into_iter().sum()
+        results.concat()
     }
 
-    /// Ask providers in turn for a batch until every chunk is stored.
-    async fn fetch_batch(self: &Arc<Self>, batch: &[Hash], order: &[PeerId]) -> usize {
-        let Some(net) = &self.net else { return 0 };
+    /// Ask providers in turn for a batch until every chunk is stored;
+    /// returns the chunks stored.
+    async fn fetch_batch(self: &Arc<Self>, batch: &[Hash], order: &[PeerId]) -> Vec<Hash> {
+        let Some(net) = &self.net else {
+            return Vec::new();
+        };
         let mut left: Vec<Hash> = batch.to_vec();
-        let mut stored = 0;
+        let mut stored = Vec::new();
         for peer in order {
             if left.is_empty() {
                 break;
@@ -165,8 +169,8 @@ impl Inner {
             if bad > 0 {
                 self.bad_peer(*peer, &format!("{bad} chunk(s) with wrong bytes"));
             }
-            stored += ok.len();
             left.retain(|h| !ok.contains(h));
+            stored.extend(ok);
         }
         stored
     }
@@ -251,7 +255,7 @@ pub(crate) async fn verify_dones(
                 .copied()
                 .collect::<Vec<_>>(),
         );
-        if inner.fetch_batch(&[blob], &peers).await == 0 {
+        if inner.fetch_batch(&[blob], &peers).await.is_empty() {
             unobtainable.insert(blob);
         }
     }

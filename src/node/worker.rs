@@ -82,6 +82,7 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
     let ledger = inner.ledger.clone();
     let durable = tokio::task::spawn_blocking(move || ledger.flush_to(seq));
     let settle = inner.settle_window();
+    tracing::debug!(job = %a.job.short(), task = a.task, "claimed; settling for {settle:?}");
     if !settle.is_zero() {
         tokio::select! {
             _ = tokio::time::sleep(settle) => {}
