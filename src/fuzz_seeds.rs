@@ -254,6 +254,16 @@ fn write_fuzz_seeds() {
     write("gossip", "delta_job", &codec::encode(&job(&rec)));
     write("gossip", "delta_claim", &codec::encode(&job(&claim_delta)));
     write("gossip", "delta_new_job", &codec::encode(&job(&fresh)));
+    let with_manifests = DeltaMsg::JobWithManifests {
+        job: id,
+        record: rec.clone(),
+        manifests: vec![serde_bytes::ByteBuf::from(b"a manifest".to_vec())],
+    };
+    write(
+        "gossip",
+        "delta_with_manifests",
+        &codec::encode(&with_manifests),
+    );
     let alert_msg = DeltaMsg::Alert {
         id: alert_id,
         record: alert_rec.clone(),

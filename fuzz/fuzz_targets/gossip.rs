@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
 
 fn delta(msg: DeltaMsg) {
     match msg {
-        DeltaMsg::Job { job, record } => {
+        DeltaMsg::Job { job, record } | DeltaMsg::JobWithManifests { job, record, .. } => {
             // The author is whoever the record's first claim names, so the
             // authorship check passes as often as it fails.
             let author = record

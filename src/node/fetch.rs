@@ -212,15 +212,19 @@ impl Inner {
 }
 
 /// Drop from `rec` every Done this node does not know yet whose outputs
-/// cannot be found: a Done must name blobs that exist. The outputs'
-/// manifests are asked for from the Done's author, then from `also` (the
-/// peers the record came through, which checked it themselves before
-/// passing it on); those found are stored (they are small), so the check is
-/// made once per output. Returns how many Dones were dropped.
+/// cannot be found: a Done must name blobs that exist, and a blob exists
+/// once its manifest (whose hash is the blob's name) is seen. `manifests`
+/// came with the record (a renderer gossips its Done with them), so most
+/// Dones are checked by hashing these few bytes. Other outputs' manifests
+/// are asked for from the Done's author, then from `also` (the peers the
+/// record came through, which checked it themselves before passing it on);
+/// those found are stored (they are small). Returns how many Dones were
+/// dropped.
 pub(crate) async fn verify_dones(
     inner: &Arc<Inner>,
     also: &[PeerId],
     rec: &mut JobRecord,
+    manifests: &[serde_bytes::ByteBuf],
 ) -> usize {
     let id = crate::ledger::job_id(&rec.spec);
     let known = |task: u32, d: &crate::ledger::Done| {
@@ -238,12 +242,21 @@ pub(crate) async fn verify_dones(
             }
         }
     }
+    if !needed.is_empty() && !manifests.is_empty() {
+        // A manifest shows its blob when it hashes to the blob's name and
+        // is a manifest (bytes that merely hash right prove nothing).
+        let shown: std::collections::HashSet<Hash> = manifests
+            .iter()
+            .filter(|m| crate::store::Manifest::decode(m).is_ok())
+            .map(|m| Hash::of(m))
+            .collect();
+        needed.retain(|blob, _| !shown.contains(blob));
+    }
     if needed.is_empty() {
         return 0;
     }
     let missing = manifests_missing(inner, needed.keys().copied().collect()).await;
-    let mut unobtainable = BTreeSet::new();
-    for blob in missing {
+    for &blob in &missing {
         let authors = needed.get(&blob).cloned().unwrap_or_default();
         let mut peers: Vec<PeerId> = authors
             .iter()
@@ -255,10 +268,12 @@ pub(crate) async fn verify_dones(
                 .copied()
                 .collect::<Vec<_>>(),
         );
-        if inner.fetch_batch(&[blob], &peers).await.is_empty() {
-            unobtainable.insert(blob);
-        }
+        inner.fetch_batch(&[blob], &peers).await;
     }
+    let unobtainable: BTreeSet<Hash> = manifests_missing(inner, missing)
+        .await
+        .into_iter()
+        .collect();
     let mut dropped = 0;
     for t in rec.tasks.values_mut() {
         let before = t.dones.len();
@@ -269,10 +284,15 @@ pub(crate) async fn verify_dones(
     dropped
 }
 
+/// The blobs whose manifest this node does not hold: absent, or bytes that
+/// hash right but are no manifest.
 async fn manifests_missing(inner: &Inner, blobs: Vec<Hash>) -> Vec<Hash> {
     let store = inner.store.clone();
     tokio::task::spawn_blocking(move || {
-        blobs.into_iter().filter(|b| !store.has_chunk(*b)).collect()
+        blobs
+            .into_iter()
+            .filter(|b| store.manifest(*b).is_err())
+            .collect()
     })
     .await
     .unwrap_or_default()

@@ -290,25 +290,31 @@ async fn on_delta(
     data: &[u8],
 ) -> Result<Verdict, String> {
     let author_id = NodeId::new(author.to_base58());
-    let (job, mut record) = match wire::decode_delta(data).map_err(|e| format!("delta: {e}"))? {
-        DeltaMsg::Job { job, record } => (job, record),
-        DeltaMsg::Alert { id, record } => {
-            let foreign = record.claims.iter().any(|c| c.node != author_id)
-                || record.sent.iter().any(|s| s.node != author_id);
-            if foreign {
-                return Err(format!(
-                    "alert delta from {author} carries another node's claim or sending"
-                ));
+    let (job, mut record, manifests) =
+        match wire::decode_delta(data).map_err(|e| format!("delta: {e}"))? {
+            DeltaMsg::Job { job, record } => (job, record, Vec::new()),
+            DeltaMsg::JobWithManifests {
+                job,
+                record,
+                manifests,
+            } => (job, record, manifests),
+            DeltaMsg::Alert { id, record } => {
+                let foreign = record.claims.iter().any(|c| c.node != author_id)
+                    || record.sent.iter().any(|s| s.node != author_id);
+                if foreign {
+                    return Err(format!(
+                        "alert delta from {author} carries another node's claim or sending"
+                    ));
+                }
+                inner
+                    .ledger
+                    .apply_alert_remote(id, &record)
+                    .map_err(|e| format!("alert {id}: {e}"))?;
+                return Ok(Verdict::Accept);
             }
-            inner
-                .ledger
-                .apply_alert_remote(id, &record)
-                .map_err(|e| format!("alert {id}: {e}"))?;
-            return Ok(Verdict::Accept);
-        }
-    };
+        };
     check_authorship(&record, &author_id)?;
-    let dropped = super::fetch::verify_dones(inner, &[from], &mut record).await;
+    let dropped = super::fetch::verify_dones(inner, &[from], &mut record, &manifests).await;
     let changed = inner
         .ledger
         .apply_remote(job, &record)

@@ -325,13 +325,24 @@ impl Node {
 impl Inner {
     /// Merge a local change, make it durable, then tell the swarm.
     pub async fn commit(&self, id: JobId, delta: Delta) -> Result<(), NodeError> {
+        self.commit_with_manifests(id, delta, Vec::new()).await
+    }
+
+    /// [`Inner::commit`] for a delta with Dones: the manifests of their
+    /// outputs go out with it, so receivers need not ask for them.
+    pub async fn commit_with_manifests(
+        &self,
+        id: JobId,
+        delta: Delta,
+        manifests: Vec<Vec<u8>>,
+    ) -> Result<(), NodeError> {
         let seq = self.ledger.apply_local(id, &delta)?;
         let ledger = self.ledger.clone();
         tokio::task::spawn_blocking(move || ledger.flush_to(seq))
             .await
             .map_err(|_| NodeError::ShuttingDown)??;
         if let Some(net) = &self.net {
-            net.publish_delta(id, &delta);
+            net.publish_delta(id, &delta, manifests);
         }
         Ok(())
     }
@@ -344,7 +355,7 @@ impl Inner {
     pub fn commit_soon(&self, id: JobId, delta: Delta) -> Result<u64, NodeError> {
         let seq = self.ledger.apply_local(id, &delta)?;
         if let Some(net) = &self.net {
-            net.publish_delta(id, &delta);
+            net.publish_delta(id, &delta, Vec::new());
         }
         Ok(seq)
     }

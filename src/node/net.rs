@@ -140,11 +140,22 @@ impl Net {
         ))
     }
 
-    /// Gossip a delta (best effort: sync repairs what gossip loses).
-    pub fn publish_delta(&self, job: JobId, delta: &Delta) {
+    /// Gossip a delta (best effort: sync repairs what gossip loses), with
+    /// the manifests of the outputs its Dones name (see
+    /// [`DeltaMsg::JobWithManifests`]).
+    pub fn publish_delta(&self, job: JobId, delta: &Delta, manifests: Vec<Vec<u8>>) {
+        let total: usize = manifests.iter().map(Vec::len).sum();
+        let manifests = if total <= wire::MAX_INLINE_MANIFESTS {
+            manifests
+                .into_iter()
+                .map(serde_bytes::ByteBuf::from)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let _ = self
             .outbox
-            .send(Outgoing::Delta(job, Box::new(delta.clone())));
+            .send(Outgoing::Delta(job, Box::new(delta.clone()), manifests));
     }
 
     /// Gossip an alert record.

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
+use serde_bytes::ByteBuf;
+
 use super::lock;
 use super::wire::{self, DeltaMsg};
 use crate::ledger::{Delta, JobId};
@@ -23,8 +25,9 @@ use crate::swarm::Client;
 
 /// What the publishing task is given.
 pub(super) enum Outgoing {
-    /// A job's delta: merged with the job's other deltas queued with it.
-    Delta(JobId, Box<Delta>),
+    /// A job's delta, and the manifests of the outputs its Dones name:
+    /// merged with the job's other deltas queued with it.
+    Delta(JobId, Box<Delta>, Vec<ByteBuf>),
     /// Bytes to publish as they are.
     Publish(&'static str, Vec<u8>),
     /// Answered once everything queued before it was handed to the swarm.
@@ -83,20 +86,22 @@ pub(super) enum Ready {
 pub(super) fn coalesce(items: Vec<Outgoing>) -> Vec<Ready> {
     // Slots in output order; a job's open slot takes its later deltas.
     enum Slot {
-        Job(JobId, Box<Delta>, usize),
+        Job(JobId, Box<Delta>, Vec<ByteBuf>, usize),
         Ready(Ready),
     }
     let mut slots: Vec<Slot> = Vec::with_capacity(items.len());
     let mut open: std::collections::HashMap<JobId, usize> = std::collections::HashMap::new();
     for item in items {
         match item {
-            Outgoing::Delta(job, delta) => {
-                let size = encoded_len(job, &delta);
+            Outgoing::Delta(job, delta, manifests) => {
+                let size =
+                    encoded_len(job, &delta) + manifests.iter().map(|m| m.len()).sum::<usize>();
                 let merged = open.get(&job).is_some_and(|&at| match &mut slots[at] {
-                    Slot::Job(_, acc, bytes) if *bytes + size <= MERGED_BYTES => {
+                    Slot::Job(_, acc, carried, bytes) if *bytes + size <= MERGED_BYTES => {
                         let ok = acc.try_merge(&delta).is_ok();
                         if ok {
                             *bytes += size;
+                            carried.extend(manifests.iter().cloned());
                         }
                         ok
                     }
@@ -104,7 +109,7 @@ pub(super) fn coalesce(items: Vec<Outgoing>) -> Vec<Ready> {
                 });
                 if !merged {
                     open.insert(job, slots.len());
-                    slots.push(Slot::Job(job, delta, size));
+                    slots.push(Slot::Job(job, delta, manifests, size));
                 }
             }
             Outgoing::Publish(topic, bytes) => {
@@ -116,13 +121,19 @@ pub(super) fn coalesce(items: Vec<Outgoing>) -> Vec<Ready> {
     slots
         .into_iter()
         .map(|slot| match slot {
-            Slot::Job(job, record, _) => Ready::Publish(
-                wire::TOPIC_LEDGER,
-                wire::encode(&DeltaMsg::Job {
-                    job,
-                    record: *record,
-                }),
-            ),
+            Slot::Job(job, record, manifests, _) => {
+                let record = *record;
+                let msg = if manifests.is_empty() {
+                    DeltaMsg::Job { job, record }
+                } else {
+                    DeltaMsg::JobWithManifests {
+                        job,
+                        record,
+                        manifests,
+                    }
+                };
+                Ready::Publish(wire::TOPIC_LEDGER, wire::encode(&msg))
+            }
             Slot::Ready(r) => r,
         })
         .collect()
@@ -176,6 +187,7 @@ mod tests {
         match ready {
             Ready::Publish(wire::TOPIC_LEDGER, bytes) => match wire::decode_delta(bytes).ok()? {
                 DeltaMsg::Job { job, record } => Some((job, record)),
+                DeltaMsg::JobWithManifests { job, record, .. } => Some((job, record)),
                 DeltaMsg::Alert { .. } => None,
             },
             _ => None,
@@ -189,11 +201,11 @@ mod tests {
         assert_eq!(pieces.len(), 3);
         let (other, other_rec) = job_with_claims("b", 1);
         let items = vec![
-            Outgoing::Delta(id, Box::new(pieces[0].clone())),
+            Outgoing::Delta(id, Box::new(pieces[0].clone()), Vec::new()),
             Outgoing::Publish(wire::TOPIC_HEARTBEAT, vec![1, 2, 3]),
-            Outgoing::Delta(other, Box::new(other_rec.clone())),
-            Outgoing::Delta(id, Box::new(pieces[1].clone())),
-            Outgoing::Delta(id, Box::new(pieces[2].clone())),
+            Outgoing::Delta(other, Box::new(other_rec.clone()), Vec::new()),
+            Outgoing::Delta(id, Box::new(pieces[1].clone()), Vec::new()),
+            Outgoing::Delta(id, Box::new(pieces[2].clone()), Vec::new()),
         ];
         let out = coalesce(items);
         assert_eq!(out.len(), 3, "one message per job, and the heartbeat");
@@ -210,7 +222,7 @@ mod tests {
         let one = encoded_len(id, &rec);
         let n = MERGED_BYTES / one + 5;
         let items = (0..n)
-            .map(|_| Outgoing::Delta(id, Box::new(rec.clone())))
+            .map(|_| Outgoing::Delta(id, Box::new(rec.clone()), Vec::new()))
             .collect();
         let out = coalesce(items);
         assert_eq!(out.len(), 2, "{n} deltas of {one} bytes fill two messages");
@@ -223,11 +235,37 @@ mod tests {
     }
 
     #[test]
+    fn manifests_ride_with_their_merged_delta() {
+        let (id, rec) = job_with_claims("a", 2);
+        let pieces = split_by_task(&rec);
+        let m = |b: u8| ByteBuf::from(vec![b; 3]);
+        let out = coalesce(vec![
+            Outgoing::Delta(id, Box::new(pieces[0].clone()), vec![m(1)]),
+            Outgoing::Delta(id, Box::new(pieces[1].clone()), vec![m(2)]),
+        ]);
+        assert_eq!(out.len(), 1);
+        let Ready::Publish(wire::TOPIC_LEDGER, bytes) = &out[0] else {
+            panic!("not a ledger message")
+        };
+        match wire::decode_delta(bytes).unwrap() {
+            DeltaMsg::JobWithManifests {
+                job,
+                record,
+                manifests,
+            } => {
+                assert_eq!((job, record), (id, rec));
+                assert_eq!(manifests, vec![m(1), m(2)]);
+            }
+            other => panic!("published as {other:?}"),
+        }
+    }
+
+    #[test]
     fn drained_is_answered_after_what_was_queued_before_it() {
         let (id, rec) = job_with_claims("a", 1);
         let (tx, _rx) = oneshot::channel();
         let out = coalesce(vec![
-            Outgoing::Delta(id, Box::new(rec)),
+            Outgoing::Delta(id, Box::new(rec), Vec::new()),
             Outgoing::Drained(tx),
         ]);
         assert!(decoded(&out[0]).is_some());

@@ -169,7 +169,7 @@ impl Inner {
             .map_err(|e| internal(e.to_string()))?
             .map_err(|e| internal(e.to_string()))?;
         if let Some(net) = &self.net {
-            net.publish_delta(id, &delta);
+            net.publish_delta(id, &delta, Vec::new());
         }
         self.events.push(
             Severity::Info,

@@ -86,7 +86,7 @@ async fn merge_records(
     alerts: Vec<(AlertId, AlertRecord)>,
 ) {
     for (id, mut rec) in jobs {
-        super::fetch::verify_dones(inner, &[peer], &mut rec).await;
+        super::fetch::verify_dones(inner, &[peer], &mut rec, &[]).await;
         if let Err(e) = inner.ledger.apply_remote(id, &rec) {
             inner.bad_peer(peer, &format!("sync record for job {}: {e}", id.short()));
         }

@@ -56,9 +56,29 @@ pub const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 /// A change to one job or one alert, as gossiped.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum DeltaMsg {
-    Job { job: JobId, record: JobRecord },
-    Alert { id: AlertId, record: AlertRecord },
+    Job {
+        job: JobId,
+        record: JobRecord,
+    },
+    Alert {
+        id: AlertId,
+        record: AlertRecord,
+    },
+    /// A job's delta with the manifests of the outputs its Dones name, so
+    /// a receiver checks those outputs exist without asking the renderer
+    /// for each manifest. Last, so the variants above keep their tags and
+    /// their bytes.
+    JobWithManifests {
+        job: JobId,
+        record: JobRecord,
+        manifests: Vec<serde_bytes::ByteBuf>,
+    },
 }
+
+/// The most manifest bytes one gossiped delta carries; a Done with more
+/// (thousands of frames in one task) goes without, and receivers ask for
+/// its manifests instead.
+pub const MAX_INLINE_MANIFESTS: usize = MAX_GOSSIP / 4;
 
 /// A sync request.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -205,6 +225,47 @@ mod tests {
             })
         );
         assert_eq!(decode_chunk_reply(&sent).unwrap().chunks, chunks);
+    }
+
+    #[test]
+    fn job_deltas_keep_their_bytes_and_manifests_ride_along() {
+        // The message as it was before manifests rode along.
+        #[derive(Serialize)]
+        enum Before {
+            Job { job: JobId, record: JobRecord },
+        }
+        let frames = crate::ledger::FrameRange {
+            start: 1,
+            end: 4,
+            step: 1,
+        };
+        let record = JobRecord::new(crate::ledger::types::tests::spec(frames, 1));
+        let job = crate::ledger::job_id(&record.spec);
+        let now = encode(&DeltaMsg::Job {
+            job,
+            record: record.clone(),
+        });
+        assert_eq!(
+            now,
+            encode(&Before::Job {
+                job,
+                record: record.clone()
+            })
+        );
+        let manifests = vec![serde_bytes::ByteBuf::from(vec![1, 2, 3])];
+        let with = encode(&DeltaMsg::JobWithManifests {
+            job,
+            record: record.clone(),
+            manifests: manifests.clone(),
+        });
+        match decode_delta(&with).unwrap() {
+            DeltaMsg::JobWithManifests {
+                job: j,
+                record: r,
+                manifests: m,
+            } => assert_eq!((j, r, m), (job, record, manifests)),
+            other => panic!("decoded as {other:?}"),
+        }
     }
 
     #[test]

@@ -314,7 +314,7 @@ async fn record(
     let work = inner.work_dir(a.job, a.task, a.claim.epoch);
     let outcome = match outcome {
         Outcome::Rendered(out) => match store_outputs(inner, &out).await {
-            Ok(outputs) => {
+            Ok((outputs, manifests)) => {
                 for o in outputs.values() {
                     inner.hold_blob(o.blob);
                 }
@@ -325,7 +325,9 @@ async fn record(
                     lamport: inner.ledger.clock().tick(),
                     render_ms: took.as_millis() as u64,
                 };
-                inner.commit(a.job, ops::done(base, a.task, done)).await?;
+                inner
+                    .commit_with_manifests(a.job, ops::done(base, a.task, done), manifests)
+                    .await?;
                 None
             }
             Err(reason) => Some(Outcome::Failed(failure(FailureKind::BadOutput, reason))),
@@ -386,18 +388,21 @@ fn with_tail(reason: &str, tail: &str) -> String {
     format!("{reason}\n--- log tail ---\n{}", &tail[start..])
 }
 
-async fn store_outputs(
-    inner: &Arc<Inner>,
-    out: &RenderOutput,
-) -> Result<std::collections::BTreeMap<u32, Output>, String> {
+/// The outputs, stored, and their manifests (gossiped with the Done).
+type Stored = (std::collections::BTreeMap<u32, Output>, Vec<Vec<u8>>);
+
+async fn store_outputs(inner: &Arc<Inner>, out: &RenderOutput) -> Result<Stored, String> {
     let store = inner.store.clone();
     let frames = out.frames.clone();
     tokio::task::spawn_blocking(move || {
         let mut outputs = std::collections::BTreeMap::new();
+        let mut manifests = Vec::new();
         for (frame, path) in frames {
-            let blob = store
-                .import_file(&path)
-                .map_err(|e| format!("cannot store the output of frame {frame}: {e}"))?;
+            let cannot = |e: crate::store::StoreError| {
+                format!("cannot store the output of frame {frame}: {e}")
+            };
+            let blob = store.import_file(&path).map_err(cannot)?;
+            manifests.push(store.read_chunk(blob).map_err(cannot)?);
             let ext = path
                 .extension()
                 .and_then(|e| e.to_str())
@@ -406,7 +411,7 @@ async fn store_outputs(
                 .to_ascii_lowercase();
             outputs.insert(frame, Output { blob, ext });
         }
-        Ok(outputs)
+        Ok((outputs, manifests))
     })
     .await
     .map_err(|e| e.to_string())?

@@ -297,32 +297,23 @@ async fn attack_with_forgeries(client: &swarm::Client, me: PeerId, id: JobId, re
     });
     let _ = client.publish(wire::TOPIC_LEDGER, delta(id, stolen)).await;
     // Dones for outputs nobody has (asked for, this peer answers wrong bytes).
-    let mut fake = real.empty_like();
-    for task in 0..real.spec.task_count() {
-        let outputs = real
-            .spec
-            .task_frames(task)
-            .into_iter()
-            .map(|f| {
-                (
-                    f,
-                    Output {
-                        blob: Hash::of(&[f as u8, 7]),
-                        ext: "png".into(),
-                    },
-                )
-            })
-            .collect();
-        fake.tasks.entry(task).or_default().dones.insert(Done {
-            outputs,
-            node: mine.clone(),
-            epoch: 1,
-            lamport: 5,
-            render_ms: 1,
-        });
-    }
+    let fake = fake_dones(real, &mine, 1);
     let _ = client
         .publish(wire::TOPIC_LEDGER, delta(id, fake.clone()))
+        .await;
+    // Such Dones carrying "manifests": the very bytes whose hashes they name
+    // as outputs, which are no manifests.
+    let manifests = (0..real.spec.task_count())
+        .flat_map(|t| real.spec.task_frames(t))
+        .map(|f| serde_bytes::ByteBuf::from(vec![f as u8, 7]))
+        .collect();
+    let inline = DeltaMsg::JobWithManifests {
+        job: id,
+        record: fake_dones(real, &mine, 2),
+        manifests,
+    };
+    let _ = client
+        .publish(wire::TOPIC_LEDGER, wire::encode(&inline))
         .await;
     // The same, pushed through sync.
     for p in client.connected_peers().await {
@@ -344,6 +335,36 @@ async fn attack_with_forgeries(client: &swarm::Client, me: PeerId, id: JobId, re
             wire::encode(&heartbeat(real.spec.submitter.clone(), 1)),
         )
         .await;
+}
+
+/// A Done for every task of `real`, by `mine`, naming outputs that do not
+/// exist: frame f's blob is the hash of the two bytes [f, 7].
+fn fake_dones(real: &JobRecord, mine: &NodeId, epoch: u32) -> JobRecord {
+    let mut fake = real.empty_like();
+    for task in 0..real.spec.task_count() {
+        let outputs = real
+            .spec
+            .task_frames(task)
+            .into_iter()
+            .map(|f| {
+                (
+                    f,
+                    Output {
+                        blob: Hash::of(&[f as u8, 7]),
+                        ext: "png".into(),
+                    },
+                )
+            })
+            .collect();
+        fake.tasks.entry(task).or_default().dones.insert(Done {
+            outputs,
+            node: mine.clone(),
+            epoch,
+            lamport: 4 + u64::from(epoch),
+            render_ms: 1,
+        });
+    }
+    fake
 }
 
 /// Valid-looking messages in bulk: heartbeats and duplicate deltas.
