@@ -319,6 +319,14 @@ async fn on_delta(
         .ledger
         .apply_remote(job, &record)
         .map_err(|e| format!("delta for job {}: {e}", job.short()))?;
+    if changed
+        && record
+            .tasks
+            .values()
+            .any(|t| !t.ends.is_empty() || !t.dones.is_empty())
+    {
+        inner.after_peer_end(job).await;
+    }
     let effect = if changed {
         &inner.metrics.deltas_changed
     } else {

@@ -576,26 +576,88 @@ impl Inner {
             ],
         );
         self.raise(id, e.clone()).await;
-        if final_ && let Some((_, JobStatus::Failed)) = self.job_status(job) {
-            let failed: Vec<u32> = self.ledger.read(|jobs| failed_frames(jobs.get(&job)));
-            let mut e2 = self.entry(
-                AlertKind::JobFailed,
-                format!(
-                    "job {name} failed: {} frame(s) could not be rendered",
-                    failed.len()
-                ),
-            );
-            e2.job = Some(job);
-            e2.job_name = Some(name);
-            e2.frames = failed;
-            e2.reason = e.reason;
-            e2.log_tail = e.log_tail;
-            self.raise(
-                AlertId::of("job_failed", &[&job.0.0, &generation.to_le_bytes()]),
-                e2,
-            )
-            .await;
+        if final_ {
+            self.job_failed_if_so(job, generation, e.reason, e.log_tail)
+                .await;
         }
+    }
+
+    /// The job has failed for good: raise `job_failed` (once per retry
+    /// generation: every node that raises it raises the same alert).
+    async fn job_failed_if_so(
+        &self,
+        job: JobId,
+        generation: u32,
+        reason: Option<String>,
+        log_tail: Option<String>,
+    ) {
+        let Some((name, JobStatus::Failed)) = self.job_status(job) else {
+            return;
+        };
+        let failed: Vec<u32> = self.ledger.read(|jobs| failed_frames(jobs.get(&job)));
+        let mut e = self.entry(
+            AlertKind::JobFailed,
+            format!(
+                "job {name} failed: {} frame(s) could not be rendered",
+                failed.len()
+            ),
+        );
+        e.job = Some(job);
+        e.job_name = Some(name);
+        e.frames = failed;
+        e.reason = reason;
+        e.log_tail = log_tail;
+        self.raise(
+            AlertId::of("job_failed", &[&job.0.0, &generation.to_le_bytes()]),
+            e,
+        )
+        .await;
+    }
+
+    /// A peer's task ended or finished. When tasks end on several nodes at
+    /// once, each node's own check after its end can run before the others'
+    /// ends reach it, and none sees the job finish or fail. So a node that
+    /// ended a task of the job itself checks again as the peers' ends
+    /// arrive by gossip (not by sync, which also brings old news: a job
+    /// long over must not be announced again); the job's alerts have one
+    /// id whoever raises them.
+    pub(crate) async fn after_peer_end(&self, job: JobId) {
+        let Some((settled, took_part, reason, generation)) = self.ledger.read(|jobs| {
+            let r = jobs.get(&job)?;
+            let live = crate::ledger::AllLive;
+            // From the end: most ends leave a later task open, found at once.
+            let settled = (0..r.spec.task_count()).rev().all(|i| {
+                r.tasks.get(&i).is_some_and(|t| {
+                    matches!(
+                        t.status(r, job, i, &live),
+                        TaskStatus::Done | TaskStatus::Failed
+                    )
+                })
+            });
+            if !settled {
+                return Some((false, false, None, 0));
+            }
+            let mine = |n: &crate::ledger::NodeId| *n == self.id;
+            let took_part = r.tasks.values().any(|t| {
+                t.ends.iter().any(|e| mine(&e.node)) || t.dones.iter().any(|d| mine(&d.node))
+            });
+            let generation = r.retry_generation.0;
+            let reason = r
+                .tasks
+                .values()
+                .flat_map(|t| t.ends.iter())
+                .filter(|e| e.kind == crate::ledger::EndKind::Failed && e.generation == generation)
+                .map(|e| e.reason.lines().next().unwrap_or_default().to_string())
+                .next();
+            Some((settled, took_part, reason, generation))
+        }) else {
+            return;
+        };
+        if !settled || !took_part {
+            return;
+        }
+        self.after_done(job).await;
+        self.job_failed_if_so(job, generation, reason, None).await;
     }
 }
 
