@@ -622,7 +622,9 @@ impl Inner {
     /// long over must not be announced again); the job's alerts have one
     /// id whoever raises them.
     pub(crate) async fn after_peer_end(&self, job: JobId) {
-        let Some((settled, took_part, reason, generation)) = self.ledger.read(|jobs| {
+        // Some((the generation's first failure reason, generation)) when the
+        // job is settled and this node took part in it.
+        let ended = self.ledger.read(|jobs| {
             let r = jobs.get(&job)?;
             let live = crate::ledger::AllLive;
             // From the end: most ends leave a later task open, found at once.
@@ -634,13 +636,15 @@ impl Inner {
                     )
                 })
             });
-            if !settled {
-                return Some((false, false, None, 0));
-            }
             let mine = |n: &crate::ledger::NodeId| *n == self.id;
-            let took_part = r.tasks.values().any(|t| {
-                t.ends.iter().any(|e| mine(&e.node)) || t.dones.iter().any(|d| mine(&d.node))
-            });
+            let took_part = || {
+                r.tasks.values().any(|t| {
+                    t.ends.iter().any(|e| mine(&e.node)) || t.dones.iter().any(|d| mine(&d.node))
+                })
+            };
+            if !settled || !took_part() {
+                return None;
+            }
             let generation = r.retry_generation.0;
             let reason = r
                 .tasks
@@ -649,13 +653,11 @@ impl Inner {
                 .filter(|e| e.kind == crate::ledger::EndKind::Failed && e.generation == generation)
                 .map(|e| e.reason.lines().next().unwrap_or_default().to_string())
                 .next();
-            Some((settled, took_part, reason, generation))
-        }) else {
+            Some((reason, generation))
+        });
+        let Some((reason, generation)) = ended else {
             return;
         };
-        if !settled || !took_part {
-            return;
-        }
         self.after_done(job).await;
         self.job_failed_if_so(job, generation, reason, None).await;
     }
