@@ -138,6 +138,7 @@ mod tests {
             name: Some("n".into()),
             tags: vec!["t".into()],
             stall: Some(1),
+            cache_size: Some("1G".into()),
             threads: Some(1),
             listen: vec!["l".into()],
             peers: vec!["p".into()],

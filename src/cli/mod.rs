@@ -17,6 +17,7 @@ mod local_swarm;
 mod man;
 mod node;
 pub mod service;
+mod size;
 mod submit;
 
 use std::path::PathBuf;

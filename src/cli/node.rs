@@ -59,6 +59,14 @@ pub struct NodeArgs {
     /// Seconds of engine silence before a render counts as stalled.
     #[arg(long)]
     pub stall: Option<u64>,
+    /// Disk the blob store may use, e.g. 20G (default 20G). Least recently
+    /// used blobs go beyond it; what active jobs and uncollected outputs
+    /// need always stays.
+    #[arg(long, value_name = "SIZE", value_parser = super::size::parse_size)]
+    pub cache_size: Option<u64>,
+    /// Tests only: milliseconds between trims of the store (default 60 s).
+    #[arg(long, hide = true)]
+    pub test_cache_every_ms: Option<u64>,
     /// Settings file (TOML); flags override it. Default: the first of
     /// ~/.config/renderswarm/swarm.toml and /etc/renderswarm/swarm.toml.
     #[arg(long, env = "SWARM_CONFIG")]
@@ -143,6 +151,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub tags: Vec<String>,
     pub stall: Option<u64>,
+    /// Like `--cache-size`: "20G".
+    pub cache_size: Option<String>,
     pub threads: Option<usize>,
     #[serde(default)]
     pub listen: Vec<String>,
@@ -230,11 +240,26 @@ pub fn config(args: &NodeArgs) -> Result<NodeConfig> {
         .into());
     }
     gpu_config(args, &file, &mut cfg)?;
+    cache_config(args, &file, &mut cfg)?;
     cfg.engines = engine_config(args, &file)?;
     cfg.net = Some(net_config(args, &file)?);
     cfg.synthetic = args.test_synthetic_farm;
     cfg.alerts = alert_config(args, &file, cfg.web)?;
     Ok(cfg)
+}
+
+/// The store's size and how often it is trimmed.
+fn cache_config(args: &NodeArgs, file: &FileConfig, cfg: &mut NodeConfig) -> Result<()> {
+    if let Some(size) = args.cache_size {
+        cfg.cache_size = size;
+    } else if let Some(text) = &file.cache_size {
+        cfg.cache_size = super::size::parse_size(text)
+            .map_err(|e| BadInput(format!("cache_size in the config file: {e}")))?;
+    }
+    if let Some(ms) = args.test_cache_every_ms {
+        cfg.cache_every = std::time::Duration::from_millis(ms.max(1));
+    }
+    Ok(())
 }
 
 /// Tags from the GPUs found, and one slot per GPU (times N) with

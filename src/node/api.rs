@@ -1,6 +1,7 @@
 //! What people ask of a node: submit, look, act. The HTTP API is a thin
 //! skin over these methods; tests and embedders may call them directly.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -55,6 +56,20 @@ pub struct NodeInfo {
     pub ledger_digest: String,
     /// Bad messages and records received from peers and dropped.
     pub bad_input: u64,
+    pub cache: CacheInfo,
+}
+
+/// The blob store against its size (see `cache.rs`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CacheInfo {
+    /// Bytes of chunks kept at the last trim (0 before the first).
+    pub bytes: u64,
+    /// `--cache-size`.
+    pub size: u64,
+    /// Trims so far.
+    pub trims: u64,
+    /// Bytes evicted so far.
+    pub bytes_freed: u64,
 }
 
 impl Node {
@@ -310,6 +325,17 @@ impl Node {
             listen: lock(&self.inner.listen_addrs).clone(),
             ledger_digest: self.inner.ledger.root_digest().to_string(),
             bad_input: self.bad_input_count(),
+            cache: self.cache_info(),
+        }
+    }
+
+    fn cache_info(&self) -> CacheInfo {
+        let m = &self.inner.metrics;
+        CacheInfo {
+            bytes: m.cache_bytes.load(Ordering::Relaxed),
+            size: self.inner.cfg.cache_size,
+            trims: m.cache_trims.load(Ordering::Relaxed),
+            bytes_freed: m.cache_bytes_freed.load(Ordering::Relaxed),
         }
     }
 

@@ -13,6 +13,9 @@ use libp2p::Multiaddr;
 
 use crate::render::EngineConfig;
 
+/// The store's size unless `--cache-size` says otherwise: 20 GiB.
+pub const DEFAULT_CACHE_SIZE: u64 = 20 << 30;
+
 /// How a node joins the swarm. `None` in [`NodeConfig::net`] runs a node
 /// alone, without any network.
 #[derive(Clone, Debug, Default)]
@@ -65,8 +68,12 @@ pub struct NodeConfig {
     /// Failed attempts on one job after which this node stops taking it
     /// (while another node can).
     pub blocklist_after: u32,
-    /// Bytes of blobs kept beyond those active jobs need.
+    /// Bytes the blob store may hold: least recently used blobs are
+    /// evicted beyond it, except those jobs still need (kept whatever the
+    /// size).
     pub cache_size: u64,
+    /// How often the store is trimmed to `cache_size`.
+    pub cache_every: Duration,
     /// The swarm; `None` for a lone node.
     pub net: Option<NetConfig>,
     /// Where and when to send alerts; `None`: this node sends none (it still
@@ -93,7 +100,8 @@ impl NodeConfig {
             heartbeat,
             lease: heartbeat * 3,
             blocklist_after: 3,
-            cache_size: 20 << 30,
+            cache_size: DEFAULT_CACHE_SIZE,
+            cache_every: Duration::from_secs(60),
             net: None,
             alerts: None,
             synthetic: None,

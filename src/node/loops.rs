@@ -2,7 +2,7 @@
 //! freed slot, a tick) and never on a slow consumer, and each ends when the
 //! node shuts down.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ pub(crate) fn spawn_all(inner: &Arc<Inner>, net: Option<NetEvents>) {
     t.spawn(super::collect::collect(inner.clone()));
     t.spawn(super::alerts::run(inner.clone()));
     t.spawn(remember_held_blobs(inner.clone()));
+    t.spawn(super::cache::keep_within_size(inner.clone()));
     if let Some((nodes, frames)) = inner.cfg.synthetic {
         t.spawn(super::synthetic::run(inner.clone(), nodes, frames));
     }
@@ -175,8 +176,9 @@ async fn replay(inner: Arc<Inner>, file: std::path::PathBuf) {
 /// Claim work whenever a slot is free; stop renders that must stop.
 /// Claims held beyond the slots: each waits for a slot with its settle
 /// window already behind it, so a busy node goes from one render to the
-/// next without the claim's round trips in between.
-const CLAIMS_AHEAD: usize = 1;
+/// next without the claim's round trips in between. One for long renders;
+/// more for short ones (see [`claims_ahead`]), up to this.
+const MAX_CLAIMS_AHEAD: usize = 8;
 
 async fn schedule(inner: Arc<Inner>) {
     let mut changes = inner.ledger.subscribe();
@@ -195,15 +197,67 @@ async fn schedule(inner: Arc<Inner>) {
         }
         while !inner.shutdown.is_cancelled() {
             let held = lock(&inner.running).len();
-            if held >= inner.cfg.slots + CLAIMS_AHEAD {
+            if held >= inner.cfg.slots + MAX_CLAIMS_AHEAD {
                 break;
             }
             let Some(pick) = next_pick(&inner) else { break };
-            if held >= inner.cfg.slots && !pick.ahead {
+            if held >= inner.cfg.slots
+                && (!pick.ahead || held >= inner.cfg.slots + claims_ahead(&inner, pick.job))
+            {
                 break;
             }
             launch(&inner, pick);
         }
+    }
+}
+
+/// How many claims beyond its slots this node holds for `job`. Each claim
+/// is a signed gossip message that every peer checks and merges, and claims
+/// made at once leave in one message; so for a job of short tasks a node
+/// claims several ahead, as many as it renders in [`AHEAD_SETTLE_WINDOWS`]
+/// settle windows. At the tail, a node then holds at most that much work
+/// that an idle one cannot take. One for a job this node has not rendered
+/// yet, or whose renders outlast that.
+fn claims_ahead(inner: &Inner, job: JobId) -> usize {
+    ahead_for(inner.settle_window(), inner.render_times.of(job))
+}
+
+fn ahead_for(settle: Duration, render: Option<Duration>) -> usize {
+    let Some(render) = render else {
+        return 1;
+    };
+    let window = settle.as_micros() * AHEAD_SETTLE_WINDOWS;
+    let render = render.as_micros().max(1);
+    usize::try_from(window / render)
+        .unwrap_or(MAX_CLAIMS_AHEAD)
+        .clamp(1, MAX_CLAIMS_AHEAD)
+}
+
+/// See [`claims_ahead`].
+const AHEAD_SETTLE_WINDOWS: u128 = 4;
+
+/// How long this node's recent renders of each job took, smoothed.
+/// Bounded: when full, it starts over (jobs are few at a time).
+#[derive(Default)]
+pub(crate) struct RenderTimes(std::sync::Mutex<HashMap<JobId, Duration>>);
+
+/// Jobs [`RenderTimes`] remembers at most.
+const RENDER_TIMES_KEPT: usize = 64;
+
+impl RenderTimes {
+    pub(crate) fn note(&self, job: JobId, took: Duration) {
+        let mut times = lock(&self.0);
+        if times.len() >= RENDER_TIMES_KEPT && !times.contains_key(&job) {
+            times.clear();
+        }
+        times
+            .entry(job)
+            .and_modify(|t| *t = (*t * 3 + took) / 4)
+            .or_insert(took);
+    }
+
+    pub(crate) fn of(&self, job: JobId) -> Option<Duration> {
+        lock(&self.0).get(&job).copied()
     }
 }
 
@@ -262,6 +316,7 @@ fn with_view<T>(inner: &Inner, f: impl FnOnce(&scheduler::View<'_>) -> T) -> T {
             busy: &busy,
             waiting: &waiting,
             live,
+            now_ms: super::events::now_ms(),
         };
         f(&view)
     })
@@ -390,5 +445,35 @@ fn sample(inner: Arc<Inner>) {
         });
     if let Err(e) = spawned {
         tracing::warn!("cannot start the telemetry thread: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_renders_are_claimed_several_ahead_and_long_ones_one() {
+        let ms = Duration::from_millis;
+        assert_eq!(ahead_for(ms(20), None), 1, "not rendered here yet");
+        assert_eq!(ahead_for(ms(20), Some(ms(200))), 1);
+        assert_eq!(ahead_for(ms(20), Some(ms(20))), 4);
+        assert_eq!(ahead_for(ms(20), Some(ms(1))), MAX_CLAIMS_AHEAD);
+        assert_eq!(ahead_for(ms(20), Some(Duration::ZERO)), MAX_CLAIMS_AHEAD);
+        assert_eq!(ahead_for(Duration::ZERO, Some(ms(1))), 1, "alone");
+    }
+
+    #[test]
+    fn render_times_are_smoothed_and_bounded() {
+        let times = RenderTimes::default();
+        let job = |i: u8| JobId(crate::hash::Hash::of(&[i]));
+        times.note(job(0), Duration::from_millis(100));
+        times.note(job(0), Duration::from_millis(20));
+        assert_eq!(times.of(job(0)), Some(Duration::from_millis(80)));
+        for i in 1..=RENDER_TIMES_KEPT as u8 {
+            times.note(job(i), Duration::from_millis(1));
+        }
+        assert!(lock(&times.0).len() <= RENDER_TIMES_KEPT);
+        assert_eq!(times.of(job(0)), None, "started over when full");
     }
 }

@@ -24,6 +24,12 @@ pub struct Metrics {
     pub deltas_unchanged: AtomicU64,
     /// How long this node's renders took.
     pub render_seconds: Histogram,
+    /// Passes that trimmed the store to `--cache-size` (see `cache.rs`).
+    pub cache_trims: AtomicU64,
+    /// Bytes of chunks the store kept at the last pass.
+    pub cache_bytes: AtomicU64,
+    /// Bytes of chunks evicted since the node started.
+    pub cache_bytes_freed: AtomicU64,
 }
 
 /// Upper bounds of the render-time histogram's buckets, in seconds.

@@ -15,6 +15,7 @@
 
 mod alerts;
 mod api;
+mod cache;
 mod collect;
 pub mod config;
 mod encode;
@@ -45,7 +46,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use api::{Action, ActionError, NodeInfo};
+pub use api::{Action, ActionError, CacheInfo, NodeInfo};
 pub use collect::{collected_name, frame_file_name};
 pub use config::{NetConfig, NodeConfig};
 pub use events::{Event, EventLog, Severity};
@@ -107,6 +108,8 @@ pub(crate) struct Inner {
     pub slot_freed: Notify,
     /// Jobs whose scene could not be fetched, and until when to leave them.
     pub scene_waits: Mutex<HashMap<JobId, std::time::Instant>>,
+    /// How long this node's renders of each job take (claims held ahead).
+    pub render_times: loops::RenderTimes,
     /// One permit per slot, held from a render's start to its record.
     pub render_slots: Arc<tokio::sync::Semaphore>,
     /// The GPUs of the free GPU slots (see `NodeConfig::gpu_slots`).
@@ -193,6 +196,7 @@ impl Node {
             free_gpus: Mutex::new(cfg.gpu_slots.clone()),
             storage_pause: Mutex::new(None),
             scene_waits: Mutex::new(HashMap::new()),
+            render_times: loops::RenderTimes::default(),
             id,
             cfg,
             ledger,
@@ -436,14 +440,14 @@ impl DataDirs {
         };
         std::fs::create_dir_all(&dirs.root).map_err(io(&dirs.root))?;
         // Work and upload files of a previous run belong to renders and
-        // uploads that died with it.
-        for d in [&dirs.work, &dirs.uploads] {
+        // uploads that died with it. Unpacked scenes are written without
+        // fsync (the store holds them durably), so after a crash one could
+        // be half on disk: they are unpacked again as tasks need them.
+        for d in [&dirs.work, &dirs.uploads, &dirs.scenes] {
             let _ = std::fs::remove_dir_all(d);
             std::fs::create_dir_all(d).map_err(io(d))?;
         }
-        for d in [&dirs.scenes, &dirs.submitted] {
-            std::fs::create_dir_all(d).map_err(io(d))?;
-        }
+        std::fs::create_dir_all(&dirs.submitted).map_err(io(&dirs.submitted))?;
         Ok(dirs)
     }
 }

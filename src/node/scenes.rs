@@ -5,8 +5,13 @@
 //! (every chunk verified on the way) into `scenes/<hash>/`, via a temporary
 //! folder renamed into place, so a half-written scene is never used. A lock
 //! per bundle keeps two tasks from unpacking the same scene at once.
+//!
+//! The files are not fsynced: they are a copy of what the store holds
+//! durably, and the node empties this folder when it starts, so a crash
+//! cannot leave a torn scene behind. Scenes no job needs any more are
+//! removed by [`SceneCache::prune`] (see `cache.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +22,27 @@ use crate::store::Store;
 pub struct SceneCache {
     dir: PathBuf,
     locks: Mutex<HashMap<Hash, Arc<tokio::sync::Mutex<()>>>>,
+    /// How many renders are using each unpacked scene.
+    users: Arc<Mutex<HashMap<Hash, usize>>>,
+}
+
+/// An unpacked scene a render is using: not pruned while held.
+pub struct SceneInUse {
+    pub dir: PathBuf,
+    bundle: Hash,
+    users: Arc<Mutex<HashMap<Hash, usize>>>,
+}
+
+impl Drop for SceneInUse {
+    fn drop(&mut self) {
+        let mut users = super::lock(&self.users);
+        if let Some(n) = users.get_mut(&self.bundle) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(&self.bundle);
+            }
+        }
+    }
 }
 
 impl SceneCache {
@@ -24,12 +50,14 @@ impl SceneCache {
         SceneCache {
             dir,
             locks: Mutex::new(HashMap::new()),
+            users: Arc::default(),
         }
     }
 
-    /// The folder holding bundle `bundle` unpacked, unpacking it if needed.
-    /// The bundle must already be complete in `store`.
-    pub async fn unpack(&self, store: &Arc<Store>, bundle: Hash) -> Result<PathBuf, String> {
+    /// The folder holding bundle `bundle` unpacked, unpacking it if needed,
+    /// kept until the returned use is dropped. The bundle must already be
+    /// complete in `store`.
+    pub async fn unpack(&self, store: &Arc<Store>, bundle: Hash) -> Result<SceneInUse, String> {
         let dir = self.dir.join(bundle.to_hex());
         let lock = {
             let mut locks = super::lock(&self.locks);
@@ -37,7 +65,7 @@ impl SceneCache {
         };
         let _held = lock.lock().await;
         if dir.is_dir() {
-            return Ok(dir);
+            return Ok(self.use_of(bundle, dir));
         }
         let tmp = self.dir.join(format!("{}.partial", bundle.to_hex()));
         let store = store.clone();
@@ -47,7 +75,7 @@ impl SceneCache {
             std::fs::create_dir_all(&tmp2)
                 .map_err(|e| format!("cannot create {}: {e}", tmp2.display()))?;
             store
-                .export_bundle(bundle, &tmp2)
+                .export_bundle_unsynced(bundle, &tmp2)
                 .map_err(|e| format!("cannot unpack the scene: {e}"))?;
             std::fs::rename(&tmp2, &dir2)
                 .map_err(|e| format!("cannot move the scene into place: {e}"))
@@ -57,6 +85,56 @@ impl SceneCache {
         .inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&tmp);
         })?;
-        Ok(dir)
+        Ok(self.use_of(bundle, dir))
     }
+
+    /// Counts a render's use of an unpacked scene; under the bundle's lock.
+    fn use_of(&self, bundle: Hash, dir: PathBuf) -> SceneInUse {
+        *super::lock(&self.users).entry(bundle).or_default() += 1;
+        SceneInUse {
+            dir,
+            bundle,
+            users: self.users.clone(),
+        }
+    }
+
+    /// Removes every unpacked scene not in `keep`, except those being
+    /// unpacked or rendered from right now (a job submitted since `keep`
+    /// was computed may already use its scene).
+    pub async fn prune(&self, keep: &HashSet<Hash>) {
+        let dir = self.dir.clone();
+        let listed = tokio::task::spawn_blocking(move || unpacked(&dir))
+            .await
+            .unwrap_or_default();
+        for (bundle, path) in listed {
+            if keep.contains(&bundle) {
+                continue;
+            }
+            let lock = super::lock(&self.locks).entry(bundle).or_default().clone();
+            let Ok(_held) = lock.try_lock() else {
+                continue; // being unpacked right now
+            };
+            if super::lock(&self.users).contains_key(&bundle) {
+                continue;
+            }
+            if let Err(e) = tokio::fs::remove_dir_all(&path).await {
+                tracing::warn!("removing the unpacked scene {}: {e}", path.display());
+            }
+            super::lock(&self.locks).remove(&bundle);
+        }
+    }
+}
+
+/// The unpacked scenes in `dir`, by bundle.
+fn unpacked(dir: &std::path::Path) -> Vec<(Hash, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let hash = e.file_name().to_str()?.parse::<Hash>().ok()?;
+            Some((hash, e.path()))
+        })
+        .collect()
 }

@@ -11,7 +11,10 @@
 //!    this node ranks first by rendezvous hashing over the live nodes that can
 //!    run the job, so concurrent pickers spread out instead of colliding; when
 //!    none is left, take the pending task where this node ranks best among the
-//!    first few (work stealing, still spread out).
+//!    first few (work stealing, still spread out). A task nobody has claimed
+//!    yet is stolen only after a grace of [`STEAL_GRACE_MS`] per rank since
+//!    the job's submission, so when a fresh job lands on an idle swarm its
+//!    first choice claims it and the rest do not all pile on at once.
 //! 4. An encode job waits until its render job is done, and is left to its
 //!    submitter while that is alive and has ffmpeg (see `encode.rs`).
 //! 5. A first-choice task of a job with plenty of pending work may be
@@ -70,7 +73,18 @@ pub struct View<'a> {
     /// that holds it is reachable): left alone for a while.
     pub waiting: &'a HashSet<JobId>,
     pub live: &'a dyn Liveness,
+    /// This node's wall clock, in milliseconds since the Unix epoch.
+    pub now_ms: u64,
 }
+
+/// How long, per rank, a node that is not a fresh task's first choice
+/// leaves it to those ranked above before stealing it. Long enough for the
+/// first choice's claim (tens of milliseconds on a LAN) to reach everyone.
+pub const STEAL_GRACE_MS: u64 = 100;
+
+/// Ranks beyond this wait no longer: a swarm of many nodes does not leave
+/// a fresh task waiting for seconds when its first choices are busy.
+const STEAL_GRACE_RANKS: usize = 10;
 
 /// How many pending tasks work stealing ranks itself over.
 const STEAL_WINDOW: usize = 32;
@@ -164,7 +178,7 @@ fn pick_in_job(id: JobId, rec: &JobRecord, view: &View<'_>) -> Option<Pick> {
                     epoch: t.next_epoch(),
                     ahead: false,
                 });
-            } else if window.len() < STEAL_WINDOW {
+            } else if window.len() < STEAL_WINDOW && !in_grace(rec, t, rank, view.now_ms) {
                 window.push((rank, i, t.next_epoch()));
             }
         }
@@ -182,6 +196,18 @@ fn pick_in_job(id: JobId, rec: &JobRecord, view: &View<'_>) -> Option<Pick> {
         epoch,
         ahead: false,
     })
+}
+
+/// Whether a task nobody has claimed is still left to the nodes ranked
+/// above `rank`. A submission time in the future (the submitter's clock is
+/// ahead of ours) gives no grace: a skewed clock must not hold work back.
+fn in_grace(rec: &JobRecord, t: &TaskState, rank: usize, now_ms: u64) -> bool {
+    if !t.claims.is_empty() {
+        return false;
+    }
+    let grace = STEAL_GRACE_MS * rank.min(STEAL_GRACE_RANKS) as u64;
+    let submitted = rec.spec.submitted_ms;
+    submitted <= now_ms && now_ms < submitted.saturating_add(grace)
 }
 
 /// Where `me` ranks for a task among `nodes` by rendezvous (highest random
@@ -253,6 +279,7 @@ mod tests {
             busy,
             waiting: &NO_JOBS,
             live: &AllLive,
+            now_ms: u64::MAX,
         }
     }
 
@@ -363,5 +390,68 @@ mod tests {
             pick(&jobs, &view(&me, &mine, &alone, &busy)).is_some(),
             "nobody else can"
         );
+    }
+
+    #[test]
+    fn a_fresh_task_is_left_to_its_first_choice_for_a_grace_per_rank() {
+        let submitted = 1_000_000;
+        let (id, rec) = job(0, submitted, 1);
+        let names: Vec<NodeId> = (0..4).map(|i| NodeId::new(format!("n{i}"))).collect();
+        let refs: Vec<&NodeId> = names.iter().collect();
+        let busy = HashSet::new();
+        let picks_at = |rec: &JobRecord, me: &NodeId, now_ms: u64| {
+            let peers: BTreeMap<NodeId, Capability> = names
+                .iter()
+                .filter(|n| *n != me)
+                .map(|n| (n.clone(), cap()))
+                .collect();
+            let mine = cap();
+            let mut v = view(me, &mine, &peers, &busy);
+            v.now_ms = now_ms;
+            let jobs = BTreeMap::from([(id, rec.clone())]);
+            pick(&jobs, &v).is_some()
+        };
+        for me in &names {
+            let rank = rank_of(me, id, 0, &refs) as u64;
+            let due = submitted + rank * STEAL_GRACE_MS;
+            assert!(
+                picks_at(&rec, me, due),
+                "rank {rank} steals once its grace is over"
+            );
+            if rank > 0 {
+                assert!(!picks_at(&rec, me, due - 1), "rank {rank} waits its grace");
+                assert!(
+                    picks_at(&rec, me, submitted - 5_000),
+                    "a submission in the future (skewed clock) gives no grace"
+                );
+            }
+        }
+
+        // A task whose claim failed is pending again and stolen at once.
+        let mut retried = rec.clone();
+        let first = names
+            .iter()
+            .find(|n| rank_of(n, id, 0, &refs) == 0)
+            .unwrap();
+        let t = retried.tasks.entry(0).or_default();
+        t.claims.insert(Claim {
+            epoch: 1,
+            lamport: 1,
+            node: first.clone(),
+        });
+        t.ends.insert(End {
+            epoch: 1,
+            node: first.clone(),
+            generation: 0,
+            kind: EndKind::Failed,
+            reason: "x".into(),
+            log: None,
+        });
+        for me in names.iter().filter(|n| *n != first) {
+            assert!(
+                picks_at(&retried, me, submitted + 1),
+                "no grace for a retry"
+            );
+        }
     }
 }

@@ -139,7 +139,11 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
                 .renders_lost
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        _ => inner.metrics.render_seconds.observe(began.elapsed()),
+        Outcome::Rendered(_) => {
+            inner.metrics.render_seconds.observe(began.elapsed());
+            inner.render_times.note(a.job, began.elapsed());
+        }
+        Outcome::Failed(_) => inner.metrics.render_seconds.observe(began.elapsed()),
     }
     if let Outcome::Failed(f) = &outcome
         && f.reason.contains("os error 28")
@@ -213,8 +217,8 @@ async fn render(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment, gpu: Optio
         return Outcome::Released(format!("the scene is not here yet: {reason}"));
     }
     // A scene that is here but cannot be unpacked is broken: that fails.
-    let scene_dir = match inner.scenes.unpack(&inner.store, spec.scene).await {
-        Ok(dir) => dir,
+    let scene = match inner.scenes.unpack(&inner.store, spec.scene).await {
+        Ok(scene) => scene,
         Err(reason) if a.cancel.is_cancelled() => return Outcome::Released(reason),
         Err(reason) => return Outcome::Failed(failure(FailureKind::EngineError, reason)),
     };
@@ -228,8 +232,8 @@ async fn render(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment, gpu: Optio
         return Outcome::Failed(failure(FailureKind::EngineError, reason));
     }
     let req = RenderRequest {
-        scene: scene_dir.join(&spec.scene_file),
-        workdir: scene_dir,
+        scene: scene.dir.join(&spec.scene_file),
+        workdir: scene.dir.clone(),
         frames: spec.task_frames(a.task),
         output_dir,
         output_format: spec.output_format.clone(),

@@ -48,7 +48,7 @@ pub(crate) async fn render(job: &Job<'_>, threads: usize) -> Result<RenderOutput
         job.fail(FailureKind::EngineError, reason, &log)
     })?;
     let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => builtin::cpus(),
         n => n,
     };
     log.note(&format!(

@@ -2,7 +2,9 @@
 //!
 //! A file is written to a temp file next to its destination, fsynced and
 //! renamed, so a reader (the render engine, a user) never sees half a frame
-//! or half a scene. Every chunk is verified on the way out.
+//! or half a scene. Every chunk is verified on the way out. A copy that its
+//! owner throws away after a crash (the node's unpacked scenes) skips the
+//! fsync: [`Store::export_bundle_unsynced`].
 //!
 //! A bundle's paths come from the network. They were validated when the
 //! manifest was decoded and are validated again here, right where they
@@ -25,13 +27,29 @@ impl Store {
         let hold = Hold::new(self);
         let (_size, chunks) = self.hold_file(blob, &hold)?;
         self.mark_used(blob);
-        self.write_file(blob, &chunks, dest, false)
+        self.write_file(blob, &chunks, dest, false, Sync::Yes)
     }
 
     /// Writes every entry of the `Bundle` blob `bundle` under `dest_dir`
     /// (created if needed), never outside it. Every entry's manifest must be
     /// present before anything is written.
     pub fn export_bundle(&self, bundle: Hash, dest_dir: &Path) -> Result<(), StoreError> {
+        self.export_bundle_as(bundle, dest_dir, Sync::Yes)
+    }
+
+    /// [`Store::export_bundle`] without fsync: for a copy its owner removes
+    /// after a crash (a torn file is never used), where waiting for the disk
+    /// would only delay the render.
+    pub fn export_bundle_unsynced(&self, bundle: Hash, dest_dir: &Path) -> Result<(), StoreError> {
+        self.export_bundle_as(bundle, dest_dir, Sync::No)
+    }
+
+    fn export_bundle_as(
+        &self,
+        bundle: Hash,
+        dest_dir: &Path,
+        sync: Sync,
+    ) -> Result<(), StoreError> {
         let hold = Hold::new(self);
         let files = self.hold_bundle(bundle, &hold)?;
         self.mark_used(bundle);
@@ -39,7 +57,7 @@ impl Store {
         let mut safe_folders = HashSet::new();
         for (entry, chunks) in &files {
             let dest = prepare_dest(dest_dir, &entry.path, &mut safe_folders)?;
-            self.write_file(entry.blob, chunks, &dest, entry.executable)?;
+            self.write_file(entry.blob, chunks, &dest, entry.executable, sync)?;
         }
         Ok(())
     }
@@ -129,6 +147,7 @@ impl Store {
         chunks: &[ChunkRef],
         dest: &Path,
         executable: bool,
+        sync: Sync,
     ) -> Result<(), StoreError> {
         let Some(name) = dest.file_name() else {
             return Err(StoreError::Blocked {
@@ -147,9 +166,12 @@ impl Store {
             self.next_seq()
         );
         let tmp = dir.join(tmp_name);
-        let result = self.fill(blob, chunks, &tmp, executable).and_then(|()| {
-            fs::rename(&tmp, dest).map_err(StoreError::io("moving exported file into place", dest))
-        });
+        let result = self
+            .fill(blob, chunks, &tmp, executable, sync)
+            .and_then(|()| {
+                fs::rename(&tmp, dest)
+                    .map_err(StoreError::io("moving exported file into place", dest))
+            });
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
@@ -162,6 +184,7 @@ impl Store {
         chunks: &[ChunkRef],
         tmp: &Path,
         executable: bool,
+        sync: Sync,
     ) -> Result<(), StoreError> {
         let mut file = File::create_new(tmp).map_err(StoreError::io("creating temp file", tmp))?;
         let mut buf = Vec::new();
@@ -173,8 +196,18 @@ impl Store {
         if executable {
             make_executable(&file).map_err(StoreError::io("setting permissions of", tmp))?;
         }
-        file.sync_data().map_err(StoreError::io("syncing", tmp))
+        match sync {
+            Sync::Yes => file.sync_data().map_err(StoreError::io("syncing", tmp)),
+            Sync::No => Ok(()),
+        }
     }
+}
+
+/// Whether an exported file is made durable before it is renamed into place.
+#[derive(Clone, Copy)]
+enum Sync {
+    Yes,
+    No,
 }
 
 /// The destination of bundle path `rel` under `dest_dir`, its folders

@@ -152,6 +152,19 @@ impl Store {
     /// Evicts least-recently-used blobs until the chunks of those kept fit in
     /// `max_bytes`; `pinned` blobs (and all they reference) always stay.
     pub fn gc(&self, pinned: &HashSet<Hash>, max_bytes: u64) -> Result<GcReport, StoreError> {
+        self.gc_sparing(pinned, max_bytes, None)
+    }
+
+    /// [`Store::gc`], also keeping every blob used at or after
+    /// `spare_since`: a blob just imported or fetched whose job is not in
+    /// the ledger yet (a submission between its import and its record) is
+    /// not pinned by anything else.
+    pub fn gc_sparing(
+        &self,
+        pinned: &HashSet<Hash>,
+        max_bytes: u64,
+        spare_since: Option<SystemTime>,
+    ) -> Result<GcReport, StoreError> {
         let _alone = self
             .gc_lock
             .write()
@@ -194,6 +207,10 @@ impl Store {
                 continue;
             }
             let refs = self.references(blob)?;
+            if spare_since.is_some_and(|since| used >= since) {
+                plan.keep(refs);
+                continue;
+            }
             full = full || plan.kept_bytes.saturating_add(plan.extra(&refs)) > max_bytes;
             if full {
                 evicted.push((used, blob));
@@ -507,5 +524,20 @@ mod tests {
         let report = store.gc(&HashSet::new(), footprint(&store, a)).unwrap();
         assert_eq!(report.blobs_evicted, vec![b]);
         assert!(store.has_blob(a));
+    }
+
+    #[test]
+    fn blobs_used_since_the_cutoff_are_spared() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = store.import_bytes(&random_bytes("old", 200 * KIB)).unwrap();
+        let since = SystemTime::now();
+        std::thread::sleep(Duration::from_millis(5));
+        let fresh = store
+            .import_bytes(&random_bytes("fresh", 200 * KIB))
+            .unwrap();
+        let report = store.gc_sparing(&HashSet::new(), 0, Some(since)).unwrap();
+        assert_eq!(report.blobs_evicted, vec![old]);
+        assert!(store.has_blob(fresh) && !store.has_blob(old));
     }
 }

@@ -156,6 +156,25 @@ fn local_figures(node: &Node, f: &mut Family<'_>) {
         "Renders this node stopped because its claim lost, the task was done elsewhere, or the job was cancelled.",
         m.renders_lost.load(Ordering::Relaxed),
     );
+    let cache = node.info().cache;
+    f.head(
+        "renderswarm_cache_bytes",
+        "gauge",
+        "Bytes of chunks the blob store kept at its last trim.",
+    );
+    f.sample("renderswarm_cache_bytes", &l, cache.bytes as f64);
+    f.head(
+        "renderswarm_cache_size_bytes",
+        "gauge",
+        "The store's size (--cache-size).",
+    );
+    f.sample("renderswarm_cache_size_bytes", &l, cache.size as f64);
+    counter(
+        f,
+        "renderswarm_cache_bytes_freed_total",
+        "Bytes of chunks evicted to keep the store within --cache-size.",
+        cache.bytes_freed,
+    );
     counter(
         f,
         "renderswarm_sync_rounds_total",

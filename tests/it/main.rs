@@ -8,6 +8,7 @@ mod bad_input;
 mod bench;
 mod blender;
 mod browser;
+mod cache;
 mod config_lookup;
 mod crash_loop;
 mod demo;

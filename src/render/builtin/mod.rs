@@ -183,12 +183,17 @@ fn run_threads(job: &RowJob<'_, '_>, threads: usize) -> Result<(), RenderError> 
 /// slowed down by starting threads (about 0.1 ms each).
 const MIN_RAYS_PER_WORKER: u64 = 1024;
 
-static CPUS: OnceLock<usize> = OnceLock::new();
+/// The cores this process may use. Asking the OS reads cgroup files (three
+/// opens, tens of µs), which a farm of tiny tasks paid on every task: once
+/// is enough.
+pub(crate) fn cpus() -> usize {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
 
 fn worker_count(requested: usize, scene: &Scene) -> usize {
     let wanted = match requested {
-        // Asking the OS reads cgroup files (tens of µs); once is enough.
-        0 => *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        0 => cpus(),
         n => n,
     };
     let (width, height) = scene.resolution();
