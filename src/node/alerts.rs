@@ -467,6 +467,8 @@ async fn disk_low(inner: &Arc<Inner>) {
     if t.disk_total == 0 || (t.disk_free >= 5 << 30 && t.disk_free * 20 >= t.disk_total) {
         return;
     }
+    // The store gives back what no job needs before anyone is told.
+    inner.trim_now.notify_one();
     let hour = super::events::now_ms() / 3_600_000;
     let id = AlertId::of(
         "disk_low",

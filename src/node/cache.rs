@@ -12,14 +12,18 @@
 //!
 //! Trimming takes the store's gc lock alone (imports and fetches wait for
 //! it), so it runs now and then ([`NodeConfig::cache_every`]), not on every
-//! change; and it spares blobs used since the previous pass, so a scene
-//! imported for a submission is safe until its job is in the ledger.
+//! change; and it spares blobs used in the last seconds, so a scene
+//! imported for a submission is safe until its job is in the ledger. When
+//! the data disk runs low (the `disk_low` check, or a write that failed
+//! with ENOSPC) it trims at once, down to what jobs need: a farm on
+//! people's workstations gives their disk back first.
 //!
 //! [`NodeConfig::cache_every`]: super::NodeConfig::cache_every
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::{Inner, Severity, lock};
 use crate::hash::Hash;
@@ -71,14 +75,16 @@ fn outputs(rec: &JobRecord) -> impl Iterator<Item = Hash> + '_ {
         .flat_map(|d| d.outputs.values().map(|o| o.blob))
 }
 
-/// Trim now and then, until shutdown.
+/// Trim now and then, until shutdown; and at once, down to what jobs
+/// need, when the data disk is (nearly) full.
 pub(crate) async fn keep_within_size(inner: Arc<Inner>) {
     loop {
-        tokio::select! {
+        let size = tokio::select! {
             _ = inner.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(inner.cfg.cache_every) => {}
-        }
-        if let Err(e) = trim(&inner).await {
+            _ = tokio::time::sleep(inner.cfg.cache_every) => inner.cfg.cache_size,
+            _ = inner.trim_now.notified() => 0,
+        };
+        if let Err(e) = trim(&inner, size).await {
             inner.events.push(
                 Severity::Warning,
                 "cache",
@@ -90,15 +96,19 @@ pub(crate) async fn keep_within_size(inner: Arc<Inner>) {
     }
 }
 
+/// How long a blob just used is spared: longer than a submission takes
+/// from its scene's import to its job's record (milliseconds).
+const SPARE: Duration = Duration::from_secs(10);
+
 /// One pass: the store, then the unpacked scenes.
-async fn trim(inner: &Arc<Inner>) -> Result<(), String> {
+async fn trim(inner: &Arc<Inner>, size: u64) -> Result<(), String> {
     let needed = inner.ledger.read(needed);
     let store = inner.store.clone();
-    let size = inner.cfg.cache_size;
     let blobs = needed.blobs;
-    // A blob used within the last period is spared: a submission's scene
-    // between its import and its job's record is needed by nothing yet.
-    let spare_since = std::time::SystemTime::now().checked_sub(inner.cfg.cache_every);
+    // A blob used a moment ago is spared: a submission's scene between its
+    // import and its job's record is needed by nothing yet.
+    let spare = SPARE.min(inner.cfg.cache_every);
+    let spare_since = std::time::SystemTime::now().checked_sub(spare);
     let report = tokio::task::spawn_blocking(move || store.gc_sparing(&blobs, size, spare_since))
         .await
         .map_err(|e| e.to_string())?
@@ -120,7 +130,7 @@ async fn trim(inner: &Arc<Inner>) -> Result<(), String> {
             report.bytes_kept
         );
     }
-    if report.bytes_kept > size {
+    if report.bytes_kept > inner.cfg.cache_size {
         tracing::warn!(
             "cache: active jobs and uncollected outputs need {} bytes, over --cache-size {size}",
             report.bytes_kept

@@ -110,6 +110,8 @@ pub(crate) struct Inner {
     pub scene_waits: Mutex<HashMap<JobId, std::time::Instant>>,
     /// How long this node's renders of each job take (claims held ahead).
     pub render_times: loops::RenderTimes,
+    /// The data disk is (nearly) full: trim the store now, to what jobs need.
+    pub trim_now: Notify,
     /// One permit per slot, held from a render's start to its record.
     pub render_slots: Arc<tokio::sync::Semaphore>,
     /// The GPUs of the free GPU slots (see `NodeConfig::gpu_slots`).
@@ -197,6 +199,7 @@ impl Node {
             storage_pause: Mutex::new(None),
             scene_waits: Mutex::new(HashMap::new()),
             render_times: loops::RenderTimes::default(),
+            trim_now: Notify::new(),
             id,
             cfg,
             ledger,

@@ -54,6 +54,7 @@ pub(crate) async fn run(inner: Arc<Inner>, a: Assignment) {
             // A full disk, most likely: give the task back and claim
             // nothing for a while instead of failing claim after claim.
             *lock(&inner.storage_pause) = Some(Instant::now() + STORAGE_PAUSE);
+            inner.trim_now.notify_one();
             give_back_after_error(&inner, &a, &e);
         }
         inner.events.push(
@@ -149,8 +150,9 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         && f.reason.contains("os error 28")
     {
         // ENOSPC: this node's disk is full, not the task broken; give the
-        // disk a moment before the next claim.
+        // disk a moment before the next claim, and the store's cache back.
         *lock(&inner.storage_pause) = Some(Instant::now() + STORAGE_PAUSE);
+        inner.trim_now.notify_one();
     }
     record(inner, &base, a, outcome, began.elapsed()).await
 }

@@ -71,9 +71,6 @@ impl Sampler {
 
     /// A fresh sample.
     pub fn sample(&mut self) -> Telemetry {
-        if let Some(d) = self.disks.as_mut() {
-            d.refresh(true);
-        }
         let (disk_free, disk_total) = self.disk();
         let mut gpus = self
             .nvml
@@ -102,16 +99,55 @@ impl Sampler {
         t
     }
 
-    /// The disk whose mount point is the longest prefix of the data dir.
-    fn disk(&self) -> (u64, u64) {
-        self.disks
+    /// Free and total bytes of the filesystem holding the data dir: asked
+    /// of that filesystem itself where the OS can (any kind: a tmpfs, NFS, a
+    /// container's overlay, which the disk list leaves out), else the disk
+    /// whose mount point is the longest prefix of the data dir.
+    fn disk(&mut self) -> (u64, u64) {
+        if let Some(space) = fs_space(&self.data_dir) {
+            return space;
+        }
+        let Some(disks) = self.disks.as_mut() else {
+            return (0, 0);
+        };
+        disks.refresh(true);
+        disks
             .iter()
-            .flat_map(|d| d.iter())
             .filter(|d| self.data_dir.starts_with(d.mount_point()))
             .max_by_key(|d| d.mount_point().as_os_str().len())
             .map(|d| (d.available_space(), d.total_space()))
             .unwrap_or((0, 0))
     }
+}
+
+/// Free (for unprivileged users) and total bytes of the filesystem that
+/// holds `path`. (The field types differ between platforms, hence the
+/// conversions that are identities on Linux.)
+#[cfg(unix)]
+#[allow(clippy::useless_conversion)]
+fn fs_space(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call, and
+    // `st` is a plain C struct that statvfs fills in; it is read only when
+    // the call succeeded.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        st
+    };
+    let unit = u64::from(st.f_frsize);
+    Some((
+        u64::from(st.f_bavail).saturating_mul(unit),
+        u64::from(st.f_blocks).saturating_mul(unit),
+    ))
+}
+
+#[cfg(not(unix))]
+fn fs_space(_: &Path) -> Option<(u64, u64)> {
+    None
 }
 
 fn sample_gpus(gpus: &mut Gpus) -> Vec<GpuSample> {

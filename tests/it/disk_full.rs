@@ -140,6 +140,47 @@ fn a_full_disk_fails_tasks_cleanly_and_the_node_recovers_when_space_returns() {
     );
 }
 
+/// A disk under 5 GiB free is nearly full (the `disk_low` check), as a
+/// small tmpfs always is: the node trims its store to what jobs need at
+/// once, without waiting for its periodic trim (an hour here).
+#[test]
+fn a_node_on_a_nearly_full_disk_gives_its_cache_back() {
+    if !root_or_skip() {
+        return;
+    }
+    let fs = Tmpfs::new("64m");
+    let data = fs.path().join("data");
+    let node = NodeProc::start_in(&data, &["--test-cache-every-ms", "3600000"]);
+    let out = tempfile::tempdir().unwrap();
+    let orbit = example("orbit.toml");
+    let res = node.cli(&[
+        "submit",
+        orbit.to_str().unwrap(),
+        "--frames",
+        "1-2",
+        "--wait",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(res.status.success(), "{}", node.log_text());
+    // Collected: nothing of the job is needed any more.
+    let cache = wait_for("the store to give everything back", || {
+        let c = node.info()["cache"].clone();
+        (c["bytes_freed"].as_u64() > Some(0) && c["bytes"] == 0).then_some(c)
+    });
+    assert!(
+        cache.is_some(),
+        "cache: {}\n{}",
+        node.info()["cache"],
+        node.log_text()
+    );
+    assert_eq!(
+        std::fs::read_dir(data.join("scenes")).unwrap().count(),
+        0,
+        "no unpacked scene is left"
+    );
+}
+
 /// Each task's status and output blobs, as JSON.
 fn outputs(job: &renderswarm::node::views::JobView) -> String {
     let tasks: Vec<_> = job
