@@ -214,8 +214,8 @@ async fn schedule(inner: Arc<Inner>) {
 /// How many claims beyond its slots this node holds for `job`. Each claim
 /// is a signed gossip message that every peer checks and merges, and claims
 /// made at once leave in one message; so for a job of short tasks a node
-/// claims several ahead, as many as it renders in [`AHEAD_SETTLE_WINDOWS`]
-/// settle windows. At the tail, a node then holds at most that much work
+/// claims several ahead, as many as it renders in one settle window. At
+/// the tail, a node then holds at most that much work
 /// that an idle one cannot take. One for a job this node has not rendered
 /// yet, or whose renders outlast that.
 fn claims_ahead(inner: &Inner, job: JobId) -> usize {
@@ -226,15 +226,12 @@ fn ahead_for(settle: Duration, render: Option<Duration>) -> usize {
     let Some(render) = render else {
         return 1;
     };
-    let window = settle.as_micros() * AHEAD_SETTLE_WINDOWS;
+    let window = settle.as_micros();
     let render = render.as_micros().max(1);
     usize::try_from(window / render)
         .unwrap_or(MAX_CLAIMS_AHEAD)
         .clamp(1, MAX_CLAIMS_AHEAD)
 }
-
-/// See [`claims_ahead`].
-const AHEAD_SETTLE_WINDOWS: u128 = 4;
 
 /// How long this node's recent renders of each job took, smoothed.
 /// Bounded: when full, it starts over (jobs are few at a time).
@@ -457,7 +454,8 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(ahead_for(ms(20), None), 1, "not rendered here yet");
         assert_eq!(ahead_for(ms(20), Some(ms(200))), 1);
-        assert_eq!(ahead_for(ms(20), Some(ms(20))), 4);
+        assert_eq!(ahead_for(ms(20), Some(ms(5))), 4);
+        assert_eq!(ahead_for(ms(200), Some(ms(200))), 1, "a busy swarm's long renders");
         assert_eq!(ahead_for(ms(20), Some(ms(1))), MAX_CLAIMS_AHEAD);
         assert_eq!(ahead_for(ms(20), Some(Duration::ZERO)), MAX_CLAIMS_AHEAD);
         assert_eq!(ahead_for(Duration::ZERO, Some(ms(1))), 1, "alone");
