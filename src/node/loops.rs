@@ -455,7 +455,11 @@ mod tests {
         assert_eq!(ahead_for(ms(20), None), 1, "not rendered here yet");
         assert_eq!(ahead_for(ms(20), Some(ms(200))), 1);
         assert_eq!(ahead_for(ms(20), Some(ms(5))), 4);
-        assert_eq!(ahead_for(ms(200), Some(ms(200))), 1, "a busy swarm's long renders");
+        assert_eq!(
+            ahead_for(ms(200), Some(ms(200))),
+            1,
+            "a busy swarm's long renders"
+        );
         assert_eq!(ahead_for(ms(20), Some(ms(1))), MAX_CLAIMS_AHEAD);
         assert_eq!(ahead_for(ms(20), Some(Duration::ZERO)), MAX_CLAIMS_AHEAD);
         assert_eq!(ahead_for(Duration::ZERO, Some(ms(1))), 1, "alone");
