@@ -234,6 +234,20 @@ impl JobRecord {
         self.status_of(&self.progress(id, live))
     }
 
+    /// Whether some task has no Done yet (whatever else happened to it).
+    pub fn has_tasks_left(&self) -> bool {
+        self.tasks.values().filter(|t| !t.dones.is_empty()).count()
+            < self.spec.task_count() as usize
+    }
+
+    /// The blob of every output any Done names.
+    pub fn output_blobs(&self) -> impl Iterator<Item = crate::hash::Hash> + '_ {
+        self.tasks
+            .values()
+            .flat_map(|t| t.dones.iter())
+            .flat_map(|d| d.outputs.values().map(|o| o.blob))
+    }
+
     /// Failed attempts per node in the current generation: a node at or over
     /// the blocklist threshold stops claiming the job.
     pub fn failures_by_node(&self) -> BTreeMap<&NodeId, u32> {

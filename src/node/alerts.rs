@@ -504,12 +504,7 @@ async fn engine_missing(inner: &Arc<Inner>) {
     );
     let stuck: Vec<(JobId, String, String)> = inner.ledger.read(|jobs| {
         jobs.iter()
-            .filter(|(_, r)| {
-                !r.cancelled.0
-                    && !r.archived.0
-                    && r.tasks.values().filter(|t| !t.dones.is_empty()).count()
-                        < r.spec.task_count() as usize
-            })
+            .filter(|(_, r)| !r.cancelled.0 && !r.archived.0 && r.has_tasks_left())
             .filter(|(_, r)| {
                 !caps
                     .values()

@@ -50,29 +50,20 @@ pub(crate) fn needed(jobs: &BTreeMap<JobId, JobRecord>) -> Needed {
         if rec.cancelled.0 {
             continue;
         }
-        let total = rec.spec.task_count() as usize;
-        let done = rec.tasks.values().filter(|t| !t.dones.is_empty()).count();
-        if done < total {
+        if rec.has_tasks_left() {
             needed.blobs.insert(rec.spec.scene);
             needed.scenes.insert(rec.spec.scene);
             if let Some(parent) = super::encode::parent_of(&rec.spec)
                 && let Some(parent) = jobs.get(&parent)
             {
-                needed.blobs.extend(outputs(parent));
+                needed.blobs.extend(parent.output_blobs());
             }
         }
         if !rec.collected.0 {
-            needed.blobs.extend(outputs(rec));
+            needed.blobs.extend(rec.output_blobs());
         }
     }
     needed
-}
-
-fn outputs(rec: &JobRecord) -> impl Iterator<Item = Hash> + '_ {
-    rec.tasks
-        .values()
-        .flat_map(|t| t.dones.iter())
-        .flat_map(|d| d.outputs.values().map(|o| o.blob))
 }
 
 /// Trim now and then, until shutdown; and at once, down to what jobs
@@ -132,8 +123,9 @@ async fn trim(inner: &Arc<Inner>, size: u64) -> Result<(), String> {
     }
     if report.bytes_kept > inner.cfg.cache_size {
         tracing::warn!(
-            "cache: active jobs and uncollected outputs need {} bytes, over --cache-size {size}",
-            report.bytes_kept
+            "cache: active jobs and uncollected outputs need {} bytes, over --cache-size {}",
+            report.bytes_kept,
+            inner.cfg.cache_size
         );
     }
     inner.scenes.prune(&needed.scenes).await;

@@ -105,14 +105,7 @@ async fn remember_held_blobs(inner: Arc<Inner>) {
     let candidates: Vec<crate::hash::Hash> = inner.ledger.read(|jobs| {
         jobs.values()
             .filter(|r| !r.archived.0 && !r.collected.0)
-            .flat_map(|r| {
-                let outputs = r
-                    .tasks
-                    .values()
-                    .flat_map(|t| t.dones.iter())
-                    .flat_map(|d| d.outputs.values().map(|o| o.blob));
-                std::iter::once(r.spec.scene).chain(outputs)
-            })
+            .flat_map(|r| std::iter::once(r.spec.scene).chain(r.output_blobs()))
             .collect()
     });
     let store = inner.store.clone();

@@ -97,10 +97,7 @@ fn scenes_to_prefetch(inner: &Inner) -> Vec<(Hash, NodeId)> {
             .filter(|r| {
                 engines.contains(&r.spec.engine) && r.spec.requirements.is_subset(&inner.cfg.tags)
             })
-            .filter(|r| {
-                r.tasks.values().filter(|t| !t.dones.is_empty()).count()
-                    < r.spec.task_count() as usize
-            })
+            .filter(|r| r.has_tasks_left())
             .map(|r| (r.spec.scene, r.spec.submitter.clone()))
             .collect()
     })

@@ -27,28 +27,28 @@ impl Store {
         let hold = Hold::new(self);
         let (_size, chunks) = self.hold_file(blob, &hold)?;
         self.mark_used(blob);
-        self.write_file(blob, &chunks, dest, false, Sync::Yes)
+        self.write_file(blob, &chunks, dest, false, Fsync::Yes)
     }
 
     /// Writes every entry of the `Bundle` blob `bundle` under `dest_dir`
     /// (created if needed), never outside it. Every entry's manifest must be
     /// present before anything is written.
     pub fn export_bundle(&self, bundle: Hash, dest_dir: &Path) -> Result<(), StoreError> {
-        self.export_bundle_as(bundle, dest_dir, Sync::Yes)
+        self.export_bundle_as(bundle, dest_dir, Fsync::Yes)
     }
 
     /// [`Store::export_bundle`] without fsync: for a copy its owner removes
     /// after a crash (a torn file is never used), where waiting for the disk
     /// would only delay the render.
     pub fn export_bundle_unsynced(&self, bundle: Hash, dest_dir: &Path) -> Result<(), StoreError> {
-        self.export_bundle_as(bundle, dest_dir, Sync::No)
+        self.export_bundle_as(bundle, dest_dir, Fsync::No)
     }
 
     fn export_bundle_as(
         &self,
         bundle: Hash,
         dest_dir: &Path,
-        sync: Sync,
+        sync: Fsync,
     ) -> Result<(), StoreError> {
         let hold = Hold::new(self);
         let files = self.hold_bundle(bundle, &hold)?;
@@ -147,7 +147,7 @@ impl Store {
         chunks: &[ChunkRef],
         dest: &Path,
         executable: bool,
-        sync: Sync,
+        sync: Fsync,
     ) -> Result<(), StoreError> {
         let Some(name) = dest.file_name() else {
             return Err(StoreError::Blocked {
@@ -184,7 +184,7 @@ impl Store {
         chunks: &[ChunkRef],
         tmp: &Path,
         executable: bool,
-        sync: Sync,
+        sync: Fsync,
     ) -> Result<(), StoreError> {
         let mut file = File::create_new(tmp).map_err(StoreError::io("creating temp file", tmp))?;
         let mut buf = Vec::new();
@@ -197,15 +197,15 @@ impl Store {
             make_executable(&file).map_err(StoreError::io("setting permissions of", tmp))?;
         }
         match sync {
-            Sync::Yes => file.sync_data().map_err(StoreError::io("syncing", tmp)),
-            Sync::No => Ok(()),
+            Fsync::Yes => file.sync_data().map_err(StoreError::io("syncing", tmp)),
+            Fsync::No => Ok(()),
         }
     }
 }
 
 /// Whether an exported file is made durable before it is renamed into place.
 #[derive(Clone, Copy)]
-enum Sync {
+enum Fsync {
     Yes,
     No,
 }
