@@ -8,7 +8,7 @@
 //! <root>/lock                   held (OS file lock) while a Store is open
 //! <root>/blobs/<2 hex>/<64 hex> one chunk, named by blake3 of its bytes
 //! <root>/tmp/                   chunks being written; emptied at open
-//! <root>/used/<64 hex>          one empty file per blob held; mtime = last use
+//! <root>/used/<64 hex>          one marker per blob held; mtime = last use
 //! ```
 //!
 //! # Design decisions
@@ -30,7 +30,9 @@
 //!   chunker, which reads 8 MiB blocks and hands out chunks without copying
 //!   them (`chunker.rs`).
 //! - **LRU by marker files.** Using a blob touches `used/<hash>`, so the
-//!   order survives restarts without a database; [`Store::gc`] keeps pinned
+//!   order survives restarts without a database. A marker is a hard link to
+//!   the blob's manifest where the filesystem allows (no inode to allocate
+//!   per blob), else an empty file; [`Store::gc`] keeps pinned
 //!   blobs and then the most recently used ones that fit.
 //! - **Synchronous.** Plain `std::fs`; the node calls it through
 //!   `spawn_blocking`. `Store` is `Send + Sync`. A running import or export
