@@ -28,7 +28,9 @@ use crate::ledger::{
     Claim, Done, End, EndKind, JobId, JobRecord, JobStatus, Output, Start, TaskIndex, TaskStatus,
     ops,
 };
-use crate::render::{Device, FailureKind, Progress, RenderFailure, RenderOutput, RenderRequest};
+use crate::render::{
+    Device, FailureKind, Frame, Progress, RenderFailure, RenderOutput, RenderRequest,
+};
 
 /// A task the scheduler picked, with what the worker needs to run it.
 pub(crate) struct Assignment {
@@ -224,9 +226,10 @@ async fn render(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment, gpu: Optio
         Err(reason) if a.cancel.is_cancelled() => return Outcome::Released(reason),
         Err(reason) => return Outcome::Failed(failure(FailureKind::EngineError, reason)),
     };
-    let work = inner.work_dir(a.job, a.task, a.claim.epoch);
-    let output_dir = work.join("out");
-    if let Err(e) = tokio::fs::create_dir_all(&output_dir).await {
+    let output_dir = inner.work_dir(a.job, a.task, a.claim.epoch).join("out");
+    if crate::render::writes_files(&spec.engine)
+        && let Err(e) = tokio::fs::create_dir_all(&output_dir).await
+    {
         let reason = format!(
             "cannot create the work folder {}: {e}",
             output_dir.display()
@@ -319,7 +322,7 @@ async fn record(
 ) -> Result<(), NodeError> {
     let work = inner.work_dir(a.job, a.task, a.claim.epoch);
     let outcome = match outcome {
-        Outcome::Rendered(out) => match store_outputs(inner, &out).await {
+        Outcome::Rendered(out) => match store_outputs(inner, out).await {
             Ok((outputs, manifests)) => {
                 for o in outputs.values() {
                     inner.hold_blob(o.blob);
@@ -397,24 +400,22 @@ fn with_tail(reason: &str, tail: &str) -> String {
 /// The outputs, stored, and their manifests (gossiped with the Done).
 type Stored = (std::collections::BTreeMap<u32, Output>, Vec<Vec<u8>>);
 
-async fn store_outputs(inner: &Arc<Inner>, out: &RenderOutput) -> Result<Stored, String> {
+async fn store_outputs(inner: &Arc<Inner>, out: RenderOutput) -> Result<Stored, String> {
     let store = inner.store.clone();
-    let frames = out.frames.clone();
     tokio::task::spawn_blocking(move || {
         let mut outputs = std::collections::BTreeMap::new();
         let mut manifests = Vec::new();
-        for (frame, path) in frames {
+        for (frame, output) in out.frames {
             let cannot = |e: crate::store::StoreError| {
                 format!("cannot store the output of frame {frame}: {e}")
             };
-            let blob = store.import_file(&path).map_err(cannot)?;
+            let blob = match &output {
+                Frame::File(path) => store.import_file(path),
+                Frame::Png(png) => store.import_bytes(png),
+            }
+            .map_err(cannot)?;
             manifests.push(store.read_chunk(blob).map_err(cannot)?);
-            let ext = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .filter(|e| crate::ledger::validate::is_extension(e))
-                .unwrap_or("bin")
-                .to_ascii_lowercase();
+            let ext = output.ext();
             outputs.insert(frame, Output { blob, ext });
         }
         Ok((outputs, manifests))

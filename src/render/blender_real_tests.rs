@@ -185,7 +185,7 @@ async fn three_frames_in_one_process_match_a_direct_render_pixel_for_pixel() {
         "one process, one scene load: {log}"
     );
     for frame in 1..=3 {
-        let ours = pixels(&out.frames[&frame]);
+        let ours = pixels(out.frames[&frame].path().unwrap());
         let theirs = pixels(&direct_dir.join(format!("frame_{frame:04}.png")));
         assert_eq!((ours.0.width, ours.0.height), (64, 48));
         assert_eq!(ours.0.color_type, theirs.0.color_type);
@@ -257,7 +257,10 @@ async fn the_output_format_override_applies_and_is_validated() {
     let out = render(&e, req)
         .await
         .unwrap_or_else(|f| panic!("{f}\n{}", f.log_tail));
-    assert_eq!(out.frames[&7].file_name().unwrap(), "frame_0007.exr");
+    assert_eq!(
+        out.frames[&7].path().unwrap().file_name().unwrap(),
+        "frame_0007.exr"
+    );
 
     let task = BlendTask {
         dir: tempfile::tempdir().unwrap(),

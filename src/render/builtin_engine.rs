@@ -2,11 +2,12 @@
 //!
 //! The tracer is CPU-bound blocking code, so each frame renders on tokio's blocking pool; cancel
 //! and timeout reach it through an `AtomicBool` it polls (set by the token, by the deadline, and by
-//! a guard if the render future is dropped). Each frame is written as `frame_NNNN.png` through a
-//! temp file and a rename, so a crash never leaves a half-written frame under the final name;
-//! then the same output checks as for any other engine run. The scene file is read with a size
-//! cap: it arrives from the swarm.
+//! a guard if the render future is dropped). Each frame's PNG stays in memory
+//! ([`Frame::Png`]): the node's store takes it from there, so a frame costs no file to create,
+//! read back and remove (for the tracer's small frames, that was most of a task's disk work).
+//! The scene file is read with a size cap: it arrives from the swarm.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,8 +18,7 @@ use tokio::time::Instant;
 
 use super::builtin::{self, RenderError, RenderOptions, Scene};
 use super::log::LogBuffer;
-use super::output::{pad, write_atomically};
-use super::{FailureKind, Job, RenderFailure, RenderOutput};
+use super::{FailureKind, Frame, Job, RenderFailure, RenderOutput};
 
 /// Largest scene text accepted: the tracer's own limit.
 const MAX_SCENE_BYTES: u64 = builtin::MAX_SCENE_BYTES as u64;
@@ -58,6 +58,7 @@ pub(crate) async fn render(job: &Job<'_>, threads: usize) -> Result<RenderOutput
     let stop_flag = Arc::new(AtomicBool::new(false));
     let _raise = RaiseOnDrop(stop_flag.clone());
     let total = job.frames.len();
+    let mut frames = BTreeMap::new();
     for (i, &frame) in job.frames.iter().enumerate() {
         job.report(
             i as f32 / total as f32,
@@ -68,17 +69,26 @@ pub(crate) async fn render(job: &Job<'_>, threads: usize) -> Result<RenderOutput
         let handle = spawn_frame(job, &scene, &stop_flag, frame, i, threads);
         let outcome = wait_frame(job, handle, &stop_flag).await;
         match outcome {
-            Ok(bytes) => log.note(&format!(
-                "frame {frame}: {bytes} bytes in {} ms",
-                began.elapsed().as_millis()
-            )),
+            Ok(png) => {
+                log.note(&format!(
+                    "frame {frame}: {} bytes in {} ms",
+                    png.len(),
+                    began.elapsed().as_millis()
+                ));
+                frames.insert(frame, Frame::Png(png));
+            }
             Err((kind, reason)) => {
                 log.note(&reason);
                 return Err(job.fail(kind, reason, &log));
             }
         }
     }
-    job.finish(log, None).await
+    job.report(1.0, job.frames.last().copied(), "done".into());
+    Ok(RenderOutput {
+        frames,
+        log: log.to_bytes(),
+        elapsed: job.started.elapsed(),
+    })
 }
 
 async fn load_scene(job: &Job<'_>) -> Result<Arc<Scene>, String> {
@@ -109,7 +119,7 @@ async fn load_scene(job: &Job<'_>) -> Result<Arc<Scene>, String> {
     Ok(Arc::new(scene))
 }
 
-/// Starts one frame on the blocking pool: render, then write the file atomically.
+/// Starts one frame on the blocking pool; it yields the frame's PNG.
 fn spawn_frame(
     job: &Job<'_>,
     scene: &Arc<Scene>,
@@ -117,11 +127,10 @@ fn spawn_frame(
     frame: u32,
     index: usize,
     threads: usize,
-) -> JoinHandle<Result<usize, String>> {
+) -> JoinHandle<Result<Vec<u8>, String>> {
     let scene = scene.clone();
     let flag = stop_flag.clone();
     let progress = job.progress.clone();
-    let dir = job.req.output_dir.clone();
     let total = job.frames.len() as f32;
     tokio::task::spawn_blocking(move || {
         let report = move |f: f32| {
@@ -137,35 +146,26 @@ fn spawn_frame(
             });
         };
         let opts = RenderOptions { threads };
-        let png =
-            builtin::render_png(&scene, frame, &opts, &flag, &report).map_err(|e| match e {
-                RenderError::Cancelled => "cancelled".to_owned(),
-                other => format!("frame {frame} could not be rendered: {other}"),
-            })?;
-        let name = format!("frame_{}.png", pad(frame));
-        write_atomically(&dir, &name, &png).map_err(|e| {
-            format!(
-                "frame {frame} could not be written to {}: {e}",
-                dir.display()
-            )
-        })?;
-        Ok(png.len())
+        builtin::render_png(&scene, frame, &opts, &flag, &report).map_err(|e| match e {
+            RenderError::Cancelled => "cancelled".to_owned(),
+            other => format!("frame {frame} could not be rendered: {other}"),
+        })
     })
 }
 
 /// Waits for a frame, honouring cancel and the task deadline.
 async fn wait_frame(
     job: &Job<'_>,
-    mut handle: JoinHandle<Result<usize, String>>,
+    mut handle: JoinHandle<Result<Vec<u8>, String>>,
     stop_flag: &AtomicBool,
-) -> Result<usize, (FailureKind, String)> {
+) -> Result<Vec<u8>, (FailureKind, String)> {
     let stop = tokio::select! {
         biased;
         () = job.cancel.cancelled() => Stop::Cancelled,
         () = super::runner::until(job.limits.deadline) => Stop::TimedOut,
         joined = &mut handle => {
             return match joined {
-                Ok(Ok(bytes)) => Ok(bytes),
+                Ok(Ok(png)) => Ok(png),
                 Ok(Err(reason)) => Err((FailureKind::EngineError, reason)),
                 Err(e) => Err((FailureKind::EngineError, format!("the builtin renderer crashed: {e}"))),
             };

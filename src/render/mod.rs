@@ -171,15 +171,56 @@ pub struct Progress {
     pub message: String,
 }
 
-/// A finished task: every requested frame has exactly one checked file.
+/// A finished task: every requested frame has exactly one checked output.
 #[derive(Debug)]
 pub struct RenderOutput {
-    /// Frame -> its file in the output directory.
-    pub frames: BTreeMap<u32, PathBuf>,
+    /// Frame -> its output.
+    pub frames: BTreeMap<u32, Frame>,
     /// The engine's whole log (capped, see [`RenderFailure::log`]).
     pub log: Vec<u8>,
     /// Wall time of the task.
     pub elapsed: Duration,
+}
+
+/// One rendered frame: the checked file an engine wrote into the output
+/// directory, or the builtin engine's PNG in memory. The builtin's frames
+/// never touch the disk before the store takes them: a file made, read
+/// back and removed per frame was a large part of a short task's cost.
+#[derive(Debug)]
+pub enum Frame {
+    File(PathBuf),
+    Png(Vec<u8>),
+}
+
+impl Frame {
+    /// The frame's file, for an engine that writes one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Frame::File(p) => Some(p),
+            Frame::Png(_) => None,
+        }
+    }
+
+    /// The file extension the frame is stored under (lower case; "bin"
+    /// for a file without a usable one).
+    pub fn ext(&self) -> String {
+        match self {
+            Frame::File(p) => p
+                .extension()
+                .and_then(|e| e.to_str())
+                .filter(|e| crate::ledger::validate::is_extension(e))
+                .unwrap_or("bin")
+                .to_ascii_lowercase(),
+            Frame::Png(_) => "png".into(),
+        }
+    }
+}
+
+/// Whether `engine` writes its frames as files into the request's output
+/// directory. Every engine does but the builtin, which hands them over in
+/// memory ([`Frame::Png`]) and needs no output directory.
+pub fn writes_files(engine: &str) -> bool {
+    engine != "builtin"
 }
 
 /// How a render attempt ended without usable output.
@@ -331,7 +372,7 @@ impl Engines {
         cancel: CancellationToken,
         progress: watch::Sender<Progress>,
     ) -> Result<RenderOutput, RenderFailure> {
-        let job = Job::new(&req, &cancel, progress, self.stall)?;
+        let job = Job::new(&req, &cancel, progress, self.stall, writes_files(engine))?;
         match engine {
             "builtin" => builtin_engine::render(&job, self.threads).await,
             "blender" => match &self.blender {
@@ -370,6 +411,7 @@ impl<'a> Job<'a> {
         cancel: &'a CancellationToken,
         progress: watch::Sender<Progress>,
         stall: Duration,
+        writes_files: bool,
     ) -> Result<Job<'a>, RenderFailure> {
         let started = Instant::now();
         let mut frames = req.frames.clone();
@@ -387,7 +429,7 @@ impl<'a> Job<'a> {
                 stall,
             },
         };
-        if let Err(reason) = job.check_request() {
+        if let Err(reason) = job.check_request(writes_files) {
             return Err(job.refuse(reason));
         }
         if cancel.is_cancelled() {
@@ -401,8 +443,9 @@ impl<'a> Job<'a> {
         Ok(job)
     }
 
-    /// The checks every engine needs before it starts.
-    fn check_request(&self) -> Result<(), String> {
+    /// The checks every engine needs before it starts (of the output
+    /// directory, for one that writes files there).
+    fn check_request(&self, writes_files: bool) -> Result<(), String> {
         let req = self.req;
         if self.frames.is_empty() {
             return Err("the task has no frames".into());
@@ -424,6 +467,9 @@ impl<'a> Job<'a> {
         }
         if !scene.is_file() {
             return Err(format!("scene file {} does not exist", scene.display()));
+        }
+        if !writes_files {
+            return Ok(());
         }
         let mut entries = std::fs::read_dir(&req.output_dir).map_err(|e| {
             format!(
@@ -497,7 +543,10 @@ impl<'a> Job<'a> {
                 log.note(&format!("{} frame file(s) checked", files.len()));
                 self.report(1.0, self.frames.last().copied(), "done".into());
                 Ok(RenderOutput {
-                    frames: files,
+                    frames: files
+                        .into_iter()
+                        .map(|(f, p)| (f, Frame::File(p)))
+                        .collect(),
                     log: log.to_bytes(),
                     elapsed: self.started.elapsed(),
                 })

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::FailureKind;
@@ -232,19 +232,6 @@ fn check_jpeg(file: &mut File, head: &[u8], len: u64) -> Result<(), String> {
     } else {
         Err("is a truncated JPEG (no end-of-image marker)".into())
     }
-}
-
-/// Writes `bytes` as `dir/name` so that a reader never sees a partial file: a temp file, then
-/// a rename. No fsync: the file lives in a task's work folder until the node imports it into
-/// the store, which makes it durable; a crash before that re-renders the task anyway.
-pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf> {
-    let tmp = dir.join(format!(".{name}.partial"));
-    let path = dir.join(name);
-    let mut file = File::create(&tmp)?;
-    file.write_all(bytes)?;
-    drop(file);
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
 }
 
 #[cfg(test)]

@@ -166,16 +166,3 @@ fn symlinks_are_not_frames() {
     assert_eq!(kind, FailureKind::BadOutput);
     assert!(reason.contains("not a regular file"), "{reason}");
 }
-
-#[test]
-fn atomic_write_leaves_only_the_final_file() {
-    let dir = dir_with(&[]);
-    let path = write_atomically(dir.path(), "frame_0003.png", &png_bytes(2, 2)).unwrap();
-    assert_eq!(path, dir.path().join("frame_0003.png"));
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(names, ["frame_0003.png"]);
-    assert!(check_outputs(dir.path(), &[3]).is_ok());
-}

@@ -80,7 +80,7 @@ async fn render(
 }
 
 #[tokio::test]
-async fn builtin_renders_each_frame_to_a_checked_png() {
+async fn builtin_renders_each_frame_to_a_png_in_memory() {
     let task = Task::new(TINY);
     let e = engines(&[], DEFAULT_STALL);
     let (tx, rx) = watch::channel(Progress::default());
@@ -94,8 +94,23 @@ async fn builtin_renders_each_frame_to_a_checked_png() {
         .await
         .unwrap();
     assert_eq!(out.frames.keys().copied().collect::<Vec<_>>(), [1, 2]);
-    assert_eq!(out.frames[&1], task.output.join("frame_0001.png"));
-    assert!(output::check_file(&out.frames[&2]).is_ok());
+    for frame in out.frames.values() {
+        let crate::render::Frame::Png(png) = frame else {
+            panic!("the builtin engine wrote a file: {frame:?}");
+        };
+        let info = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .unwrap()
+            .info()
+            .clone();
+        assert_eq!((info.width, info.height), (16, 16));
+        assert_eq!(frame.ext(), "png");
+    }
+    assert_eq!(
+        std::fs::read_dir(&task.output).unwrap().count(),
+        0,
+        "nothing is written to the output directory"
+    );
     assert_eq!(rx.borrow().fraction, 1.0);
     assert!(String::from_utf8_lossy(&out.log).contains("frame 2:"));
 }
@@ -155,12 +170,14 @@ async fn builtin_honours_cancel_and_timeout() {
 
 #[tokio::test]
 async fn requests_are_checked_before_anything_runs() {
-    let e = engines(&[], DEFAULT_STALL);
+    let e = engines(&[("touch", "touch {output}/ran")], DEFAULT_STALL);
+    // An engine that writes files needs an empty output directory.
     let task = Task::new("x");
     std::fs::write(task.output.join("frame_0001.png"), b"stale").unwrap();
-    let failure = render(&e, "builtin", task.request(&[1])).await.unwrap_err();
+    let failure = render(&e, "touch", task.request(&[1])).await.unwrap_err();
     assert_eq!(failure.kind, FailureKind::EngineError);
     assert!(failure.reason.contains("not empty"), "{}", failure.reason);
+    assert!(!task.output.join("ran").exists(), "the engine never ran");
 
     let task = Task::new("x");
     let mut req = task.request(&[1]);
@@ -191,7 +208,10 @@ async fn command_runs_once_per_frame_with_frame() {
     let e = engines(&[("txt", template)], DEFAULT_STALL);
     let task = Task::new("x");
     let out = render(&e, "txt", task.request(&[9, 10])).await.unwrap();
-    assert_eq!(std::fs::read_to_string(&out.frames[&10]).unwrap(), "0010");
+    assert_eq!(
+        std::fs::read_to_string(out.frames[&10].path().unwrap()).unwrap(),
+        "0010"
+    );
     let log = String::from_utf8_lossy(&out.log);
     assert!(
         log.contains("frame 0009") && log.contains("frame 0010"),
