@@ -67,6 +67,7 @@ impl SceneCache {
         if dir.is_dir() {
             return Ok(self.use_of(bundle, dir));
         }
+        let began = std::time::Instant::now();
         let tmp = self.dir.join(format!("{}.partial", bundle.to_hex()));
         let store = store.clone();
         let (tmp2, dir2) = (tmp.clone(), dir.clone());
@@ -85,6 +86,11 @@ impl SceneCache {
         .inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&tmp);
         })?;
+        tracing::debug!(
+            "unpacked scene {} in {:?}",
+            bundle.short(12),
+            began.elapsed()
+        );
         Ok(self.use_of(bundle, dir))
     }
 
