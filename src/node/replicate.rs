@@ -87,7 +87,7 @@ async fn keep_copies(inner: Arc<Inner>) {
 
 /// Scenes of open jobs this node can run and does not hold yet.
 fn scenes_to_prefetch(inner: &Inner) -> Vec<(Hash, NodeId)> {
-    let complete = lock(&inner.complete_blobs).clone();
+    let complete = here_or_syncing(inner);
     let engines = inner.engines.names();
     inner.ledger.read(|jobs| {
         jobs.values()
@@ -103,8 +103,16 @@ fn scenes_to_prefetch(inner: &Inner) -> Vec<(Hash, NodeId)> {
     })
 }
 
+/// Blobs held here, and those fetched whose sync is under way (nothing
+/// left to fetch; see `Inner::sync_then_hold`).
+fn here_or_syncing(inner: &Inner) -> Complete {
+    let mut here = lock(&inner.complete_blobs).clone();
+    here.extend(lock(&inner.syncing).iter().copied());
+    here
+}
+
 fn copies_for_me(inner: &Inner) -> Vec<Copy> {
-    let complete = lock(&inner.complete_blobs).clone();
+    let complete = here_or_syncing(inner);
     let now = Instant::now();
     let live: Vec<NodeId> = {
         let peers = lock(&inner.peers);
