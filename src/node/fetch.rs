@@ -216,19 +216,19 @@ impl Inner {
             let began = std::time::Instant::now();
             let store = inner.store.clone();
             let synced = tokio::task::spawn_blocking(move || {
-                store.sync_chunks(&written)?;
+                store.sync_chunks(&written).map_err(|e| e.to_string())?;
                 // Evicted meanwhile (a full disk trims at once): not held.
-                Ok::<bool, crate::store::StoreError>(store.has_blob(blob))
+                Ok(store.has_blob(blob))
             })
-            .await;
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
             lock(&inner.syncing).remove(&blob);
             match synced {
-                Ok(Ok(true)) => {
+                Ok(true) => {
                     tracing::debug!("synced blob {} in {:?}", blob.short(12), began.elapsed());
                     inner.hold_blob(blob);
                 }
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => tracing::warn!("making blob {} durable: {e}", blob.short(12)),
+                Ok(false) => {}
                 Err(e) => tracing::warn!("making blob {} durable: {e}", blob.short(12)),
             }
         });

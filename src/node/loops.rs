@@ -195,7 +195,7 @@ async fn schedule(inner: Arc<Inner>) {
             // task of the job, and a busy swarm changes the ledger hundreds
             // of times a second: in the dispatch benchmark, 9 of 10 picks
             // were thrown away here).
-            if held >= inner.cfg.slots && held >= inner.cfg.slots + most_ahead(&inner) {
+            if held >= inner.cfg.slots + most_ahead(&inner) {
                 break;
             }
             let Some(pick) = next_pick(&inner) else { break };

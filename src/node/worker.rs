@@ -343,7 +343,10 @@ async fn record(
         },
         other => Some(other),
     };
-    let _ = tokio::fs::remove_dir_all(&work).await;
+    // Only an engine that writes files was given a work folder.
+    if crate::render::writes_files(&base.spec.engine) {
+        let _ = tokio::fs::remove_dir_all(&work).await;
+    }
     match outcome {
         None => inner.after_done(a.job).await,
         Some(Outcome::Released(reason)) => {

@@ -1,10 +1,11 @@
 //! The bounded cache: last-use tracking, disk usage and LRU eviction.
 //!
 //! Each blob the node holds has a marker `used/<hash>` (a hard link to its
-//! manifest, see [`Store::mark_used`]) whose mtime is its last use; an in-memory copy of those times orders blobs exactly
-//! (stamps strictly increase, whatever the clock or filesystem granularity)
-//! and the markers carry the order across restarts for the price of one
-//! small file and one `utimensat` per use.
+//! manifest, see [`Store::mark_used`]) whose mtime is its last use; an
+//! in-memory copy of those times orders blobs exactly (stamps strictly
+//! increase, whatever the clock or filesystem granularity) and the markers
+//! carry the order across restarts for the price of one directory entry
+//! and one `utimensat` per use.
 //!
 //! `gc` works from references, not from guesses: it keeps every chunk held
 //! by a running import or export and every chunk of the pinned blobs
