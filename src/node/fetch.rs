@@ -6,7 +6,9 @@
 //! and requests the missing chunks from the peers that advertise the blob,
 //! several requests in flight, spread over the providers. Every chunk is
 //! verified against its hash before it is written; a peer that sends a bad
-//! chunk is counted as bad input and skipped. Nodes that fetched a blob
+//! chunk is counted as bad input and skipped. A bundle (a job's scene) is
+//! written out for its engine as its chunks arrive (`scenes.rs`), so the
+//! render starts when the fetch ends instead of after a second pass. Nodes that fetched a blob
 //! advertise it in their heartbeats, so fifty nodes starting on one scene do
 //! not all pull from the submitter.
 
@@ -21,7 +23,16 @@ use super::wire::{self, ChunkRequest};
 use super::{Inner, lock};
 use crate::hash::Hash;
 use crate::ledger::{JobRecord, NodeId};
-use crate::store::Missing;
+use crate::store::{Missing, StoreError, Unpacking};
+
+/// Unpacking a bundle while it is fetched.
+enum Unpack {
+    /// Not yet: it may not be a bundle, or its manifests are still to come.
+    Untried,
+    Running(Arc<Unpacking>),
+    /// Not a bundle, unpacked already, or it cannot be.
+    Off,
+}
 
 /// Chunk requests in flight for one blob.
 pub(crate) const IN_FLIGHT: usize = 8;
@@ -32,13 +43,34 @@ const MAX_ROUNDS: usize = 16;
 
 impl Inner {
     /// Make `blob` complete in the local store, fetching what is missing from
-    /// peers (`hints` first, then those that advertise it, then any).
+    /// peers (`hints` first, then those that advertise it, then any). A
+    /// bundle (a scene) is unpacked for its engine as its chunks arrive.
     pub async fn fetch_blob(self: &Arc<Self>, blob: Hash, hints: &[NodeId]) -> Result<(), String> {
         let lock_for_blob = {
             let mut locks = lock(&self.fetch_locks);
             locks.entry(blob).or_default().clone()
         };
         let _one_fetch_per_blob = lock_for_blob.lock().await;
+        let mut unpack = Unpack::Untried;
+        let fetched = self.fetch_rounds(blob, hints, &mut unpack).await;
+        if let Unpack::Running(u) = unpack {
+            match fetched {
+                Ok(()) => self.scenes.finish_unpacking(&self.store, blob, u).await,
+                Err(_) => self.scenes.abandon_unpacking(blob).await,
+            }
+        }
+        fetched
+    }
+
+    /// The rounds of asking for what `blob` still lacks, until it lacks
+    /// nothing; from the round that has all its manifests on, a bundle is
+    /// unpacked as its chunks arrive (`unpack`).
+    async fn fetch_rounds(
+        self: &Arc<Self>,
+        blob: Hash,
+        hints: &[NodeId],
+        unpack: &mut Unpack,
+    ) -> Result<(), String> {
         let began = std::time::Instant::now();
         // Chunks this fetch wrote, without an fsync each: made durable
         // before the blob is said to be held (see `sync_then_hold`).
@@ -65,7 +97,10 @@ impl Inner {
                     return Ok(());
                 }
                 Missing::Manifest(h) => vec![h],
-                Missing::Chunks(list) => list,
+                Missing::Chunks(list) => {
+                    self.try_unpacking(blob, unpack).await;
+                    list
+                }
             };
             let providers = self.providers(blob, hints);
             if providers.is_empty() {
@@ -74,7 +109,11 @@ impl Inner {
                     blob.short(12)
                 ));
             }
-            let got = self.fetch_chunks(&want, &providers).await;
+            let into = match unpack {
+                Unpack::Running(u) => Some(u.clone()),
+                _ => None,
+            };
+            let got = self.fetch_chunks(&want, &providers, into).await;
             if got.is_empty() {
                 return Err(format!(
                     "no peer could provide blob {} ({} chunks missing)",
@@ -88,6 +127,29 @@ impl Inner {
             "blob {} is still incomplete after {MAX_ROUNDS} rounds of fetching",
             blob.short(12)
         ))
+    }
+
+    /// Begin unpacking `blob` as it is fetched, if it is a bundle whose
+    /// manifests are all here and it is not unpacked already.
+    async fn try_unpacking(self: &Arc<Self>, blob: Hash, unpack: &mut Unpack) {
+        if !matches!(unpack, Unpack::Untried) {
+            return;
+        }
+        let inner = self.clone();
+        let begun =
+            tokio::task::spawn_blocking(move || inner.scenes.begin_unpacking(&inner.store, blob))
+                .await;
+        *unpack = match begun {
+            Ok(Ok(Some(u))) => Unpack::Running(Arc::new(u)),
+            // Some manifests are still to come: the next round tries again.
+            Ok(Err(StoreError::NotFound(_))) => Unpack::Untried,
+            Ok(Ok(None) | Err(StoreError::NotABundle(_))) => Unpack::Off,
+            Ok(Err(e)) => {
+                tracing::debug!("cannot unpack blob {} as it arrives: {e}", blob.short(12));
+                Unpack::Off
+            }
+            Err(_) => Unpack::Off,
+        };
     }
 
     /// Peers to ask: hints, then advertisers, then every connected peer.
@@ -116,8 +178,14 @@ impl Inner {
         out
     }
 
-    /// Fetch `want` from `providers`; returns the chunks stored.
-    async fn fetch_chunks(self: &Arc<Self>, want: &[Hash], providers: &[PeerId]) -> Vec<Hash> {
+    /// Fetch `want` from `providers`; returns the chunks stored. Each is
+    /// also placed `into` the bundle being unpacked, if any.
+    async fn fetch_chunks(
+        self: &Arc<Self>,
+        want: &[Hash],
+        providers: &[PeerId],
+        into: Option<Arc<Unpacking>>,
+    ) -> Vec<Hash> {
         let per_request = if want.len() > 1 {
             DATA_CHUNKS_PER_REQUEST
         } else {
@@ -134,7 +202,8 @@ impl Inner {
                     .take(providers.len())
                     .copied()
                     .collect();
-                async move { inner.fetch_batch(&batch, &order).await }
+                let into = into.clone();
+                async move { inner.fetch_batch(&batch, &order, into).await }
             })
             .buffer_unordered(IN_FLIGHT)
             .collect::<Vec<Vec<Hash>>>()
@@ -144,7 +213,12 @@ impl Inner {
 
     /// Ask providers in turn for a batch until every chunk is stored;
     /// returns the chunks stored.
-    async fn fetch_batch(self: &Arc<Self>, batch: &[Hash], order: &[PeerId]) -> Vec<Hash> {
+    async fn fetch_batch(
+        self: &Arc<Self>,
+        batch: &[Hash],
+        order: &[PeerId],
+        into: Option<Arc<Unpacking>>,
+    ) -> Vec<Hash> {
         let Some(net) = &self.net else {
             return Vec::new();
         };
@@ -169,7 +243,7 @@ impl Inner {
                 .zip(reply.chunks)
                 .filter_map(|(h, c)| c.map(|c| (*h, c)))
                 .collect();
-            let (ok, bad) = self.store_chunks(pairs).await;
+            let (ok, bad) = self.store_chunks(pairs, into.clone()).await;
             if bad > 0 {
                 self.bad_peer(*peer, &format!("{bad} chunk(s) with wrong bytes"));
             }
@@ -179,8 +253,13 @@ impl Inner {
         stored
     }
 
-    /// Verify and write chunks; returns the hashes stored and how many were bad.
-    async fn store_chunks(&self, pairs: Vec<(Hash, Vec<u8>)>) -> (BTreeSet<Hash>, usize) {
+    /// Verify and write chunks, and place them `into` the bundle being
+    /// unpacked; returns the hashes stored and how many were bad.
+    async fn store_chunks(
+        &self,
+        pairs: Vec<(Hash, Vec<u8>)>,
+        into: Option<Arc<Unpacking>>,
+    ) -> (BTreeSet<Hash>, usize) {
         let store = self.store.clone();
         let bytes: u64 = pairs.iter().map(|(_, c)| c.len() as u64).sum();
         self.metrics
@@ -192,6 +271,9 @@ impl Inner {
             for (h, c) in pairs {
                 match store.write_chunk(h, &c) {
                     Ok(()) => {
+                        if let Some(u) = &into {
+                            u.place(h, &c);
+                        }
                         ok.insert(h);
                     }
                     Err(_) => bad += 1,
@@ -210,7 +292,7 @@ impl Inner {
     /// telling peers this node holds it waits for the disk. A fetched 1 GiB
     /// scene took 1.4-1.8 s to sync here, all of it before its render.
     fn sync_then_hold(self: &Arc<Self>, blob: Hash, written: Vec<Hash>) {
-        lock(&self.syncing).insert(blob);
+        *lock(&self.syncing).entry(blob).or_default() += 1;
         let inner = self.clone();
         tokio::spawn(async move {
             let began = std::time::Instant::now();
@@ -222,7 +304,17 @@ impl Inner {
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
-            lock(&inner.syncing).remove(&blob);
+            // Another sync of the blob (evicted and fetched again during
+            // this one) keeps it unheld until that one ends too.
+            {
+                let mut syncing = lock(&inner.syncing);
+                if let Some(n) = syncing.get_mut(&blob) {
+                    *n -= 1;
+                    if *n == 0 {
+                        syncing.remove(&blob);
+                    }
+                }
+            }
             match synced {
                 Ok(true) => {
                     tracing::debug!("synced blob {} in {:?}", blob.short(12), began.elapsed());
@@ -238,7 +330,7 @@ impl Inner {
     /// heartbeats), unless its fetched chunks are still being synced (then
     /// the sync holds it when done).
     pub fn hold_blob(&self, blob: Hash) {
-        if lock(&self.syncing).contains(&blob) {
+        if lock(&self.syncing).contains_key(&blob) {
             return;
         }
         lock(&self.complete_blobs).insert(blob);
@@ -308,7 +400,7 @@ pub(crate) async fn verify_dones(
                 .copied()
                 .collect::<Vec<_>>(),
         );
-        inner.fetch_batch(&[blob], &peers).await;
+        inner.fetch_batch(&[blob], &peers, None).await;
     }
     let unobtainable: BTreeSet<Hash> = manifests_missing(inner, missing)
         .await

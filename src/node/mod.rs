@@ -142,9 +142,11 @@ pub(crate) struct Inner {
     pub complete_blobs: Mutex<replicate::Complete>,
     /// Blobs held completely, most recent last (advertised in heartbeats).
     pub held_blobs: Mutex<VecDeque<crate::hash::Hash>>,
-    /// Blobs fetched complete whose chunks are still being made durable:
-    /// usable here already, held (and advertised) once durable.
-    pub syncing: Mutex<HashSet<crate::hash::Hash>>,
+    /// Blobs fetched complete whose chunks are still being made durable,
+    /// with the syncs under way for each (a blob evicted and fetched again
+    /// during its sync has two): usable here already, held (and advertised)
+    /// once every sync has ended.
+    pub syncing: Mutex<HashMap<crate::hash::Hash, usize>>,
 }
 
 pub(crate) mod telemetry_history;
@@ -194,7 +196,7 @@ impl Node {
             fetch_locks: Mutex::new(HashMap::new()),
             held_blobs: Mutex::new(VecDeque::new()),
             complete_blobs: Mutex::new(Default::default()),
-            syncing: Mutex::new(HashSet::new()),
+            syncing: Mutex::new(HashMap::new()),
             dial_attempts: Mutex::new(HashMap::new()),
             alert_claims: Mutex::new(HashMap::new()),
             started: std::time::Instant::now(),

@@ -107,7 +107,7 @@ fn scenes_to_prefetch(inner: &Inner) -> Vec<(Hash, NodeId)> {
 /// left to fetch; see `Inner::sync_then_hold`).
 fn here_or_syncing(inner: &Inner) -> Complete {
     let mut here = lock(&inner.complete_blobs).clone();
-    here.extend(lock(&inner.syncing).iter().copied());
+    here.extend(lock(&inner.syncing).keys().copied());
     here
 }
 

@@ -4,7 +4,11 @@
 //! Engines need real files: a bundle is exported from the store once
 //! (every chunk verified on the way) into `scenes/<hash>/`, via a temporary
 //! folder renamed into place, so a half-written scene is never used. A lock
-//! per bundle keeps two tasks from unpacking the same scene at once.
+//! per bundle keeps two tasks from unpacking the same scene at once. A
+//! bundle fetched from a peer is written out while it arrives instead
+//! (`<hash>.fetching`, see [`crate::store::Unpacking`]) and moved into place
+//! under the same lock when the fetch ends; should that fail, the render
+//! unpacks it as above.
 //!
 //! The files are not fsynced: they are a copy of what the store holds
 //! durably, and the node empties this folder when it starts, so a crash
@@ -16,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::hash::Hash;
-use crate::store::Store;
+use crate::store::{Store, StoreError, Unpacking};
 
 /// The folder of unpacked bundles.
 pub struct SceneCache {
@@ -92,6 +96,74 @@ impl SceneCache {
             began.elapsed()
         );
         Ok(self.use_of(bundle, dir))
+    }
+
+    /// Starts unpacking `bundle` while it is fetched (see
+    /// [`crate::store::Unpacking`]): `Ok(None)` when it is unpacked already,
+    /// [`StoreError::NotFound`] while some of its manifests are still to
+    /// come. Blocking; the fetch of `bundle` calls it, one at a time.
+    pub fn begin_unpacking(
+        &self,
+        store: &Store,
+        bundle: Hash,
+    ) -> Result<Option<Unpacking>, StoreError> {
+        if self.dir.join(bundle.to_hex()).is_dir() {
+            return Ok(None);
+        }
+        let tmp = self.fetching_dir(bundle);
+        let _ = std::fs::remove_dir_all(&tmp);
+        store
+            .begin_unpacking(bundle, &tmp)
+            .map(Some)
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&tmp);
+            })
+    }
+
+    /// Completes an unpacking begun with the fetch of `bundle`, now
+    /// complete in `store`, and moves it into place. Should that fail, the
+    /// folder is dropped and the render unpacks the scene as usual.
+    pub async fn finish_unpacking(&self, store: &Arc<Store>, bundle: Hash, u: Arc<Unpacking>) {
+        let lock = super::lock(&self.locks).entry(bundle).or_default().clone();
+        let _held = lock.lock().await;
+        let began = std::time::Instant::now();
+        let dir = self.dir.join(bundle.to_hex());
+        let store = store.clone();
+        let moved = tokio::task::spawn_blocking(move || {
+            if dir.is_dir() {
+                return Err("it was unpacked meanwhile".to_string());
+            }
+            u.finish(&store).map_err(|e| e.to_string())?;
+            std::fs::rename(u.dir(), &dir).map_err(|e| format!("cannot move it into place: {e}"))
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match moved {
+            Ok(()) => tracing::debug!(
+                "unpacked scene {} while fetching it; the rest in {:?}",
+                bundle.short(12),
+                began.elapsed()
+            ),
+            Err(e) => {
+                tracing::debug!(
+                    "unpacking scene {} while fetching it: {e}",
+                    bundle.short(12)
+                );
+                self.abandon_unpacking(bundle).await;
+            }
+        }
+    }
+
+    /// Drops what an unpacking begun with the fetch of `bundle` wrote.
+    pub async fn abandon_unpacking(&self, bundle: Hash) {
+        let tmp = self.fetching_dir(bundle);
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(tmp)).await;
+    }
+
+    /// Where the fetch of `bundle` unpacks it (not a bundle's name, so
+    /// `prune` leaves it alone; emptied with the rest at start).
+    fn fetching_dir(&self, bundle: Hash) -> PathBuf {
+        self.dir.join(format!("{}.fetching", bundle.to_hex()))
     }
 
     /// Counts a render's use of an unpacked scene; under the bundle's lock.

@@ -102,10 +102,24 @@ impl Store {
         hold: &Hold,
     ) -> Result<Vec<(BundleEntry, Vec<ChunkRef>)>, StoreError> {
         let _writer = self.writer();
+        let files = self.bundle_layout(bundle)?;
+        hold.add([bundle]);
+        for (entry, chunks) in &files {
+            hold.add(std::iter::once(entry.blob).chain(chunks.iter().map(|c| c.hash)));
+        }
+        Ok(files)
+    }
+
+    /// The entries of the `Bundle` blob `bundle` with their chunks, paths
+    /// checked again; [`StoreError::NotFound`] names the first entry whose
+    /// manifest is not here.
+    pub(super) fn bundle_layout(
+        &self,
+        bundle: Hash,
+    ) -> Result<Vec<(BundleEntry, Vec<ChunkRef>)>, StoreError> {
         let Manifest::Bundle { entries } = self.manifest(bundle)? else {
             return Err(StoreError::NotABundle(bundle));
         };
-        hold.add([bundle]);
         let mut files = Vec::with_capacity(entries.len());
         for entry in entries {
             check_path(&entry.path).map_err(|source| StoreError::BadManifest {
@@ -115,7 +129,6 @@ impl Store {
             let chunks = self
                 .entry_chunks(bundle, &entry)?
                 .ok_or(StoreError::NotFound(entry.blob))?;
-            hold.add(std::iter::once(entry.blob).chain(chunks.iter().map(|c| c.hash)));
             files.push((entry, chunks));
         }
         Ok(files)
@@ -213,7 +226,7 @@ enum Fsync {
 /// The destination of bundle path `rel` under `dest_dir`, its folders
 /// created; refuses symlinks on the way and anything but a file at the end.
 /// `safe_folders` remembers folders already checked.
-fn prepare_dest(
+pub(super) fn prepare_dest(
     dest_dir: &Path,
     rel: &str,
     safe_folders: &mut HashSet<String>,
@@ -289,13 +302,13 @@ fn symlink_in_the_way(path: PathBuf) -> StoreError {
 
 /// Adds execute permission wherever read permission is set.
 #[cfg(unix)]
-fn make_executable(file: &File) -> io::Result<()> {
+pub(super) fn make_executable(file: &File) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mode = file.metadata()?.permissions().mode();
     file.set_permissions(fs::Permissions::from_mode(mode | ((mode & 0o444) >> 2)))
 }
 
 #[cfg(not(unix))]
-fn make_executable(_file: &File) -> io::Result<()> {
+pub(super) fn make_executable(_file: &File) -> io::Result<()> {
     Ok(())
 }

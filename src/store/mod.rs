@@ -50,11 +50,14 @@ mod gc;
 mod import;
 mod inventory;
 pub mod manifest;
+mod unpacking;
 
 #[cfg(all(test, unix))]
 mod bundle_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unpacking_tests;
 
 use std::collections::HashMap;
 use std::fs::{self, File, TryLockError};
@@ -67,6 +70,7 @@ pub use error::StoreError;
 pub use gc::{GcReport, ORPHAN_GRACE};
 pub use inventory::Missing;
 pub use manifest::{BundleEntry, ChunkRef, Manifest, ManifestError};
+pub use unpacking::Unpacking;
 
 /// A blob store rooted at one folder. Open one per folder and share it
 /// (`Arc<Store>`) between threads.

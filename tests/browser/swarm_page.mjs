@@ -3,7 +3,7 @@
 // pause and resume the job with its buttons, open a finished frame.
 //
 //   node swarm_page.mjs --url http://127.0.0.1:PORT --scene /abs/orbit.toml
-//                       --frames 1-144 --nodes 2 --shots DIR
+//                       --frames 1-144 --nodes 2 --tags farm --shots DIR
 //
 // The grid is read from the page itself: a MutationObserver records every
 // state the legend shows (its five counts), so the test knows the grid
@@ -20,6 +20,8 @@ const url = need(args, 'url');
 const scene = need(args, 'scene');
 const frames = args.frames || '1-144';
 const nodeCount = Number(args.nodes || 2);
+// Tags every node has: the job requires them (through the form's field).
+const tags = args.tags || '';
 const shot = shooter(need(args, 'shots'));
 const api = apiAt(url);
 const jobName = basename(scene).replace(/\.[^.]*$/, '');
@@ -75,13 +77,49 @@ async function jobFromApi(id) {
 
 const rowStatus = (page, id) => page.evaluate((i) => document.querySelector(`#jobs-body tr[data-id="${i}"]`)?.dataset.status, id);
 
-async function submit(page) {
+/** Open the submit form with the scene chosen, `f` frames, and its more settings shown. */
+async function openForm(page, f) {
   await page.click('#open-submit');
   await page.waitForSelector('#submit-dialog[open]');
   await page.click('#src-seg [data-src="file"]');
   await page.setInputFiles('#file-input', scene);
-  await page.waitForFunction((f) => document.getElementById('drop-text').textContent.includes(f), basename(scene));
-  await page.fill('#f-frames', frames);
+  await page.waitForFunction((name) => document.getElementById('drop-text').textContent.includes(name), basename(scene));
+  await page.fill('#f-frames', f);
+  if (!(await page.$eval('#submit-form details.more', (d) => d.open))) await page.click('#submit-form details.more > summary');
+}
+
+/**
+ * The device, movie and frame-rate settings reach the node: each one the
+ * node refuses for this scene comes back under its own field (the builtin
+ * engine has no device; a frame rate needs a movie, and a sane one).
+ */
+async function settingsAreChecked(page) {
+  await openForm(page, '1-2');
+  const refusedAt = async (field, words) => {
+    await page.click('#submit-go');
+    await page.waitForFunction(([f, w]) => (document.querySelector(`#submit-form [data-err="${f}"]`)?.textContent || '').includes(w), [field, words]);
+    console.log(`     ${field}: ${await page.textContent(`#submit-form [data-err="${field}"]`)}`);
+  };
+  await page.selectOption('#f-device', 'cuda');
+  await refusedAt('device', 'Blender');
+  await page.selectOption('#f-device', '');
+  await page.fill('#f-fps', '30');
+  await refusedAt('fps', 'for a movie');
+  await page.selectOption('#f-encode', 'mp4');
+  await page.fill('#f-fps', '0');
+  await refusedAt('fps', 'between');
+  await shot(page, 'swarm-02-submit-refused');
+  await page.selectOption('#f-encode', '');
+  await page.fill('#f-fps', '');
+  await page.click('#submit-dialog [data-close]');
+  await page.waitForFunction(() => !document.getElementById('submit-dialog').open);
+  const jobs = await api.get('/jobs?tasks=false');
+  expect(!jobs.length, `a refused submission made a job: ${jobs.map((j) => j.name).join(', ')}`);
+}
+
+async function submit(page) {
+  await openForm(page, frames);
+  if (tags) await page.fill('#f-requirements', tags);
   await shot(page, 'swarm-02-submit-form');
   await page.click('#submit-go');
   // Either the dialog closes (accepted) or the node's error shows in it.
@@ -95,6 +133,8 @@ async function submit(page) {
   expect(id, 'the new job is not selected (no #job= in the address)');
   const job = await jobFromApi(id);
   expect(job.frames === frames, `the node has frames ${job.frames}, not ${frames}`);
+  const want = tags.split(',').map((t) => t.trim()).filter(Boolean);
+  expect(JSON.stringify(job.requirements) === JSON.stringify(want.sort()), `the node has requirements ${JSON.stringify(job.requirements)}, not ${JSON.stringify(want)}`);
   return job;
 }
 
@@ -142,7 +182,8 @@ main(async (browser) => {
     await shot(page, 'swarm-01-nodes');
   });
 
-  const job = await step(`upload ${basename(scene)} through the form, frames ${frames}`, () => submit(page));
+  await step('settings the node refuses come back under their fields, and make no job', () => settingsAreChecked(page));
+  const job = await step(`upload ${basename(scene)} through the form, frames ${frames}, on nodes tagged ${tags || '(any)'}`, () => submit(page));
   console.log(`     job ${job.id}: ${job.frames_total} frames`);
   await pauseAndResume(page, job);
 

@@ -173,7 +173,7 @@ fn the_page_submits_watches_pauses_and_shows_a_frame_on_a_swarm() {
         return;
     }
     let _one = one_browser();
-    let nodes = swarm_of(2, &[]);
+    let nodes = swarm_of(2, &["--tags", "farm"]);
     let orbit = example("orbit.toml").display().to_string();
     // 144 frames (the loop three times): enough that the job is still
     // under way when the page pauses it, on a fast machine too.
@@ -188,6 +188,8 @@ fn the_page_submits_watches_pauses_and_shows_a_frame_on_a_swarm() {
             "1-144",
             "--nodes",
             "2",
+            "--tags",
+            "farm",
             "--shots",
             &screenshots(),
         ],

@@ -81,6 +81,17 @@ fn share_60_frames(n: usize) {
         "wasted renders in a swarm without faults"
     );
     assert_frames_match_direct(out.path(), 1..=60);
+    // The others fetched the scene, and wrote it for their engine as its
+    // chunks arrived rather than reading it back afterwards; the frames
+    // above, identical to a direct render, show the file was whole.
+    for node in &nodes[1..] {
+        let log = node.log_text();
+        assert!(
+            log.contains("while fetching it; the rest in"),
+            "node {} did not unpack the scene as it arrived:\n{log}",
+            node.id
+        );
+    }
 }
 
 #[test]

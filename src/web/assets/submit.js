@@ -1,5 +1,7 @@
 // The submit form: upload a scene file or a whole project folder, or name
-// a path on the node's machine; engine, frames, frames per task, priority.
+// a path on the node’s machine; engine, frames, frames per task, priority,
+// and the more settings: attempts, timeout, output folder, required tags,
+// Blender device and output format, a movie of the frames.
 //
 // The node checks everything (one source of truth for the rules); its
 // answer {"error", "field"} is shown under the field it names. Uploads go
@@ -132,6 +134,12 @@ export class SubmitDialog {
     put('max_attempts', int('f-attempts', 'max_attempts', 'Attempts'));
     put('timeout', int('f-timeout', 'timeout', 'The timeout'));
     put('out', val('f-out'));
+    const tags = val('f-requirements').split(',').map((t) => t.trim()).filter(Boolean);
+    if (tags.length) req.requirements = tags;
+    put('device', val('f-device'));
+    put('output_format', val('f-format'));
+    put('encode', val('f-encode'));
+    put('fps', int('f-fps', 'fps', 'Frames per second'));
     const sceneFile = byId('scene-file-field').hidden ? '' : (byId('f-scene-file').hidden ? val('f-scene-file-text') : byId('f-scene-file').value);
     put('scene_file', sceneFile);
     return req;
