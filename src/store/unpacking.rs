@@ -24,6 +24,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
+use super::chunks::start_writeback;
 use super::export::{make_executable, prepare_dest};
 use super::manifest::{MAX_CHUNK_LEN, ManifestError};
 use super::{Store, StoreError};
@@ -162,6 +163,7 @@ impl Unpacking {
                 .map_err(StoreError::io("opening", path))?;
             f.write_all_at(bytes, offset)
                 .map_err(StoreError::io("writing", path))?;
+            start_writeback(&f, offset, bytes.len() as u64);
         }
         Ok(())
     }
