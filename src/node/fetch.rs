@@ -8,9 +8,9 @@
 //! verified against its hash before it is written; a peer that sends a bad
 //! chunk is counted as bad input and skipped. A bundle (a job's scene) is
 //! written out for its engine as its chunks arrive (`scenes.rs`), so the
-//! render starts when the fetch ends instead of after a second pass. Nodes that fetched a blob
-//! advertise it in their heartbeats, so fifty nodes starting on one scene do
-//! not all pull from the submitter.
+//! render starts when the fetch ends instead of after a second pass. Nodes
+//! that fetched a blob advertise it in their heartbeats, so fifty nodes
+//! starting on one scene do not all pull from the submitter.
 
 use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
