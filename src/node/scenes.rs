@@ -63,10 +63,7 @@ impl SceneCache {
     /// complete in `store`.
     pub async fn unpack(&self, store: &Arc<Store>, bundle: Hash) -> Result<SceneInUse, String> {
         let dir = self.dir.join(bundle.to_hex());
-        let lock = {
-            let mut locks = super::lock(&self.locks);
-            locks.entry(bundle).or_default().clone()
-        };
+        let lock = self.lock_of(bundle);
         let _held = lock.lock().await;
         if dir.is_dir() {
             return Ok(self.use_of(bundle, dir));
@@ -124,7 +121,7 @@ impl SceneCache {
     /// complete in `store`, and moves it into place. Should that fail, the
     /// folder is dropped and the render unpacks the scene as usual.
     pub async fn finish_unpacking(&self, store: &Arc<Store>, bundle: Hash, u: Arc<Unpacking>) {
-        let lock = super::lock(&self.locks).entry(bundle).or_default().clone();
+        let lock = self.lock_of(bundle);
         let _held = lock.lock().await;
         let began = std::time::Instant::now();
         let dir = self.dir.join(bundle.to_hex());
@@ -166,6 +163,12 @@ impl SceneCache {
         self.dir.join(format!("{}.fetching", bundle.to_hex()))
     }
 
+    /// The lock that keeps two tasks (or a task and a fetch, or `prune`)
+    /// from writing or removing the unpacked `bundle` at once.
+    fn lock_of(&self, bundle: Hash) -> Arc<tokio::sync::Mutex<()>> {
+        super::lock(&self.locks).entry(bundle).or_default().clone()
+    }
+
     /// Counts a render's use of an unpacked scene; under the bundle's lock.
     fn use_of(&self, bundle: Hash, dir: PathBuf) -> SceneInUse {
         *super::lock(&self.users).entry(bundle).or_default() += 1;
@@ -188,7 +191,7 @@ impl SceneCache {
             if keep.contains(&bundle) {
                 continue;
             }
-            let lock = super::lock(&self.locks).entry(bundle).or_default().clone();
+            let lock = self.lock_of(bundle);
             let Ok(_held) = lock.try_lock() else {
                 continue; // being unpacked right now
             };

@@ -7,7 +7,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
 use super::manifest::FORMAT_VERSION;
-use super::tests::{KIB, MIB, random_bytes};
+use super::tests::{KIB, MIB, random_bytes, write_files};
 use super::*;
 
 /// A project folder with nested folders, an empty file, unicode names,
@@ -20,11 +20,7 @@ fn project(root: &Path) -> Vec<(&'static str, Vec<u8>)> {
         ("tex/deep/er/normal.exr", random_bytes("normal", 5 * MIB)),
         ("tex/ünïcødé 日本.png", random_bytes("unicode", 10 * KIB)),
     ];
-    for (rel, data) in &files {
-        let path = root.join(rel);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, data).unwrap();
-    }
+    write_files(root, &files);
     fs::set_permissions(root.join("render.sh"), fs::Permissions::from_mode(0o755)).unwrap();
     symlink(root.join("scene.blend"), root.join("linked.blend")).unwrap();
     symlink(root.join("tex"), root.join("tex-link")).unwrap();

@@ -37,6 +37,15 @@ const INTERESTING_SIZES: &[(usize, &str)] = &[
     (20 * MIB, "many chunks"),
 ];
 
+/// Writes each `(relative path, bytes)` under `root`, folders created.
+pub(super) fn write_files(root: &Path, files: &[(&str, Vec<u8>)]) {
+    for (rel, data) in files {
+        let path = root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, data).unwrap();
+    }
+}
+
 /// `len` deterministic pseudo-random bytes (blake3 XOF of `seed`).
 pub(super) fn random_bytes(seed: &str, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];

@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use super::tests::{KIB, MIB, random_bytes};
+use super::tests::{KIB, MIB, random_bytes, write_files};
 use super::*;
 
 /// A project whose files share chunks: `copy.bin` is `big.bin` again, and
@@ -23,11 +23,7 @@ fn project(root: &Path) -> Vec<(&'static str, Vec<u8>)> {
         ("run.sh", b"#!/bin/sh\necho hi\n".to_vec()),
         ("tex/small.png", random_bytes("small", 10 * KIB)),
     ];
-    for (rel, data) in &files {
-        let path = root.join(rel);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, data).unwrap();
-    }
+    write_files(root, &files);
     fs::set_permissions(root.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
     files
 }
