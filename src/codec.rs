@@ -6,8 +6,8 @@
 //! the input itself, and serde caps what a length prefix may pre-allocate).
 //! Not bincode: RUSTSEC-2025-0141 marks it unmaintained.
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// The format version written today.
 pub const VERSION: u8 = 1;
@@ -38,6 +38,15 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 /// Decode bytes written by [`encode`], refusing more than `limit` bytes,
 /// another version, or trailing garbage.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, CodecError> {
+    decode_borrowed(bytes, limit)
+}
+
+/// [`decode`] into a value that may borrow from `bytes` (byte strings are
+/// not copied out).
+pub fn decode_borrowed<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    limit: usize,
+) -> Result<T, CodecError> {
     if bytes.len() > limit {
         return Err(CodecError::TooLarge {
             len: bytes.len(),

@@ -303,7 +303,7 @@ fn write_fuzz_seeds() {
     write("chunks", "request", &codec::encode(&request));
     let manifest = manifests()[2].1.encode().expect("valid");
     let reply = ChunkReply {
-        chunks: vec![Some(b"chunk bytes".to_vec()), None, Some(manifest)],
+        chunks: vec![Some(&b"chunk bytes"[..]), None, Some(&manifest)],
     };
     write("chunks", "reply", &codec::encode(&reply));
 

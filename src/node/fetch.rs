@@ -21,6 +21,7 @@ use libp2p::PeerId;
 
 use super::wire::{self, ChunkRequest};
 use super::{Inner, lock};
+use crate::codec::CodecError;
 use crate::hash::Hash;
 use crate::ledger::{JobRecord, NodeId};
 use crate::store::{Missing, StoreError, Unpacking};
@@ -234,16 +235,13 @@ impl Inner {
             let Ok(reply) = net.client.request(*peer, wire::PROTO_CHUNK, req).await else {
                 continue;
             };
-            let Ok(reply) = wire::decode_chunk_reply(&reply) else {
-                self.bad_peer(*peer, "chunk reply does not decode");
-                continue;
+            let (ok, bad) = match self.store_reply(reply, left.clone(), into.clone()).await {
+                Ok(stored) => stored,
+                Err(e) => {
+                    self.bad_peer(*peer, &format!("chunk reply does not decode: {e}"));
+                    continue;
+                }
             };
-            let pairs: Vec<(Hash, Vec<u8>)> = left
-                .iter()
-                .zip(reply.chunks)
-                .filter_map(|(h, c)| c.map(|c| (*h, c)))
-                .collect();
-            let (ok, bad) = self.store_chunks(pairs, into.clone()).await;
             if bad > 0 {
                 self.bad_peer(*peer, &format!("{bad} chunk(s) with wrong bytes"));
             }
@@ -253,36 +251,43 @@ impl Inner {
         stored
     }
 
-    /// Verify and write chunks, and place them `into` the bundle being
-    /// unpacked; returns the hashes stored and how many were bad.
-    async fn store_chunks(
-        &self,
-        pairs: Vec<(Hash, Vec<u8>)>,
+    /// Verify and write the chunks of a `reply` to a request for `asked`,
+    /// and place them `into` the bundle being unpacked; returns the hashes
+    /// stored and how many were bad. The chunks are written from the reply
+    /// as it arrived, without a copy.
+    async fn store_reply(
+        self: &Arc<Self>,
+        reply: Vec<u8>,
+        asked: Vec<Hash>,
         into: Option<Arc<Unpacking>>,
-    ) -> (BTreeSet<Hash>, usize) {
-        let store = self.store.clone();
-        let bytes: u64 = pairs.iter().map(|(_, c)| c.len() as u64).sum();
-        self.metrics
-            .chunk_bytes_fetched
-            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    ) -> Result<(BTreeSet<Hash>, usize), CodecError> {
+        let inner = self.clone();
         tokio::task::spawn_blocking(move || {
+            let reply = wire::decode_chunk_reply(&reply)?;
             let mut ok = BTreeSet::new();
             let mut bad = 0;
-            for (h, c) in pairs {
-                match store.write_chunk(h, &c) {
+            for (h, c) in asked.iter().zip(reply.chunks) {
+                let Some(c) = c else { continue };
+                inner
+                    .metrics
+                    .chunk_bytes_fetched
+                    .fetch_add(c.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                match inner.store.write_chunk(*h, c) {
                     Ok(()) => {
                         if let Some(u) = &into {
-                            u.place(h, &c);
+                            u.place(*h, c);
                         }
-                        ok.insert(h);
+                        ok.insert(*h);
                     }
-                    Err(_) => bad += 1,
+                    Err(StoreError::HashMismatch { .. } | StoreError::TooLarge { .. }) => bad += 1,
+                    // This node's disk, not the peer: left to fetch again.
+                    Err(e) => tracing::warn!("storing fetched chunk {}: {e}", h.short(12)),
                 }
             }
-            (ok, bad)
+            Ok((ok, bad))
         })
         .await
-        .unwrap_or_default()
+        .unwrap_or_else(|_| Ok(Default::default()))
     }
 
     /// Makes the chunks a fetch `written` durable in the background, then

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use libp2p::PeerId;
 
-use super::wire::{self, ChunkReply, SyncReply, SyncRequest};
+use super::wire::{self, ChunkReplyWriter, SyncReply, SyncRequest};
 use super::{Inner, lock};
 use crate::hash::Hash;
 use crate::ledger::{AlertId, AlertRecord, JobId, JobRecord};
@@ -242,32 +242,34 @@ async fn serve_chunks(inner: &Arc<Inner>, from: PeerId, data: &[u8]) -> Option<V
         }
     };
     let store = inner.store.clone();
-    let reply = tokio::task::spawn_blocking(move || {
+    let (reply, sent) = tokio::task::spawn_blocking(move || {
         let mut budget = wire::CHUNK_REPLY_BUDGET;
-        let chunks = req
-            .hashes
-            .iter()
-            .map(|h| {
-                if budget == 0 || !store.has_chunk(*h) {
-                    return None;
+        let mut reply = ChunkReplyWriter::new(req.hashes.len(), budget);
+        for h in &req.hashes {
+            match store.chunk_len(*h).map(|l| l as usize) {
+                Some(len) if len <= budget => {
+                    if reply
+                        .chunk(len, |buf| store.append_chunk(*h, buf, len))
+                        .is_ok()
+                    {
+                        budget -= len;
+                    }
                 }
-                let bytes = store.read_chunk(*h).ok()?;
-                if bytes.len() > budget {
+                // Full: the rest are asked for again.
+                Some(_) => {
                     budget = 0;
-                    return None;
+                    reply.none();
                 }
-                budget -= bytes.len();
-                Some(bytes)
-            })
-            .collect();
-        ChunkReply { chunks }
+                None => reply.none(),
+            }
+        }
+        (reply.finish(), wire::CHUNK_REPLY_BUDGET - budget)
     })
     .await
     .ok()?;
-    let sent: usize = reply.chunks.iter().flatten().map(Vec::len).sum();
     inner
         .metrics
         .chunk_bytes_served
         .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
-    Some(wire::encode(&reply))
+    Some(reply)
 }

@@ -118,32 +118,104 @@ pub struct ChunkRequest {
 }
 
 /// Chunks sent, in the order asked; `None` for one not held (or not sent
-/// because the reply was full).
+/// because the reply was full). Borrowed from the message it was decoded
+/// from: a received chunk is verified and written from the reply itself,
+/// never copied out of it first. A source writes its replies with
+/// [`ChunkReplyWriter`] instead, which reads each chunk into place.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ChunkReply {
-    #[serde(with = "chunk_bytes")]
-    pub chunks: Vec<Option<Vec<u8>>>,
+pub struct ChunkReply<'a> {
+    #[serde(borrow, with = "chunk_bytes")]
+    pub chunks: Vec<Option<&'a [u8]>>,
 }
 
 /// A chunk's bytes as one byte string rather than a sequence of numbers.
 /// Postcard writes the same bytes on the wire either way (a length, then
 /// the bytes), but serde then copies a chunk at once instead of visiting
-/// each of its bytes, which was 6 % of all CPU in the transfer benchmark.
+/// each of its bytes, which was 6 % of all CPU in the transfer benchmark,
+/// and decoding can borrow it.
 mod chunk_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
-    use serde_bytes::{ByteBuf, Bytes};
+    use serde_bytes::Bytes;
 
-    pub fn serialize<S: Serializer>(chunks: &[Option<Vec<u8>>], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(chunks.iter().map(|c| c.as_deref().map(Bytes::new)))
+    pub fn serialize<S: Serializer>(chunks: &[Option<&[u8]>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(chunks.iter().map(|c| c.map(Bytes::new)))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Option<Vec<u8>>>, D::Error> {
-        let chunks: Vec<Option<ByteBuf>> = Deserialize::deserialize(d)?;
-        Ok(chunks
-            .into_iter()
-            .map(|c| c.map(ByteBuf::into_vec))
-            .collect())
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<Option<&'de [u8]>>, D::Error> {
+        Deserialize::deserialize(d)
     }
+}
+
+/// A [`ChunkReply`] written straight into its message: the encoding of
+/// `encode(&ChunkReply { .. })`, byte for byte, with each chunk's bytes
+/// appended in place by the caller (read from the store into the reply),
+/// so a served chunk is not copied once more into the message.
+pub struct ChunkReplyWriter {
+    buf: Vec<u8>,
+}
+
+impl ChunkReplyWriter {
+    /// A reply to a request for `count` chunks, with room for `capacity`
+    /// bytes of them.
+    pub fn new(count: usize, capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity + 16 + 6 * count);
+        buf.push(codec::VERSION);
+        push_varint(&mut buf, count);
+        ChunkReplyWriter { buf }
+    }
+
+    /// The next chunk is not sent.
+    pub fn none(&mut self) {
+        self.buf.push(0);
+    }
+
+    /// The next chunk is `len` bytes that `fill` appends to the buffer it
+    /// is given; if `fill` fails, the chunk is sent as not held instead.
+    pub fn chunk<E>(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mark = self.buf.len();
+        self.buf.push(1);
+        push_varint(&mut self.buf, len);
+        let body = self.buf.len();
+        match fill(&mut self.buf) {
+            Ok(()) if self.buf.len() - body == len => Ok(()),
+            Ok(()) => {
+                // A caller bug, not a peer's: never send a malformed reply.
+                debug_assert!(
+                    false,
+                    "a chunk of {len} bytes was filled with {}",
+                    self.buf.len() - body
+                );
+                self.buf.truncate(mark);
+                self.none();
+                Ok(())
+            }
+            Err(e) => {
+                self.buf.truncate(mark);
+                self.none();
+                Err(e)
+            }
+        }
+    }
+
+    /// The encoded message.
+    pub fn finish(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// Postcard's length prefix: 7 bits a byte, least significant first.
+fn push_varint(buf: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        buf.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    buf.push(n as u8);
 }
 
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -177,8 +249,8 @@ pub fn decode_chunk_request(b: &[u8]) -> Result<ChunkRequest, CodecError> {
     Ok(req)
 }
 
-pub fn decode_chunk_reply(b: &[u8]) -> Result<ChunkReply, CodecError> {
-    codec::decode(b, MAX_CHUNK_REPLY)
+pub fn decode_chunk_reply(b: &[u8]) -> Result<ChunkReply<'_>, CodecError> {
+    codec::decode_borrowed(b, MAX_CHUNK_REPLY)
 }
 
 #[cfg(test)]
@@ -214,17 +286,54 @@ mod tests {
         struct Plain {
             chunks: Vec<Option<Vec<u8>>>,
         }
-        let chunks = vec![Some(vec![1, 2, 3, 250]), None, Some(Vec::new())];
+        let chunks: Vec<Option<Vec<u8>>> = vec![Some(vec![1, 2, 3, 250]), None, Some(Vec::new())];
+        let borrowed: Vec<Option<&[u8]>> = chunks.iter().map(Option::as_deref).collect();
         let sent = encode(&ChunkReply {
-            chunks: chunks.clone(),
+            chunks: borrowed.clone(),
         });
+        assert_eq!(decode_chunk_reply(&sent).unwrap().chunks, borrowed);
+        assert_eq!(sent, encode(&Plain { chunks }));
+    }
+
+    #[test]
+    fn a_written_reply_is_the_encoded_reply() {
+        // Lengths either side of each varint byte boundary.
+        let sizes = [0usize, 1, 127, 128, 16_383, 16_384, (1 << 21) + 5];
+        let chunks: Vec<Option<Vec<u8>>> = sizes
+            .iter()
+            .flat_map(|&n| [Some((0..n).map(|i| i as u8).collect()), None])
+            .collect();
+        let mut w = ChunkReplyWriter::new(chunks.len() + 1, 0);
+        for c in &chunks {
+            match c {
+                Some(c) => w
+                    .chunk(c.len(), |buf| {
+                        buf.extend_from_slice(c);
+                        Ok::<(), ()>(())
+                    })
+                    .unwrap(),
+                None => w.none(),
+            }
+        }
+        // A chunk that cannot be read goes out as not held.
         assert_eq!(
-            sent,
-            encode(&Plain {
-                chunks: chunks.clone()
-            })
+            w.chunk(10, |buf| {
+                buf.extend_from_slice(b"half");
+                Err("unreadable")
+            }),
+            Err("unreadable")
         );
-        assert_eq!(decode_chunk_reply(&sent).unwrap().chunks, chunks);
+        let written = w.finish();
+        let mut expected: Vec<Option<&[u8]>> = chunks.iter().map(Option::as_deref).collect();
+        expected.push(None);
+        assert!(
+            written
+                == encode(&ChunkReply {
+                    chunks: expected.clone()
+                }),
+            "the writer must produce the encoder's bytes"
+        );
+        assert_eq!(decode_chunk_reply(&written).unwrap().chunks, expected);
     }
 
     #[test]

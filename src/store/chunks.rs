@@ -24,7 +24,7 @@ impl Store {
 
     /// Whether the chunk's file is present (not verified: see `read_chunk`).
     pub fn has_chunk(&self, hash: Hash) -> bool {
-        fs::metadata(self.chunk_path(hash)).is_ok_and(|m| m.is_file())
+        self.chunk_len(hash).is_some()
     }
 
     /// The chunk's bytes, verified against its hash. A manifest is a chunk
@@ -111,6 +111,49 @@ impl Store {
         buf: &mut Vec<u8>,
         max_len: usize,
     ) -> Result<(), StoreError> {
+        buf.clear();
+        self.append_verified(hash, buf, max_len)
+    }
+
+    /// Appends chunk `hash`, whose length [`Store::chunk_len`] said is
+    /// `len`, to `buf` and verifies it: how a chunk is read straight into
+    /// the reply that serves it. On any failure `buf` is as it was.
+    pub fn append_chunk(
+        &self,
+        hash: Hash,
+        buf: &mut Vec<u8>,
+        len: usize,
+    ) -> Result<(), StoreError> {
+        let start = buf.len();
+        self.append_verified(hash, buf, len.min(MAX_MANIFEST_BYTES))?;
+        if buf.len() - start != len {
+            // Shorter than said, yet the right bytes: the file was replaced
+            // since its length was read. Not here as asked.
+            buf.truncate(start);
+            return Err(StoreError::MissingChunk(hash));
+        }
+        Ok(())
+    }
+
+    /// The length of chunk `hash`'s file, if it is here (not verified).
+    pub fn chunk_len(&self, hash: Hash) -> Option<u64> {
+        fs::metadata(self.chunk_path(hash))
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+    }
+
+    /// Appends chunk `hash` to `buf` and verifies what was appended. A file
+    /// longer than `max_len` or with the wrong hash is corrupt: it is
+    /// removed so that it gets fetched again. On any failure `buf` is as it
+    /// was.
+    fn append_verified(
+        &self,
+        hash: Hash,
+        buf: &mut Vec<u8>,
+        max_len: usize,
+    ) -> Result<(), StoreError> {
+        let start = buf.len();
         let path = self.chunk_path(hash);
         let mut file = match File::open(&path) {
             Ok(f) => f,
@@ -123,17 +166,17 @@ impl Store {
             .metadata()
             .map_err(StoreError::io("reading chunk", &path))?
             .len();
-        buf.clear();
         if len <= max_len as u64 {
             buf.reserve_exact(len as usize);
             // `take` bounds the read should the file grow meanwhile.
-            (&mut file)
-                .take(max_len as u64 + 1)
-                .read_to_end(buf)
-                .map_err(StoreError::io("reading chunk", &path))?;
+            if let Err(e) = (&mut file).take(max_len as u64 + 1).read_to_end(buf) {
+                buf.truncate(start);
+                return Err(StoreError::io("reading chunk", &path)(e));
+            }
         }
-        if len > max_len as u64 || buf.len() > max_len || Hash::of(buf) != hash {
-            buf.clear();
+        let got = &buf[start..];
+        if len > max_len as u64 || got.len() > max_len || Hash::of(got) != hash {
+            buf.truncate(start);
             drop(file);
             tracing::warn!(chunk = %hash, path = %path.display(), "corrupt chunk removed");
             // Already gone is fine; anything else leaves a file we cannot

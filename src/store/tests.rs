@@ -235,6 +235,53 @@ fn corrupt_chunk_fails_export_and_is_fetched_again() {
     assert!(fs::read(&dest).unwrap() == data);
 }
 
+#[test]
+fn chunks_are_appended_to_a_reply_verified() {
+    // How a source serves: each chunk read straight into the reply after
+    // what is already there; a corrupt one leaves the reply as it was.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let data = random_bytes("append", 6 * MIB);
+    let blob = store.import_bytes(&data).unwrap();
+    let (_, chunks) = file_chunks(&store, blob);
+    let (first, second) = (chunks[0], chunks[1]);
+    let len = |c: ChunkRef| store.chunk_len(c.hash).unwrap() as usize;
+    assert_eq!(len(first), first.len as usize);
+
+    let mut reply = b"header".to_vec();
+    store
+        .append_chunk(first.hash, &mut reply, len(first))
+        .unwrap();
+    assert!(reply[6..] == data[..first.len as usize]);
+
+    let path = store.chunk_path(second.hash);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[3] ^= 1;
+    fs::write(&path, &bytes).unwrap();
+    let before = reply.clone();
+    match store.append_chunk(second.hash, &mut reply, len(second)) {
+        Err(StoreError::Corrupt { hash, .. }) => assert_eq!(hash, second.hash),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(reply == before, "a corrupt chunk must not reach the reply");
+    assert!(
+        !path.exists(),
+        "a corrupt chunk is removed to be fetched again"
+    );
+    assert!(store.chunk_len(second.hash).is_none());
+    assert!(matches!(
+        store.append_chunk(second.hash, &mut reply, 10),
+        Err(StoreError::MissingChunk(h)) if h == second.hash
+    ));
+    // A length that is not the file's: not served as asked.
+    assert!(
+        store
+            .append_chunk(first.hash, &mut reply, len(first) + 1)
+            .is_err()
+    );
+    assert!(reply == before);
+}
+
 /// Copies what `to` lacks of `blob` from `from`, round by round, as the
 /// fetcher does. Returns the number of rounds.
 fn fetch(from: &Store, to: &Store, blob: Hash) -> usize {

@@ -75,10 +75,7 @@ fn a_hostile_peer_cannot_stop_honest_nodes_from_finishing_correctly() {
                         .map(|r| r.hashes.len())
                         .unwrap_or(0);
                     let reply = ChunkReply {
-                        chunks: vec![
-                            Some(b"these are not the bytes you asked for".to_vec());
-                            asked
-                        ],
+                        chunks: vec![Some(&b"these are not the bytes you asked for"[..]); asked],
                     };
                     liar.respond(channel, wire::encode(&reply));
                 }
