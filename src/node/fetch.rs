@@ -153,30 +153,26 @@ impl Inner {
         };
     }
 
-    /// Peers to ask: hints, then advertisers, then every connected peer.
-    fn providers(&self, blob: Hash, hints: &[NodeId]) -> Vec<PeerId> {
+    /// Peers to ask: hints and advertisers, then every other connected peer.
+    fn providers(&self, blob: Hash, hints: &[NodeId]) -> Providers {
         let now = std::time::Instant::now();
         let connected = lock(&self.connected).clone();
-        let mut out: Vec<PeerId> = Vec::new();
-        let mut add = |p: PeerId| {
-            if connected.contains(&p) && !out.contains(&p) {
-                out.push(p);
-            }
-        };
-        for n in hints {
-            if let Ok(p) = PeerId::from_str(n.as_str()) {
-                add(p);
-            }
-        }
-        for n in lock(&self.peers).providers(blob, now) {
-            if let Ok(p) = PeerId::from_str(n.as_str()) {
-                add(p);
+        let advertisers = lock(&self.peers).providers(blob, now);
+        let mut known: Vec<PeerId> = Vec::new();
+        for n in hints.iter().chain(&advertisers) {
+            if let Ok(p) = PeerId::from_str(n.as_str())
+                && connected.contains(&p)
+                && !known.contains(&p)
+            {
+                known.push(p);
             }
         }
-        for p in connected.iter() {
-            add(*p);
-        }
-        out
+        let others = connected
+            .iter()
+            .filter(|p| !known.contains(p))
+            .copied()
+            .collect();
+        Providers { known, others }
     }
 
     /// Fetch `want` from `providers`; returns the chunks stored. Each is
@@ -184,7 +180,7 @@ impl Inner {
     async fn fetch_chunks(
         self: &Arc<Self>,
         want: &[Hash],
-        providers: &[PeerId],
+        providers: &Providers,
         into: Option<Arc<Unpacking>>,
     ) -> Vec<Hash> {
         let per_request = if want.len() > 1 {
@@ -196,13 +192,7 @@ impl Inner {
         let results = futures::stream::iter(batches.into_iter().enumerate())
             .map(|(i, batch)| {
                 let inner = self.clone();
-                let order: Vec<PeerId> = providers
-                    .iter()
-                    .cycle()
-                    .skip(i % providers.len())
-                    .take(providers.len())
-                    .copied()
-                    .collect();
+                let order = providers.order(i);
                 let into = into.clone();
                 async move { inner.fetch_batch(&batch, &order, into).await }
             })
@@ -434,4 +424,69 @@ async fn manifests_missing(inner: &Inner, blobs: Vec<Hash>) -> Vec<Hash> {
     })
     .await
     .unwrap_or_default()
+}
+
+/// The peers a fetch asks, in two groups: those known to hold the blob (the
+/// hints, such as its submitter, and the peers that advertise it), then
+/// every other connected peer, which may hold some of its chunks (a peer
+/// fetching the same scene serves what it has so far) or all of it
+/// unadvertised.
+#[derive(Debug, Default)]
+struct Providers {
+    known: Vec<PeerId>,
+    others: Vec<PeerId>,
+}
+
+impl Providers {
+    fn is_empty(&self) -> bool {
+        self.known.is_empty() && self.others.is_empty()
+    }
+
+    /// Whom request `i` asks, in turn: the known holders first, then the
+    /// rest, each group rotated by `i` so that requests spread over the
+    /// peers of a group. A peer that lacks a chunk answers `None` and the
+    /// next is asked; known holders first spare a fetch from one source
+    /// those round trips to every other peer.
+    fn order(&self, i: usize) -> Vec<PeerId> {
+        let rotated = |group: &[PeerId]| -> Vec<PeerId> {
+            let mut g = group.to_vec();
+            let n = g.len();
+            if n > 0 {
+                g.rotate_left(i % n);
+            }
+            g
+        };
+        let mut order = rotated(&self.known);
+        order.extend(rotated(&self.others));
+        order
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_holders_are_asked_before_every_other_peer() {
+        let p: Vec<PeerId> = (0..5).map(|_| PeerId::random()).collect();
+        let providers = Providers {
+            known: vec![p[0], p[1]],
+            others: vec![p[2], p[3], p[4]],
+        };
+        assert_eq!(providers.order(0), p);
+        assert_eq!(providers.order(1), vec![p[1], p[0], p[3], p[4], p[2]]);
+        assert_eq!(providers.order(2), vec![p[0], p[1], p[4], p[2], p[3]]);
+        // Requests spread over the known holders.
+        let firsts: BTreeSet<PeerId> = (0..4).map(|i| providers.order(i)[0]).collect();
+        assert_eq!(firsts, BTreeSet::from([p[0], p[1]]));
+
+        let nobody_known = Providers {
+            known: Vec::new(),
+            others: vec![p[2], p[3]],
+        };
+        assert_eq!(nobody_known.order(1), vec![p[3], p[2]]);
+        assert!(!nobody_known.is_empty());
+        assert!(Providers::default().is_empty());
+        assert!(Providers::default().order(3).is_empty());
+    }
 }
