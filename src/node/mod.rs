@@ -59,6 +59,10 @@ use crate::render::{Engines, Progress};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 
+/// Renders shorter than this (as this node has timed the job's) have their
+/// start wait for company in the outbox (see [`Inner::commit_start`]).
+const SHORT_RENDER: Duration = Duration::from_millis(50);
+
 /// Why a node could not start or do what it was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -369,6 +373,24 @@ impl Inner {
         let seq = self.ledger.apply_local(id, &delta)?;
         if let Some(net) = &self.net {
             net.publish_delta(id, &delta, Vec::new());
+        }
+        Ok(seq)
+    }
+
+    /// [`Inner::commit_soon`] for a task's start. The start of a task whose
+    /// renders here take less than [`SHORT_RENDER`] waits a moment in the
+    /// outbox for the done of the task before, still being stored, to go
+    /// out with it: one signed message to check and merge on every peer
+    /// instead of two.
+    pub fn commit_start(&self, id: JobId, delta: Delta) -> Result<u64, NodeError> {
+        let short = self.render_times.of(id).is_some_and(|t| t < SHORT_RENDER);
+        let seq = self.ledger.apply_local(id, &delta)?;
+        if let Some(net) = &self.net {
+            if short {
+                net.publish_start(id, &delta);
+            } else {
+                net.publish_delta(id, &delta, Vec::new());
+            }
         }
         Ok(seq)
     }

@@ -158,6 +158,14 @@ impl Net {
             .send(Outgoing::Delta(job, Box::new(delta.clone()), manifests));
     }
 
+    /// Gossip a task's start that may wait a moment for the deltas after it
+    /// (see [`super::outbox`]).
+    pub fn publish_start(&self, job: JobId, delta: &Delta) {
+        let _ = self
+            .outbox
+            .send(Outgoing::Start(job, Box::new(delta.clone())));
+    }
+
     /// Gossip an alert record.
     pub fn publish_alert(&self, id: crate::ledger::AlertId, record: &crate::ledger::AlertRecord) {
         let msg = DeltaMsg::Alert {

@@ -119,7 +119,7 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
     // Announced at once and made durable by the next group commit, without
     // waiting: a start lost in a crash only shows the task as claimed
     // rather than running (the claim itself is already durable).
-    inner.commit_soon(a.job, ops::start(&base, a.task, start))?;
+    inner.commit_start(a.job, ops::start(&base, a.task, start))?;
     let began = Instant::now();
     inner
         .metrics

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{Ctx, Row, Target, median_p99, now_ns, quantile, wait_done, wait_job};
+use super::{Ctx, Row, Target, median_p99, metric, now_ns, quantile, wait_done, wait_job};
 use crate::cli::local_swarm::{LocalNode, start_swarm};
 use crate::ledger::TaskStatus;
 use crate::node::NodeInfo;
@@ -306,6 +306,7 @@ async fn claim_latency(nodes: &[LocalNode], scene: &Path, marks: &Path, runs: u3
 async fn dispatch(nodes: &[LocalNode], tiny: &Path, tasks: u32) -> Result<Row> {
     eprintln!("farm: dispatch, {tasks} tasks of a ~0 ms engine…");
     let api = &nodes[0].api;
+    let sent_before = gossip_sent(nodes).await?;
     let started = Instant::now();
     let job: JobView = api
         .post(
@@ -315,19 +316,35 @@ async fn dispatch(nodes: &[LocalNode], tiny: &Path, tasks: u32) -> Result<Row> {
         .await?;
     let done = wait_done(api, &job.id, Duration::from_secs(600), "dispatch").await?;
     let secs = started.elapsed().as_secs_f64();
+    let sent = gossip_sent(nodes).await? - sent_before;
     Ok(Row::new(
         "3 dispatch throughput",
         f64::from(tasks) / secs,
         "tasks/s",
         Target::AtLeast(1000.0),
         format!(
-            "{tasks} tasks through {} nodes (1 slot each) in {secs:.2} s; {} renders started, {} wasted; tasks per node {}",
+            "{tasks} tasks through {} nodes (1 slot each) in {secs:.2} s; {} renders started, {} wasted; tasks per node {}; {:.2} gossip messages sent per task (heartbeats included)",
             nodes.len(),
             done.renders_started,
             done.renders_wasted,
-            spread(&done)
+            spread(&done),
+            sent as f64 / f64::from(tasks),
         ),
     ))
+}
+
+/// Gossip messages the nodes have published so far, all together.
+async fn gossip_sent(nodes: &[LocalNode]) -> Result<u64> {
+    let mut sum = 0;
+    for n in nodes {
+        sum += metric(
+            &n.api,
+            "renderswarm_gossip_messages_total",
+            "direction=\"out\"",
+        )
+        .await?;
+    }
+    Ok(sum)
 }
 
 /// 5 and 4 (with faults): a task is running; `kill -9` its node; the time

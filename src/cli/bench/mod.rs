@@ -439,6 +439,23 @@ async fn wait_polling(
 }
 
 /// The median and the 99th percentile of `v` (sorted here).
+/// A counter from a node's `/metrics`: the sum of its samples whose labels
+/// contain `labels` (`""` for all).
+async fn metric(api: &Api, name: &str, labels: &str) -> Result<u64> {
+    let url = format!("{}/metrics", api.base());
+    let text = reqwest::get(&url).await?.error_for_status()?.text().await?;
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|rest| rest.starts_with(['{', ' ']) && rest.contains(labels))
+        .filter_map(|rest| rest.rsplit(' ').next()?.trim().parse().ok())
+        .collect();
+    if values.is_empty() {
+        bail!("{url} has no {name}{labels}");
+    }
+    Ok(values.iter().sum::<f64>() as u64)
+}
+
 fn median_p99(v: &mut [f64]) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     (quantile(v, 0.5), quantile(v, 0.99))

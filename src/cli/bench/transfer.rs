@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use super::{Ctx, Row, Target, random_bytes, wait_done};
+use super::{Ctx, Row, Target, metric, random_bytes, wait_done};
 use crate::cli::Api;
 use crate::cli::local_swarm::{LocalNode, start_swarm};
 use crate::node::views::JobView;
@@ -126,9 +126,10 @@ async fn fan_out(nodes: &[LocalNode], dir: &Path, mib: u64) -> Result<Row> {
     let (single, _) = pull(nodes, &one, "one", 3, &[1]).await?;
     let many = dir.join("fan-many.bin");
     std::fs::write(&many, random_bytes("fan many", (mib * MIB) as usize))?;
-    let served_before = metric(&nodes[0].api, SERVED).await?;
+    let served_before = metric(&nodes[0].api, SERVED, "").await?;
     let (all, fetched) = pull(nodes, &many, "fan", 4, &receivers).await?;
-    let from_source = (metric(&nodes[0].api, SERVED).await? - served_before) as f64 / MIB as f64;
+    let from_source =
+        (metric(&nodes[0].api, SERVED, "").await? - served_before) as f64 / MIB as f64;
     let in_all = fetched.iter().sum::<u64>() as f64 / MIB as f64;
     Ok(Row::new(
         "6 one node to seven, vs one to one",
@@ -224,21 +225,8 @@ async fn raw(api: &Api, peer: &str, bytes: u64) -> Result<f64> {
 
 /// A node's chunk bytes fetched so far, from its metrics.
 async fn fetched(api: &Api) -> Result<u64> {
-    metric(api, FETCHED).await
+    metric(api, FETCHED, "").await
 }
 
 const FETCHED: &str = "renderswarm_chunk_bytes_fetched_total";
 const SERVED: &str = "renderswarm_chunk_bytes_served_total";
-
-/// A counter from a node's `/metrics`.
-async fn metric(api: &Api, name: &str) -> Result<u64> {
-    let url = format!("{}/metrics", api.base());
-    let text = reqwest::get(&url).await?.error_for_status()?.text().await?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name))
-        .filter(|rest| rest.starts_with(['{', ' ']))
-        .and_then(|rest| rest.rsplit(' ').next())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-        .ok_or_else(|| anyhow::anyhow!("{url} has no {name}"))
-}
