@@ -244,9 +244,17 @@ async fn serve_chunks(inner: &Arc<Inner>, from: PeerId, data: &[u8]) -> Option<V
     let store = inner.store.clone();
     let (reply, sent) = tokio::task::spawn_blocking(move || {
         let mut budget = wire::CHUNK_REPLY_BUDGET;
-        let mut reply = ChunkReplyWriter::new(req.hashes.len(), budget);
-        for h in &req.hashes {
-            match store.chunk_len(*h).map(|l| l as usize) {
+        let lens: Vec<Option<usize>> = req
+            .hashes
+            .iter()
+            .map(|h| store.chunk_len(*h).map(|l| l as usize))
+            .collect();
+        // Room for what is here, not the whole budget: most replies carry a
+        // chunk or two, or manifests, or nothing.
+        let here: usize = lens.iter().flatten().sum();
+        let mut reply = ChunkReplyWriter::new(req.hashes.len(), here.min(budget));
+        for (h, len) in req.hashes.iter().zip(lens) {
+            match len {
                 Some(len) if len <= budget => {
                     if reply
                         .chunk(len, |buf| store.append_chunk(*h, buf, len))
