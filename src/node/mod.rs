@@ -384,13 +384,12 @@ impl Inner {
     /// instead of two.
     pub fn commit_start(&self, id: JobId, delta: Delta) -> Result<u64, NodeError> {
         let short = self.render_times.of(id).is_some_and(|t| t < SHORT_RENDER);
+        if !short {
+            return self.commit_soon(id, delta);
+        }
         let seq = self.ledger.apply_local(id, &delta)?;
         if let Some(net) = &self.net {
-            if short {
-                net.publish_start(id, &delta);
-            } else {
-                net.publish_delta(id, &delta, Vec::new());
-            }
+            net.publish_start(id, &delta);
         }
         Ok(seq)
     }
