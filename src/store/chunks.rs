@@ -379,9 +379,7 @@ mod tests {
         let hash = Hash::of(&bytes);
         store.write_chunk(hash, &bytes).unwrap();
         let path = store.chunk_path(hash);
-        let mut on_disk = fs::read(&path).unwrap();
-        on_disk[500] ^= 1;
-        fs::write(&path, &on_disk).unwrap();
+        crate::store::tests::flip_byte(&path, 500);
         match store.read_chunk(hash) {
             Err(StoreError::Corrupt { hash: h, path: p }) => {
                 assert_eq!(h, hash);

@@ -37,6 +37,13 @@ const INTERESTING_SIZES: &[(usize, &str)] = &[
     (20 * MIB, "many chunks"),
 ];
 
+/// Flips one bit of byte `at` of the file at `path`: a chunk gone bad on disk.
+pub(super) fn flip_byte(path: &Path, at: usize) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[at] ^= 1;
+    fs::write(path, bytes).unwrap();
+}
+
 /// Writes each `(relative path, bytes)` under `root`, folders created.
 pub(super) fn write_files(root: &Path, files: &[(&str, Vec<u8>)]) {
     for (rel, data) in files {
@@ -202,9 +209,7 @@ fn corrupt_chunk_fails_export_and_is_fetched_again() {
     assert!(chunks.len() >= 2);
     let victim = chunks[1];
     let path = store.chunk_path(victim.hash);
-    let mut bytes = fs::read(&path).unwrap();
-    bytes[17] ^= 0x40;
-    fs::write(&path, &bytes).unwrap();
+    flip_byte(&path, 17);
 
     let dest = dir.path().join("out.bin");
     match store.export_file(blob, &dest) {
@@ -255,9 +260,7 @@ fn chunks_are_appended_to_a_reply_verified() {
     assert!(reply[6..] == data[..first.len as usize]);
 
     let path = store.chunk_path(second.hash);
-    let mut bytes = fs::read(&path).unwrap();
-    bytes[3] ^= 1;
-    fs::write(&path, &bytes).unwrap();
+    flip_byte(&path, 3);
     let before = reply.clone();
     match store.append_chunk(second.hash, &mut reply, len(second)) {
         Err(StoreError::Corrupt { hash, .. }) => assert_eq!(hash, second.hash),

@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use super::tests::{KIB, MIB, random_bytes, write_files};
+use super::tests::{KIB, MIB, flip_byte, random_bytes, write_files};
 use super::*;
 
 /// A project whose files share chunks: `copy.bin` is `big.bin` again, and
@@ -161,10 +161,7 @@ fn a_chunk_of_the_wrong_length_or_a_corrupt_one_fails_the_unpacking() {
     for h in &chunks {
         copy_chunk(&s.source, &s.here, *h);
     }
-    let path = s.here.chunk_path(chunks[1]);
-    let mut bytes = fs::read(&path).unwrap();
-    bytes[0] ^= 1;
-    fs::write(&path, bytes).unwrap();
+    flip_byte(&s.here.chunk_path(chunks[1]), 0);
     let u = s.here.begin_unpacking(s.bundle, &s.out).unwrap();
     let err = u.finish(&s.here).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
