@@ -102,8 +102,8 @@ where
         ));
     }
     // Zeroed once and never regrown from nothing: futures' `read_to_end`
-    // starts at 32 bytes, doubles, and zero-fills all it adds, which was
-    // 6 % memmove and 3 % memset of the transfer benchmark's CPU.
+    // starts at 32 bytes, doubles, and zero-fills all it adds, much of the
+    // 6 % memmove and 3 % memset in a profile of the transfer benchmark.
     let mut body = vec![0; len.min(FIRST_GRANT)];
     let mut filled = 0;
     while filled < len {
