@@ -3,12 +3,15 @@
 //!
 //! 1. Gossip the claim, and make it durable during the settle window (a
 //!    node restarted after a crash still knows the claims it made).
-//! 2. Wait the settle window (a few gossip round trips, measured) and for a
-//!    free slot (a claim made ahead waits for the render before it), then
-//!    start only if the claim still wins; a lost race costs nothing.
-//! 3. Record the start (durable first, like the done: a node alone has no
-//!    peer to give back a record its crash lost, and its API has already
-//!    shown it), unpack the scene, run the engine.
+//! 2. Wait the settle window (a few gossip round trips, measured); if the
+//!    claim still wins, make the task ready: fetch and unpack its scene,
+//!    make its work folder. A claim made ahead does this while the render
+//!    before it still holds the slot, so the next engine starts the moment
+//!    the slot frees rather than after a fetch (seconds or minutes for a
+//!    large scene).
+//! 3. Wait for a free slot, then start only if the claim still wins; a lost
+//!    race costs nothing. Record the start (announced at once, durable with
+//!    the next group commit) and run the engine.
 //! 4. Record the outcome: a Done with every frame's output blob, a Failed end
 //!    with the reason, the log tail and the whole log as a blob, or a
 //!    Released end when the render was stopped (lost claim, cancel, shutdown).
@@ -20,6 +23,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::encode::LayoutError;
+use super::scenes::SceneInUse;
 use super::{Inner, NodeError, Severity, lock};
 use crate::alert::AlertKind;
 use crate::ledger::AlertId;
@@ -94,20 +98,24 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
     }
     durable.await.map_err(|_| NodeError::ShuttingDown)??;
     if a.cancel.is_cancelled() || !inner.claim_wins(a.job, a.task, &a.claim) {
-        return release_unstarted(inner, &base, a).await;
+        return release_unstarted(inner, &base, a, None).await;
     }
+    let ready = match prepare(inner, &base, a).await {
+        Ready::NotYet(reason) => return release_unstarted(inner, &base, a, Some(reason)).await,
+        ready => ready,
+    };
     let slot = tokio::select! {
         slot = inner.render_slots.clone().acquire_owned() => slot.ok(),
         _ = a.cancel.cancelled() => None,
     };
     let Some(permit) = slot else {
-        return release_unstarted(inner, &base, a).await;
+        return release_unstarted(inner, &base, a, None).await;
     };
     if a.cancel.is_cancelled()
         || !inner.claim_wins(a.job, a.task, &a.claim)
         || !super::loops::still_wanted(inner, a.job)
     {
-        return release_unstarted(inner, &base, a).await;
+        return release_unstarted(inner, &base, a, None).await;
     }
     if let Some(r) = lock(&inner.running).get_mut(&(a.job, a.task)) {
         r.started = true;
@@ -126,7 +134,7 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         .renders_started
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let gpu = lock(&inner.free_gpus).pop();
-    let outcome = render(inner, &base, a, gpu).await;
+    let outcome = render(inner, &base, a, ready, gpu).await;
     if let Some(g) = gpu {
         lock(&inner.free_gpus).push(g);
     }
@@ -182,32 +190,53 @@ fn give_back_after_error(inner: &Arc<Inner>, a: &Assignment, e: &NodeError) {
 }
 
 /// A claim given up before its engine started: released if it still wins
-/// (shutdown, or a claim made ahead that its node no longer wants), so the
-/// task goes back to pending at once instead of when the lease runs out.
+/// (shutdown, a claim made ahead that its node no longer wants, a scene no
+/// peer could provide yet: `why`), so the task goes back to pending at once
+/// instead of when the lease runs out. The work folder a prepared task was
+/// given goes too.
 async fn release_unstarted(
     inner: &Arc<Inner>,
     base: &JobRecord,
     a: &Assignment,
+    why: Option<String>,
 ) -> Result<(), NodeError> {
+    if crate::render::writes_files(&base.spec.engine) {
+        let _ = tokio::fs::remove_dir_all(inner.work_dir(a.job, a.task, a.claim.epoch)).await;
+    }
     if !inner.claim_wins(a.job, a.task, &a.claim) {
         return Ok(());
     }
-    let why = lock(&a.cancel_reason)
-        .clone()
+    let why = why
+        .or_else(|| lock(&a.cancel_reason).clone())
         .unwrap_or_else(|| "released before it started".into());
     let end = end(inner, base, a, EndKind::Released, why, None);
     inner.commit(a.job, ops::end(base, a.task, end)).await
 }
 
-async fn render(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment, gpu: Option<u32>) -> Outcome {
+/// A task made ready to start, before it has a slot.
+enum Ready {
+    /// The engine's request, and the unpacked scene it renders (kept from
+    /// pruning until the render ends).
+    Engine(Box<RenderRequest>, SceneInUse),
+    /// An encode task: its frames are laid out once it has its slot.
+    Encode,
+    /// The task cannot render here: it fails once started.
+    Broken(RenderFailure),
+    /// Not yet: the scene could not be fetched (the task goes back).
+    NotYet(String),
+}
+
+/// Make a claimed task ready for its engine: its scene fetched and
+/// unpacked, its work folder made.
+async fn prepare(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment) -> Ready {
     let spec = &base.spec;
     if spec.engine == crate::render::ENCODE_ENGINE {
-        return encode(inner, base, a).await;
+        return Ready::Encode;
     }
     let device = match spec.options.get(DEVICE_OPTION).map(|d| d.parse::<Device>()) {
         None => None,
         Some(Ok(d)) => Some(d),
-        Some(Err(e)) => return Outcome::Failed(failure(FailureKind::EngineError, e.to_string())),
+        Some(Err(e)) => return Ready::Broken(failure(FailureKind::EngineError, e.to_string())),
     };
     if let Err(reason) = inner
         .ensure_blob(spec.scene, std::slice::from_ref(&spec.submitter))
@@ -218,13 +247,13 @@ async fn render(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment, gpu: Optio
         // cut off from every holder of the scene would otherwise claim and
         // release the same task in a tight loop).
         lock(&inner.scene_waits).insert(a.job, Instant::now() + SCENE_WAIT);
-        return Outcome::Released(format!("the scene is not here yet: {reason}"));
+        return Ready::NotYet(format!("the scene is not here yet: {reason}"));
     }
     // A scene that is here but cannot be unpacked is broken: that fails.
     let scene = match inner.scenes.unpack(&inner.store, spec.scene).await {
         Ok(scene) => scene,
-        Err(reason) if a.cancel.is_cancelled() => return Outcome::Released(reason),
-        Err(reason) => return Outcome::Failed(failure(FailureKind::EngineError, reason)),
+        Err(reason) if a.cancel.is_cancelled() => return Ready::NotYet(reason),
+        Err(reason) => return Ready::Broken(failure(FailureKind::EngineError, reason)),
     };
     let output_dir = inner.work_dir(a.job, a.task, a.claim.epoch).join("out");
     if crate::render::writes_files(&spec.engine)
@@ -234,7 +263,7 @@ async fn render(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment, gpu: Optio
             "cannot create the work folder {}: {e}",
             output_dir.display()
         );
-        return Outcome::Failed(failure(FailureKind::EngineError, reason));
+        return Ready::Broken(failure(FailureKind::EngineError, reason));
     }
     let req = RenderRequest {
         scene: scene.dir.join(&spec.scene_file),
@@ -244,9 +273,28 @@ async fn render(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment, gpu: Optio
         output_format: spec.output_format.clone(),
         timeout: spec.timeout_secs.map(|s| Duration::from_secs(u64::from(s))),
         device,
-        gpu,
+        gpu: None,
     };
-    run_engine(inner, &spec.engine, req, a).await
+    Ready::Engine(Box::new(req), scene)
+}
+
+/// Run a started task's engine.
+async fn render(
+    inner: &Arc<Inner>,
+    base: &JobRecord,
+    a: &Assignment,
+    ready: Ready,
+    gpu: Option<u32>,
+) -> Outcome {
+    match ready {
+        Ready::Engine(mut req, _scene) => {
+            req.gpu = gpu;
+            run_engine(inner, &base.spec.engine, *req, a).await
+        }
+        Ready::Encode => encode(inner, base, a).await,
+        Ready::Broken(f) => Outcome::Failed(f),
+        Ready::NotYet(reason) => Outcome::Released(reason),
+    }
 }
 
 /// An encode task: the render job's frames laid out in the work folder,

@@ -217,3 +217,73 @@ fn kill_9_mid_job_then_restart_loses_nothing() {
     );
     assert_eq!(after.frames_done, 12);
 }
+
+/// A task claimed ahead is made ready while the render before it runs: its
+/// scene is unpacked before the slot frees, so the next engine starts at
+/// once. The first job's engine waits for a gate file, so "before" needs no
+/// clock.
+#[test]
+fn the_next_task_is_made_ready_while_the_render_before_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let gated = format!(
+        "gated=sh -c 'while [ ! -e \"$4\" ]; do sleep 0.05; done; echo frame $3 > \"$2/frame_$(printf %04d $3).txt\"' sh {{scene}} {{output}} {{frame}} {}",
+        gate.display()
+    );
+    let node = NodeProc::start(&[
+        "--slots",
+        "1",
+        "--engine-command",
+        &gated,
+        "--engine-command",
+        &sleepy("0"),
+    ]);
+    let first_scene = dir.path().join("first.txt");
+    let second_scene = dir.path().join("second.txt");
+    std::fs::write(&first_scene, "the first job's scene\n").unwrap();
+    std::fs::write(&second_scene, "the second job's scene\n").unwrap();
+    let first = node.submit(&[
+        first_scene.to_str().unwrap(),
+        "--frames",
+        "1",
+        "--engine",
+        "gated",
+    ]);
+    node.wait_job(&first.id, "the gated render runs", |j| j.tasks_running == 1);
+    let unpacked = || {
+        std::fs::read_dir(node.data.join("scenes"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().len() == 64 && e.path().is_dir())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(unpacked(), 1, "only the running job's scene is unpacked");
+    // Two tasks: a node claims ahead only while a job has work to spare.
+    let second = node.submit(&[
+        second_scene.to_str().unwrap(),
+        "--frames",
+        "1-2",
+        "--engine",
+        "sleepy",
+    ]);
+    wait_for("the second job's scene is unpacked", || {
+        (unpacked() == 2).then_some(())
+    })
+    .expect("the task claimed ahead has its scene unpacked before the slot frees");
+    let now = node.job(&first.id);
+    assert_eq!(
+        now.tasks_running, 1,
+        "the gated render still runs: {now:#?}"
+    );
+    assert_eq!(
+        node.job(&second.id).tasks_done,
+        0,
+        "the second job's tasks wait for the slot"
+    );
+    std::fs::write(&gate, "").unwrap();
+    for job in [&first.id, &second.id] {
+        node.wait_job(job, "both jobs finish", |j| j.status == JobStatus::Done);
+    }
+}

@@ -152,6 +152,7 @@ async fn scheduling(
         nodes.len()
     );
     let api = &nodes[0].api;
+    let sent_before = gossip_sent(nodes).await?;
     let t0 = now_ns();
     let job: JobView = api
         .post(
@@ -160,6 +161,7 @@ async fn scheduling(
         )
         .await?;
     let done = wait_done(api, &job.id, Duration::from_secs(300), "scheduling").await?;
+    let sent = gossip_sent(nodes).await? - sent_before;
     let runs = Runs::read(&marks.join("runs"), &done)?;
     let actual = runs.last_end().saturating_sub(t0) as f64 / 1e9;
     let ideal = f64::from(tasks.div_ceil(nodes.len() as u32)) * 0.2;
@@ -172,8 +174,9 @@ async fn scheduling(
             "ratio",
             Target::AtLeast(0.97),
             format!(
-                "{tasks} tasks × 200 ms on {} nodes: ideal {ideal:.2} s, actual {actual:.2} s (submit to last engine exit); tasks per node {spread}; {timeline}",
-                nodes.len()
+                "{tasks} tasks × 200 ms on {} nodes: ideal {ideal:.2} s, actual {actual:.2} s (submit to last engine exit); tasks per node {spread}; {timeline}; {:.2} gossip messages sent per task (heartbeats included)",
+                nodes.len(),
+                sent as f64 / f64::from(tasks)
             ),
         ),
         Row::new(
@@ -239,6 +242,7 @@ impl Runs {
             last_ends.push(runs.last().map(|r| r.1).unwrap_or(0));
         }
         let mean_run = run.iter().sum::<f64>() / run.len() as f64;
+        let mean_gap = gaps.iter().sum::<f64>() / gaps.len().max(1) as f64;
         let (run_median, _) = median_p99(&mut run);
         // `median_p99` leaves `gaps` sorted.
         let (gap_median, _) = median_p99(&mut gaps);
@@ -246,7 +250,7 @@ impl Runs {
         let finish =
             ms(last_ends.iter().max().unwrap_or(&0) - last_ends.iter().min().unwrap_or(&0));
         format!(
-            "first engine start {:.0} ms after submit; engine run {mean_run:.0} ms mean, {run_median:.0} ms median; gap between a node's runs {gap_median:.0} ms median, {gap_p90:.0} ms p90; nodes finished within {finish:.0} ms",
+            "first engine start {:.0} ms after submit; engine run {mean_run:.0} ms mean, {run_median:.0} ms median; gap between a node's runs {gap_median:.0} ms median, {mean_gap:.1} ms mean, {gap_p90:.0} ms p90; nodes finished within {finish:.0} ms",
             ms(first.saturating_sub(t0))
         )
     }
