@@ -266,7 +266,6 @@ impl Node {
         })
     }
 
-    /// Make `blob` complete in this node's store (fetching it from peers).
     /// Whether this node serves and uses the bench protocol.
     pub fn bench_enabled(&self) -> bool {
         self.inner
@@ -310,6 +309,7 @@ impl Node {
         Ok(started.elapsed())
     }
 
+    /// Make `blob` complete in this node's store (fetching it from peers).
     pub async fn ensure_blob(&self, blob: Hash) -> Result<(), String> {
         self.inner.ensure_blob(blob, &[]).await
     }

@@ -46,21 +46,52 @@ impl Inner {
     /// Make `blob` complete in the local store, fetching what is missing from
     /// peers (`hints` first, then those that advertise it, then any). A
     /// bundle (a scene) is unpacked for its engine as its chunks arrive.
+    ///
+    /// The fetch runs to its end in a task of its own: a caller that goes
+    /// away (a web client that hangs up) neither wastes what was fetched
+    /// nor leaves a half-unpacked scene behind.
     pub async fn fetch_blob(self: &Arc<Self>, blob: Hash, hints: &[NodeId]) -> Result<(), String> {
+        let inner = self.clone();
+        let hints = hints.to_vec();
+        tokio::spawn(async move { inner.fetch_blob_to_the_end(blob, &hints).await })
+            .await
+            .unwrap_or_else(|e| Err(format!("fetching blob {}: {e}", blob.short(12))))
+    }
+
+    async fn fetch_blob_to_the_end(
+        self: &Arc<Self>,
+        blob: Hash,
+        hints: &[NodeId],
+    ) -> Result<(), String> {
         let lock_for_blob = {
             let mut locks = lock(&self.fetch_locks);
             locks.entry(blob).or_default().clone()
         };
-        let _one_fetch_per_blob = lock_for_blob.lock().await;
-        let mut unpack = Unpack::Untried;
-        let fetched = self.fetch_rounds(blob, hints, &mut unpack).await;
-        if let Unpack::Running(u) = unpack {
-            match fetched {
-                Ok(()) => self.scenes.finish_unpacking(&self.store, blob, u).await,
-                Err(_) => self.scenes.abandon_unpacking(blob).await,
+        let fetched = {
+            let _one_fetch_per_blob = lock_for_blob.lock().await;
+            let mut unpack = Unpack::Untried;
+            let fetched = self.fetch_rounds(blob, hints, &mut unpack).await;
+            if let Unpack::Running(u) = unpack {
+                match fetched {
+                    Ok(()) => self.scenes.finish_unpacking(&self.store, blob, u).await,
+                    Err(_) => self.scenes.abandon_unpacking(blob).await,
+                }
             }
+            fetched
+        };
+        // The last one out forgets the blob's lock (clones are only taken
+        // under the map's mutex, so the count cannot rise meanwhile).
+        let mut locks = lock(&self.fetch_locks);
+        if Arc::strong_count(&lock_for_blob) == 2 {
+            locks.remove(&blob);
         }
         fetched
+    }
+
+    /// Whether a fetch of `blob` is under way here: its chunks may all be in
+    /// the store while the scene it unpacks is not yet in place.
+    pub(crate) fn fetching(&self, blob: Hash) -> bool {
+        lock(&self.fetch_locks).contains_key(&blob)
     }
 
     /// The rounds of asking for what `blob` still lacks, until it lacks

@@ -537,7 +537,10 @@ impl Inner {
     }
 
     /// Make `blob` complete in the local store, fetching what is missing
-    /// from peers (`hints` are asked first).
+    /// from peers (`hints` are asked first). A blob whose fetch is under way
+    /// is waited for even when its chunks are all here: the fetch is still
+    /// moving the scene it unpacked into place, and a render that unpacked
+    /// it again meanwhile would read the whole scene back for nothing.
     pub async fn ensure_blob(
         self: &Arc<Self>,
         blob: crate::hash::Hash,
@@ -547,7 +550,7 @@ impl Inner {
         let complete = tokio::task::spawn_blocking(move || store.has_blob(blob))
             .await
             .unwrap_or(false);
-        if complete {
+        if complete && !self.fetching(blob) {
             self.hold_blob(blob);
             return Ok(());
         }
