@@ -85,22 +85,46 @@ async fn keep_copies(inner: Arc<Inner>) {
     }
 }
 
-/// Scenes of open jobs this node can run and does not hold yet.
+/// Scenes of open jobs this node can run and does not hold yet. Runs on
+/// every ledger change, so it asks the held set about the few scenes of open
+/// jobs rather than copying the set (every frame this node holds is in it).
 fn scenes_to_prefetch(inner: &Inner) -> Vec<(Hash, NodeId)> {
-    let complete = here_or_syncing(inner);
     let engines = inner.engines.names();
-    inner.ledger.read(|jobs| {
+    let mut scenes: Vec<(Hash, NodeId)> = inner.ledger.read(|jobs| {
         jobs.values()
-            .filter(|r| !r.cancelled.0 && !r.archived.0 && !complete.contains(&r.spec.scene))
+            .filter(|r| !r.cancelled.0 && !r.archived.0)
             // An encode job's scene is its render job's, never unpacked.
             .filter(|r| r.spec.engine != crate::render::ENCODE_ENGINE)
             .filter(|r| {
                 engines.contains(&r.spec.engine) && r.spec.requirements.is_subset(&inner.cfg.tags)
             })
-            .filter(|r| r.has_tasks_left())
             .map(|r| (r.spec.scene, r.spec.submitter.clone()))
             .collect()
-    })
+    });
+    scenes.retain(|(scene, _)| !held_or_syncing(inner, *scene));
+    if scenes.is_empty() {
+        return scenes;
+    }
+    // Whether a job has tasks left reads all of them: only for the scenes
+    // still missing.
+    let missing: HashSet<Hash> = scenes.iter().map(|(scene, _)| *scene).collect();
+    let wanted: HashSet<Hash> = inner.ledger.read(|jobs| {
+        jobs.values()
+            .filter(|r| missing.contains(&r.spec.scene))
+            .filter(|r| !r.cancelled.0 && !r.archived.0 && r.has_tasks_left())
+            .map(|r| r.spec.scene)
+            .collect()
+    });
+    scenes.retain(|(scene, _)| wanted.contains(scene));
+    scenes.sort();
+    scenes.dedup();
+    scenes
+}
+
+/// Whether `blob` is held here, or fetched with its sync under way.
+fn held_or_syncing(inner: &Inner, blob: Hash) -> bool {
+    let held = lock(&inner.complete_blobs).contains(&blob);
+    held || lock(&inner.syncing).contains_key(&blob)
 }
 
 /// Blobs held here, and those fetched whose sync is under way (nothing
