@@ -101,8 +101,8 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         return release_unstarted(inner, &base, a, None).await;
     }
     let ready = match prepare(inner, &base, a).await {
-        Ready::NotYet(reason) => return release_unstarted(inner, &base, a, Some(reason)).await,
-        ready => ready,
+        Ok(ready) => ready,
+        Err(not_yet) => return release_unstarted(inner, &base, a, Some(not_yet)).await,
     };
     let slot = tokio::select! {
         slot = inner.render_slots.clone().acquire_owned() => slot.ok(),
@@ -222,21 +222,26 @@ enum Ready {
     Encode,
     /// The task cannot render here: it fails once started.
     Broken(RenderFailure),
-    /// Not yet: the scene could not be fetched (the task goes back).
-    NotYet(String),
 }
 
 /// Make a claimed task ready for its engine: its scene fetched and
-/// unpacked, its work folder made.
-async fn prepare(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment) -> Ready {
+/// unpacked, its work folder made. `Err` when it cannot be made ready yet
+/// (the scene is not reachable, or the task was cancelled meanwhile): the
+/// task goes back, with that reason.
+async fn prepare(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment) -> Result<Ready, String> {
     let spec = &base.spec;
     if spec.engine == crate::render::ENCODE_ENGINE {
-        return Ready::Encode;
+        return Ok(Ready::Encode);
     }
     let device = match spec.options.get(DEVICE_OPTION).map(|d| d.parse::<Device>()) {
         None => None,
         Some(Ok(d)) => Some(d),
-        Some(Err(e)) => return Ready::Broken(failure(FailureKind::EngineError, e.to_string())),
+        Some(Err(e)) => {
+            return Ok(Ready::Broken(failure(
+                FailureKind::EngineError,
+                e.to_string(),
+            )));
+        }
     };
     if let Err(reason) = inner
         .ensure_blob(spec.scene, std::slice::from_ref(&spec.submitter))
@@ -247,13 +252,13 @@ async fn prepare(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment) -> Ready 
         // cut off from every holder of the scene would otherwise claim and
         // release the same task in a tight loop).
         lock(&inner.scene_waits).insert(a.job, Instant::now() + SCENE_WAIT);
-        return Ready::NotYet(format!("the scene is not here yet: {reason}"));
+        return Err(format!("the scene is not here yet: {reason}"));
     }
     // A scene that is here but cannot be unpacked is broken: that fails.
     let scene = match inner.scenes.unpack(&inner.store, spec.scene).await {
         Ok(scene) => scene,
-        Err(reason) if a.cancel.is_cancelled() => return Ready::NotYet(reason),
-        Err(reason) => return Ready::Broken(failure(FailureKind::EngineError, reason)),
+        Err(reason) if a.cancel.is_cancelled() => return Err(reason),
+        Err(reason) => return Ok(Ready::Broken(failure(FailureKind::EngineError, reason))),
     };
     let output_dir = inner.work_dir(a.job, a.task, a.claim.epoch).join("out");
     if crate::render::writes_files(&spec.engine)
@@ -263,7 +268,7 @@ async fn prepare(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment) -> Ready 
             "cannot create the work folder {}: {e}",
             output_dir.display()
         );
-        return Ready::Broken(failure(FailureKind::EngineError, reason));
+        return Ok(Ready::Broken(failure(FailureKind::EngineError, reason)));
     }
     let req = RenderRequest {
         scene: scene.dir.join(&spec.scene_file),
@@ -275,7 +280,7 @@ async fn prepare(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment) -> Ready 
         device,
         gpu: None,
     };
-    Ready::Engine(Box::new(req), scene)
+    Ok(Ready::Engine(Box::new(req), scene))
 }
 
 /// Run a started task's engine.
@@ -293,7 +298,6 @@ async fn render(
         }
         Ready::Encode => encode(inner, base, a).await,
         Ready::Broken(f) => Outcome::Failed(f),
-        Ready::NotYet(reason) => Outcome::Released(reason),
     }
 }
 
