@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::{Inner, lock};
 use crate::hash::Hash;
-use crate::ledger::NodeId;
+use crate::ledger::{JobId, NodeId};
 
 /// An output this node should copy, and who rendered it.
 struct Copy {
@@ -87,35 +87,33 @@ async fn keep_copies(inner: Arc<Inner>) {
 
 /// Scenes of open jobs this node can run and does not hold yet. Runs on
 /// every ledger change, so it asks the held set about the few scenes of open
-/// jobs rather than copying the set (every frame this node holds is in it).
+/// jobs rather than copying the set (every frame this node holds is in it),
+/// and reads a job's every task (`has_tasks_left`) only when its scene is
+/// missing.
 fn scenes_to_prefetch(inner: &Inner) -> Vec<(Hash, NodeId)> {
     let engines = inner.engines.names();
-    let mut scenes: Vec<(Hash, NodeId)> = inner.ledger.read(|jobs| {
-        jobs.values()
-            .filter(|r| !r.cancelled.0 && !r.archived.0)
+    let mut jobs: Vec<(JobId, Hash, NodeId)> = inner.ledger.read(|jobs| {
+        jobs.iter()
+            .filter(|(_, r)| !r.cancelled.0 && !r.archived.0)
             // An encode job's scene is its render job's, never unpacked.
-            .filter(|r| r.spec.engine != crate::render::ENCODE_ENGINE)
-            .filter(|r| {
+            .filter(|(_, r)| r.spec.engine != crate::render::ENCODE_ENGINE)
+            .filter(|(_, r)| {
                 engines.contains(&r.spec.engine) && r.spec.requirements.is_subset(&inner.cfg.tags)
             })
-            .map(|r| (r.spec.scene, r.spec.submitter.clone()))
+            .map(|(id, r)| (*id, r.spec.scene, r.spec.submitter.clone()))
             .collect()
     });
-    scenes.retain(|(scene, _)| !held_or_syncing(inner, *scene));
-    if scenes.is_empty() {
-        return scenes;
+    jobs.retain(|(_, scene, _)| !held_or_syncing(inner, *scene));
+    if jobs.is_empty() {
+        return Vec::new();
     }
-    // Whether a job has tasks left reads all of them: only for the scenes
-    // still missing.
-    let missing: HashSet<Hash> = scenes.iter().map(|(scene, _)| *scene).collect();
-    let wanted: HashSet<Hash> = inner.ledger.read(|jobs| {
-        jobs.values()
-            .filter(|r| missing.contains(&r.spec.scene))
-            .filter(|r| !r.cancelled.0 && !r.archived.0 && r.has_tasks_left())
-            .map(|r| r.spec.scene)
-            .collect()
+    inner.ledger.read(|records| {
+        jobs.retain(|(id, _, _)| records.get(id).is_some_and(|r| r.has_tasks_left()));
     });
-    scenes.retain(|(scene, _)| wanted.contains(scene));
+    let mut scenes: Vec<(Hash, NodeId)> = jobs
+        .into_iter()
+        .map(|(_, scene, submitter)| (scene, submitter))
+        .collect();
     scenes.sort();
     scenes.dedup();
     scenes
