@@ -10,8 +10,8 @@
 //!    the slot frees rather than after a fetch (seconds or minutes for a
 //!    large scene).
 //! 3. Wait for a free slot, then start only if the claim still wins; a lost
-//!    race costs nothing. Record the start (announced at once, durable with
-//!    the next group commit) and run the engine.
+//!    race costs nothing. Record the start (not waiting for the disk: it is
+//!    durable with the next group commit) and run the engine.
 //! 4. Record the outcome: a Done with every frame's output blob, a Failed end
 //!    with the reason, the log tail and the whole log as a blob, or a
 //!    Released end when the render was stopped (lost claim, cancel, shutdown).
@@ -200,9 +200,7 @@ async fn release_unstarted(
     a: &Assignment,
     why: Option<String>,
 ) -> Result<(), NodeError> {
-    if crate::render::writes_files(&base.spec.engine) {
-        let _ = tokio::fs::remove_dir_all(inner.work_dir(a.job, a.task, a.claim.epoch)).await;
-    }
+    remove_work_dir(inner, base, a).await;
     if !inner.claim_wins(a.job, a.task, &a.claim) {
         return Ok(());
     }
@@ -372,7 +370,6 @@ async fn record(
     outcome: Outcome,
     took: Duration,
 ) -> Result<(), NodeError> {
-    let work = inner.work_dir(a.job, a.task, a.claim.epoch);
     let outcome = match outcome {
         Outcome::Rendered(out) => match store_outputs(inner, out).await {
             Ok((outputs, manifests)) => {
@@ -395,10 +392,7 @@ async fn record(
         },
         other => Some(other),
     };
-    // Only an engine that writes files was given a work folder.
-    if crate::render::writes_files(&base.spec.engine) {
-        let _ = tokio::fs::remove_dir_all(&work).await;
-    }
+    remove_work_dir(inner, base, a).await;
     match outcome {
         None => inner.after_done(a.job).await,
         Some(Outcome::Released(reason)) => {
@@ -415,6 +409,14 @@ async fn record(
         Some(Outcome::Rendered(_)) => {}
     }
     Ok(())
+}
+
+/// Removes the task's work folder, which only an engine that writes files
+/// was given.
+async fn remove_work_dir(inner: &Inner, base: &JobRecord, a: &Assignment) {
+    if crate::render::writes_files(&base.spec.engine) {
+        let _ = tokio::fs::remove_dir_all(inner.work_dir(a.job, a.task, a.claim.epoch)).await;
+    }
 }
 
 fn end(

@@ -438,7 +438,6 @@ async fn wait_polling(
     }
 }
 
-/// The median and the 99th percentile of `v` (sorted here).
 /// A counter from a node's `/metrics`: the sum of its samples whose labels
 /// contain `labels` (`""` for all).
 async fn metric(api: &Api, name: &str, labels: &str) -> Result<u64> {
@@ -456,6 +455,7 @@ async fn metric(api: &Api, name: &str, labels: &str) -> Result<u64> {
     Ok(values.iter().sum::<f64>() as u64)
 }
 
+/// The median and the 99th percentile of `v` (sorted here).
 fn median_p99(v: &mut [f64]) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     (quantile(v, 0.5), quantile(v, 0.99))
