@@ -352,7 +352,6 @@ fn launch(inner: &Arc<Inner>, pick: Pick) {
         Running {
             epoch: pick.epoch,
             lamport: claim.lamport,
-            started: false,
             progress: progress_rx,
             cancel: cancel.clone(),
             cancel_reason: cancel_reason.clone(),

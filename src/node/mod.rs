@@ -87,8 +87,6 @@ pub enum NodeError {
 pub(crate) struct Running {
     pub epoch: u32,
     pub lamport: u64,
-    /// The engine has started (after the settle window).
-    pub started: bool,
     pub progress: watch::Receiver<Progress>,
     pub cancel: CancellationToken,
     /// Why it was cancelled, for the End record.

@@ -117,9 +117,6 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
     {
         return release_unstarted(inner, &base, a, None).await;
     }
-    if let Some(r) = lock(&inner.running).get_mut(&(a.job, a.task)) {
-        r.started = true;
-    }
     let start = Start {
         epoch: a.claim.epoch,
         node: inner.id.clone(),
