@@ -180,6 +180,7 @@ fn heartbeat() -> Heartbeat {
         tags: vec!["gpu".into()],
         telemetry: Default::default(),
         blobs: vec![Hash::of(b"bundle")],
+        fetching: vec![Hash::of(b"bundle")],
         web: Some("http://10.0.0.2:8080".into()),
         addrs: vec!["/ip4/10.0.0.2/tcp/7400".into()],
         alerts: vec![(alert().0, 1)],

@@ -93,6 +93,15 @@ impl Api {
             .context("the node's answer is not the JSON this CLI expects")
     }
 
+    /// The node's Prometheus metrics (`/metrics`, beside the API).
+    pub async fn metrics(&self) -> Result<String> {
+        let mut rb = self.http.get(format!("{}/metrics", self.base));
+        if let Some(t) = &self.token {
+            rb = rb.bearer_auth(t);
+        }
+        Ok(self.send(rb).await?.text().await?)
+    }
+
     /// A raw GET, for downloads.
     pub async fn get_raw(&self, path: &str) -> Result<reqwest::Response> {
         self.send(self.request(Method::GET, path)).await

@@ -39,6 +39,37 @@ pub struct NodeSpec<'a> {
     pub web: &'a str,
     /// More `swarm node` flags.
     pub extra: &'a [String],
+    /// Where it listens for peers (a libp2p address).
+    pub listen: &'a str,
+    /// A command the node runs under (such as `ip netns exec NS`).
+    pub wrapper: &'a [String],
+    /// The API's token, for an API beyond loopback.
+    pub token: Option<&'a str>,
+}
+
+impl<'a> NodeSpec<'a> {
+    /// A node on loopback: `--listen` on a port the OS picks, no wrapper,
+    /// no token.
+    pub fn local(
+        base: &'a Path,
+        name: &'a str,
+        key: &'a Path,
+        peers: &'a [String],
+        web: &'a str,
+        extra: &'a [String],
+    ) -> NodeSpec<'a> {
+        NodeSpec {
+            base,
+            name,
+            key,
+            peers,
+            web,
+            extra,
+            listen: "/ip4/127.0.0.1/tcp/0",
+            wrapper: &[],
+            token: None,
+        }
+    }
 }
 
 impl LocalNode {
@@ -48,12 +79,19 @@ impl LocalNode {
         let log = spec.base.join(format!("{}.log", spec.name));
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = match spec.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
         cmd.arg("node")
             .arg("--data")
             .arg(&data)
             .args(["--name", spec.name, "--web", spec.web])
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+            .args(["--listen", spec.listen, "--no-mdns"])
             .arg("--swarm-key")
             .arg(spec.key)
             .args(spec.extra)
@@ -63,6 +101,9 @@ impl LocalNode {
             .stderr(log_file);
         for p in spec.peers {
             cmd.args(["--peer", p]);
+        }
+        if let Some(t) = spec.token {
+            cmd.env("SWARM_WEB_TOKEN", t);
         }
         let mut child = cmd.spawn().context("cannot start a node")?;
         let stdout = child
@@ -90,7 +131,7 @@ impl LocalNode {
                 return Ok(LocalNode {
                     name: spec.name.to_string(),
                     child,
-                    api: Api::new(&api_url, None)?,
+                    api: Api::new(&api_url, spec.token.map(String::from))?,
                     api_url,
                     listen,
                 });
@@ -154,14 +195,11 @@ pub async fn start_swarm(
             None => Vec::new(),
         };
         let name = format!("{prefix}{i}");
-        nodes.push(LocalNode::start(&NodeSpec {
-            base,
-            name: &name,
-            key,
-            peers: &peers,
-            web: if i == 1 { first_web } else { "127.0.0.1:0" },
-            extra: &extra(i),
-        })?);
+        let web = if i == 1 { first_web } else { "127.0.0.1:0" };
+        let extra = extra(i);
+        nodes.push(LocalNode::start(&NodeSpec::local(
+            base, &name, key, &peers, web, &extra,
+        ))?);
     }
     for node in &nodes {
         wait_alive(&node.api, n, Duration::from_secs(60)).await?;

@@ -11,13 +11,30 @@
 //! render starts when the fetch ends instead of after a second pass. Nodes
 //! that fetched a blob advertise it in their heartbeats, so fifty nodes
 //! starting on one scene do not all pull from the submitter.
+//!
+//! Nodes that fetch one large blob at the same time feed each other as
+//! well, so that the submitter sends each chunk about once, not once per
+//! node: what matters when a scene goes to a room of machines over one
+//! link each. A fetch of more than a few chunks is advertised in
+//! heartbeats while it runs (`fetching`; a heartbeat goes out as it
+//! begins), and each node sweeps the chunk list from a few fronts of its
+//! own (at chunks derived from a hash of its id and the blob, so every node
+//! knows where every other node's fronts are), so fetchers take different
+//! chunks from the holders first. For each request a fetcher works out
+//! which other fetchers' sweeps passed those chunks before its own, and
+//! asks one of them instead of the holders; chunks it has not got yet are
+//! asked for again a moment later (of another), while the sweep goes on.
+//! No wire message changed for this but the heartbeat: a chunk request
+//! names chunks, and any node serves any chunk it has.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::str::FromStr;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
+use tokio::time::Instant;
 
 use super::wire::{self, ChunkRequest};
 use super::{Inner, lock};
@@ -41,6 +58,24 @@ pub(crate) const IN_FLIGHT: usize = 8;
 const DATA_CHUNKS_PER_REQUEST: usize = 2;
 /// Rounds of asking before giving up (each round fetches what it can).
 const MAX_ROUNDS: usize = 16;
+/// How long a fetch waits for a fetcher of the same blob that serves it
+/// nothing before it takes those chunks from the holders instead.
+const FETCHER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Of [`IN_FLIGHT`], requests in flight to the holders (one chunk each)
+/// while other nodes fetch the same blob.
+const HOLDER_SLOTS_WHILE_SHARING: usize = 2;
+/// How long after its start a big fetch assumes that other nodes may be
+/// fetching the same blob, before it has heard of any.
+const FIND_FETCHERS: std::time::Duration = std::time::Duration::from_millis(200);
+/// When to ask fetchers again for chunks they did not have yet: this
+/// long after the first miss, twice as long after the second, and so on
+/// up to [`MAX_ASK_AGAIN_STEPS`] times as long.
+const ASK_AGAIN: std::time::Duration = std::time::Duration::from_millis(50);
+const MAX_ASK_AGAIN_STEPS: usize = 6;
+/// A fetch missing at least this many chunks is advertised while it runs
+/// (smaller ones, such as a frame's output, end before a heartbeat would
+/// tell anyone).
+const SHARE_FROM_CHUNKS: usize = 16;
 
 impl Inner {
     /// Make `blob` complete in the local store, fetching what is missing from
@@ -79,6 +114,9 @@ impl Inner {
             }
             fetched
         };
+        if fetched.is_err() {
+            lock(&self.fetches_shared).remove(&blob);
+        }
         // The last one out forgets the blob's lock (clones are only taken
         // under the map's mutex, so the count cannot rise meanwhile).
         let mut locks = lock(&self.fetch_locks);
@@ -130,6 +168,9 @@ impl Inner {
                 }
                 Missing::Manifest(h) => vec![h],
                 Missing::Chunks(list) => {
+                    if list.len() >= SHARE_FROM_CHUNKS {
+                        self.share_fetch(blob);
+                    }
                     self.try_unpacking(blob, unpack).await;
                     list
                 }
@@ -145,7 +186,7 @@ impl Inner {
                 Unpack::Running(u) => Some(u.clone()),
                 _ => None,
             };
-            let got = self.fetch_chunks(&want, &providers, into).await;
+            let got = self.fetch_chunks(blob, &want, &providers, into).await;
             if got.is_empty() {
                 return Err(format!(
                     "no peer could provide blob {} ({} chunks missing)",
@@ -159,6 +200,19 @@ impl Inner {
             "blob {} is still incomplete after {MAX_ROUNDS} rounds of fetching",
             blob.short(12)
         ))
+    }
+
+    /// Advertise that this node is fetching `blob` (and serves what it has
+    /// of it so far), at once: fetchers that start together learn of each
+    /// other within a round trip, not a heartbeat period.
+    fn share_fetch(&self, blob: Hash) {
+        let new = {
+            let mut shared = lock(&self.fetches_shared);
+            shared.len() < super::peers::MAX_HEARTBEAT_FETCHING && shared.insert(blob)
+        };
+        if new {
+            self.heartbeat_now.notify_one();
+        }
     }
 
     /// Begin unpacking `blob` as it is fetched, if it is a bundle whose
@@ -206,10 +260,22 @@ impl Inner {
         Providers { known, others }
     }
 
-    /// Fetch `want` from `providers`; returns the chunks stored. Each is
-    /// also placed `into` the bundle being unpacked, if any.
+    /// Fetch `want` (chunks of `blob`) from `providers`, sweeping the list
+    /// from this node's own starting point; returns the chunks stored. Each
+    /// is also placed `into` the bundle being unpacked, if any.
+    ///
+    /// While other nodes fetch the blob too, a request for chunks whose
+    /// sweep another fetcher passed first goes to such a fetcher, never to
+    /// the holders: the submitter's link is what a fan-out runs short of.
+    /// Chunks the fetcher has not got yet are asked again (of another
+    /// fetcher ahead) a moment later, and meanwhile the sweep goes on. A
+    /// fetcher that has served nothing for [`FETCHER_PATIENCE`] is waited for
+    /// no more. Requests to the holders then get only part of the slots, so
+    /// that this node's part of the blob, which only the holders have,
+    /// does not keep it from taking the rest from the other fetchers.
     async fn fetch_chunks(
         self: &Arc<Self>,
+        blob: Hash,
         want: &[Hash],
         providers: &Providers,
         into: Option<Arc<Unpacking>>,
@@ -219,18 +285,182 @@ impl Inner {
         } else {
             1
         };
-        let batches: Vec<Vec<Hash>> = want.chunks(per_request).map(<[Hash]>::to_vec).collect();
-        let results = futures::stream::iter(batches.into_iter().enumerate())
-            .map(|(i, batch)| {
-                let inner = self.clone();
-                let order = providers.order(i);
-                let into = into.clone();
-                async move { inner.fetch_batch(&batch, &order, into).await }
+        let n = want.len();
+        let me = Sweep::of(self.id.as_str(), blob, n);
+        let mut queue: VecDeque<Request> = me
+            .batches(want, per_request)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (at, batch))| Request {
+                i,
+                at,
+                batch,
+                asked: 0,
             })
-            .buffer_unordered(IN_FLIGHT)
-            .collect::<Vec<Vec<Hash>>>()
-            .await;
-        results.concat()
+            .collect();
+        // Requests the fetchers could not answer yet, and when to ask again.
+        let mut later: VecDeque<(Instant, Request)> = VecDeque::new();
+        let patience = Patience::default();
+        let mut in_flight = FuturesUnordered::new();
+        let mut to_holders = 0;
+        let mut stored = Vec::new();
+        // Fetchers that start together hear of each other within a round
+        // trip of their start (`share_fetch`): until then, a big fetch
+        // takes no more of the holders' slots than it would beside them.
+        let alone_from = Instant::now() + FIND_FETCHERS;
+        loop {
+            let mut sweeps = self.fetcher_sweeps(blob, n);
+            sweeps.retain(|(p, _)| patience.still_waits_for(*p));
+            let sharing =
+                !sweeps.is_empty() || (n >= SHARE_FROM_CHUNKS && Instant::now() < alone_from);
+            let holder_slots = if sharing {
+                HOLDER_SLOTS_WHILE_SHARING
+            } else {
+                IN_FLIGHT
+            };
+            while in_flight.len() < IN_FLIGHT {
+                let due = matches!(later.front(), Some((t, _)) if *t <= Instant::now());
+                let next = if due {
+                    later.pop_front().map(|(_, r)| r)
+                } else {
+                    // The first request of the sweep that has a slot.
+                    let fits = |r: &Request| {
+                        to_holders < holder_slots || anyone_before(r.at, &me, &sweeps)
+                    };
+                    queue.iter().position(fits).and_then(|k| queue.remove(k))
+                };
+                let Some(req) = next else { break };
+                let ahead = passed_before(req.at, &me, &sweeps);
+                if ahead.is_empty() {
+                    to_holders += 1;
+                }
+                let how = Ask {
+                    ahead,
+                    providers,
+                    patience: &patience,
+                    sharing,
+                };
+                in_flight.push(self.request(req, how, into.clone()));
+            }
+            if in_flight.is_empty() {
+                match later.front() {
+                    Some((due, _)) => tokio::time::sleep_until(*due).await,
+                    None if queue.is_empty() => return stored,
+                    None => {}
+                }
+                continue;
+            }
+            let wake = later.front().map(|(due, _)| *due);
+            let done = match wake {
+                // A slot is free and a request is waiting: take it when due.
+                Some(due) if in_flight.len() < IN_FLIGHT => tokio::select! {
+                    d = in_flight.next() => d,
+                    _ = tokio::time::sleep_until(due) => continue,
+                },
+                _ => in_flight.next().await,
+            };
+            if let Some(done) = done {
+                if done.from_holders {
+                    to_holders -= 1;
+                }
+                stored.extend(done.got);
+                later.extend(done.again.map(|r| {
+                    let wait = ASK_AGAIN * r.asked.min(MAX_ASK_AGAIN_STEPS) as u32;
+                    (Instant::now() + wait, r)
+                }));
+            }
+        }
+    }
+
+    /// One request. With no fetcher `ahead` of this node, it goes to the
+    /// `providers` in turn. Otherwise to one of those fetchers, another
+    /// each time it is asked again; chunks that one has not got yet come
+    /// back to be asked again. Everyone who has a chunk serves it, so the
+    /// submitter sends it about once and no one fetcher serves its part of
+    /// the blob to all the others.
+    async fn request(
+        self: &Arc<Self>,
+        mut req: Request,
+        how: Ask<'_>,
+        into: Option<Arc<Unpacking>>,
+    ) -> Done {
+        let Ask {
+            ahead,
+            providers,
+            patience,
+            sharing,
+        } = how;
+        if ahead.is_empty() {
+            // While sharing, one chunk at a time from the holders: each
+            // fetcher has something to serve the others sooner.
+            let rest = if sharing && req.batch.len() > 1 {
+                let rest = req.batch.split_off(1);
+                Some(Request {
+                    i: req.i,
+                    at: req.at + 1,
+                    batch: rest,
+                    asked: 0,
+                })
+            } else {
+                None
+            };
+            let order = providers.order(req.i);
+            let got = self.fetch_batch(&req.batch, &order, into).await;
+            return Done {
+                got,
+                again: rest,
+                from_holders: true,
+            };
+        }
+        let pick = ahead[(req.i + req.asked) % ahead.len()];
+        // Asked before and missed: the first fetcher past it, which fetched
+        // it from the holders, is asked next in the same turn.
+        let order = if req.asked > 0 && pick != ahead[0] {
+            vec![pick, ahead[0]]
+        } else {
+            vec![pick]
+        };
+        let got = self.fetch_batch(&req.batch, &order, into).await;
+        if !got.is_empty() {
+            for p in &order {
+                patience.served(*p);
+            }
+        }
+        let left: Vec<Hash> = req
+            .batch
+            .iter()
+            .filter(|h| !got.contains(h))
+            .copied()
+            .collect();
+        let again = (!left.is_empty()).then_some(Request {
+            batch: left,
+            asked: req.asked + 1,
+            ..req
+        });
+        Done {
+            got,
+            again,
+            from_holders: false,
+        }
+    }
+
+    /// The connected peers fetching `blob` (a list of `n` chunks), each
+    /// with its sweep.
+    fn fetcher_sweeps(&self, blob: Hash, n: usize) -> Vec<(PeerId, Sweep)> {
+        let fetchers = lock(&self.peers).fetchers(blob, std::time::Instant::now());
+        if fetchers.is_empty() {
+            return Vec::new();
+        }
+        let connected = lock(&self.connected);
+        fetchers
+            .iter()
+            .filter_map(|node| {
+                let p = PeerId::from_str(node.as_str()).ok()?;
+                connected
+                    .contains(&p)
+                    .then(|| (p, Sweep::of(node.as_str(), blob, n)))
+            })
+            .collect()
     }
 
     /// Ask providers in turn for a batch until every chunk is stored;
@@ -347,8 +577,13 @@ impl Inner {
                     tracing::debug!("synced blob {} in {:?}", blob.short(12), began.elapsed());
                     inner.hold_blob(blob);
                 }
-                Ok(false) => {}
-                Err(e) => tracing::warn!("making blob {} durable: {e}", blob.short(12)),
+                Ok(false) => {
+                    lock(&inner.fetches_shared).remove(&blob);
+                }
+                Err(e) => {
+                    lock(&inner.fetches_shared).remove(&blob);
+                    tracing::warn!("making blob {} durable: {e}", blob.short(12));
+                }
             }
         });
     }
@@ -361,6 +596,8 @@ impl Inner {
             return;
         }
         lock(&self.complete_blobs).insert(blob);
+        // From now on it is advertised as held, no longer as being fetched.
+        lock(&self.fetches_shared).remove(&blob);
         let mut held = lock(&self.held_blobs);
         held.retain(|h| *h != blob);
         held.push_back(blob);
@@ -457,6 +694,159 @@ async fn manifests_missing(inner: &Inner, blobs: Vec<Hash>) -> Vec<Hash> {
     .unwrap_or_default()
 }
 
+/// One request of a fetch: the `i`th of its sweep, for `batch`, which
+/// begins at chunk `at` of the list.
+struct Request {
+    i: usize,
+    at: usize,
+    batch: Vec<Hash>,
+    /// Times asked of fetchers ahead that did not have it all.
+    asked: usize,
+}
+
+/// Whom a request asks.
+struct Ask<'a> {
+    /// Fetchers whose sweeps passed its chunks before this node's.
+    ahead: Vec<PeerId>,
+    providers: &'a Providers,
+    patience: &'a Patience,
+    /// Whether other nodes fetch the blob too (or may: it just began).
+    sharing: bool,
+}
+
+/// What one request got, and what is to be asked again.
+struct Done {
+    got: Vec<Hash>,
+    again: Option<Request>,
+    /// Whether it went to the holders (it used one of their slots).
+    from_holders: bool,
+}
+
+/// When each fetcher a fetch waits for last served it something (or was
+/// first waited for), to stop waiting for one that has stalled or gone.
+#[derive(Default)]
+struct Patience(std::sync::Mutex<HashMap<PeerId, std::time::Instant>>);
+
+impl Patience {
+    fn still_waits_for(&self, peer: PeerId) -> bool {
+        let now = std::time::Instant::now();
+        let since = *lock(&self.0).entry(peer).or_insert(now);
+        now.duration_since(since) < FETCHER_PATIENCE
+    }
+
+    /// A request to `peer` (alone or with another) got something.
+    fn served(&self, peer: PeerId) {
+        lock(&self.0).insert(peer, std::time::Instant::now());
+    }
+}
+
+/// How a node goes through a blob's list of `n` chunks: from a few
+/// fronts at once, each at a chunk derived from a hash of the node's id and
+/// the blob (so every node can tell where every other's fronts are), each
+/// front running up to the next. Several fronts per node spread the parts
+/// that each fetcher takes from the holders first more evenly than one
+/// would: with one, a node whose front is far from the next node's has a
+/// large part to fetch and then to serve to everyone.
+#[derive(Clone, Debug, PartialEq)]
+struct Sweep {
+    n: usize,
+    /// Where the fronts begin, ascending.
+    fronts: Vec<usize>,
+}
+
+/// Fronts per sweep.
+const SWEEP_FRONTS: usize = 4;
+
+impl Sweep {
+    fn of(node: &str, blob: Hash, n: usize) -> Sweep {
+        let mut h = blake3::Hasher::new();
+        h.update(node.as_bytes());
+        h.update(&blob.0);
+        let bytes = h.finalize();
+        let mut fronts: Vec<usize> = bytes.as_bytes()[..SWEEP_FRONTS * 8]
+            .chunks_exact(8)
+            .map(|b| {
+                let x = u64::from_le_bytes(b.try_into().unwrap_or_default());
+                ((x as u128 * n as u128) >> 64) as usize
+            })
+            .collect();
+        if n == 0 {
+            fronts.clear();
+        }
+        fronts.sort_unstable();
+        fronts.dedup();
+        Sweep { n, fronts }
+    }
+
+    /// How far the front that reaches chunk `at` has gone by then.
+    fn reach(&self, at: usize) -> usize {
+        let n = self.n.max(1);
+        self.fronts
+            .iter()
+            .map(|&f| (at + n - f) % n)
+            .min()
+            .unwrap_or(usize::MAX)
+    }
+
+    /// `want` (the list) in requests of `per_request` chunks, taking from
+    /// each front in turn, each with the chunk it begins at. A request
+    /// does not straddle a front's start or the end of the list.
+    fn batches(&self, want: &[Hash], per_request: usize) -> Vec<(usize, Vec<Hash>)> {
+        let n = want.len().min(self.n);
+        let mut runs: Vec<Vec<(usize, Vec<Hash>)>> = Vec::new();
+        for (k, &f) in self.fronts.iter().enumerate() {
+            let ranges = match self.fronts.get(k + 1) {
+                Some(&next) => [f..next, 0..0],
+                // The last front wraps around to the first.
+                None => [f..n, 0..self.fronts[0]],
+            };
+            let run = ranges
+                .into_iter()
+                .flat_map(|r| {
+                    let start = r.start;
+                    want[r]
+                        .chunks(per_request)
+                        .enumerate()
+                        .map(move |(j, b)| (start + j * per_request, b.to_vec()))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            runs.push(run);
+        }
+        let mut batches = Vec::with_capacity(n.div_ceil(per_request) + runs.len());
+        let mut iters: Vec<_> = runs.into_iter().map(Vec::into_iter).collect();
+        while !iters.is_empty() {
+            iters.retain_mut(|it| match it.next() {
+                Some(b) => {
+                    batches.push(b);
+                    true
+                }
+                None => false,
+            });
+        }
+        batches
+    }
+}
+
+/// Whether any of `sweeps` reached chunk `at` before `mine` does.
+fn anyone_before(at: usize, mine: &Sweep, sweeps: &[(PeerId, Sweep)]) -> bool {
+    let me = mine.reach(at);
+    sweeps.iter().any(|(_, s)| s.reach(at) < me)
+}
+
+/// Of `sweeps` (peers and their sweeps), those that reached chunk `at`
+/// before this node's sweep (`mine`) does, the first to reach it first.
+fn passed_before(at: usize, mine: &Sweep, sweeps: &[(PeerId, Sweep)]) -> Vec<PeerId> {
+    let me = mine.reach(at);
+    let mut ahead: Vec<(usize, PeerId)> = sweeps
+        .iter()
+        .map(|(p, sweep)| (sweep.reach(at), *p))
+        .filter(|&(d, _)| d < me)
+        .collect();
+    ahead.sort_by_key(|&(d, _)| d);
+    ahead.into_iter().map(|(_, p)| p).collect()
+}
+
 /// The peers a fetch asks, in two groups: those known to hold the blob (the
 /// hints, such as its submitter, and the peers that advertise it), then
 /// every other connected peer, which may hold some of its chunks (a peer
@@ -519,5 +909,84 @@ mod tests {
         assert!(!nobody_known.is_empty());
         assert!(Providers::default().is_empty());
         assert!(Providers::default().order(3).is_empty());
+    }
+
+    fn hashes(n: u8) -> Vec<Hash> {
+        (0..n).map(|i| Hash::of(&[i])).collect()
+    }
+
+    #[test]
+    fn a_sweep_covers_every_chunk_once_taking_from_each_front_in_turn() {
+        let want = hashes(20);
+        let sweep = Sweep {
+            n: 20,
+            fronts: vec![3, 9, 15],
+        };
+        let batches = sweep.batches(&want, 2);
+        let ats: Vec<usize> = batches.iter().map(|(at, _)| *at).collect();
+        // Fronts at 3, 9 and 15 in turn; the last wraps to 0 and stops at 3.
+        assert_eq!(ats, vec![3, 9, 15, 5, 11, 17, 7, 13, 19, 0, 2]);
+        for (at, batch) in &batches {
+            assert_eq!(&want[*at..at + batch.len()], batch.as_slice());
+        }
+        let mut seen: Vec<Hash> = batches.iter().flat_map(|(_, b)| b.clone()).collect();
+        seen.sort();
+        let mut all = want.clone();
+        all.sort();
+        assert_eq!(seen, all);
+
+        for node in ["a", "b", "c"] {
+            let s = Sweep::of(node, Hash::of(b"scene"), 20);
+            let mut seen: Vec<Hash> = s
+                .batches(&want, 2)
+                .into_iter()
+                .flat_map(|(_, b)| b)
+                .collect();
+            seen.sort();
+            assert_eq!(seen, all, "{s:?}");
+        }
+        assert!(Sweep::of("a", Hash::of(b"x"), 0).batches(&[], 2).is_empty());
+        let one = Sweep::of("a", Hash::of(b"x"), 1);
+        assert_eq!(one.batches(&want[..1], 2), vec![(0, vec![want[0]])]);
+    }
+
+    #[test]
+    fn a_request_goes_to_the_fetchers_that_swept_past_it_before_this_node() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let sweep = |fronts: Vec<usize>| Sweep { n: 10, fronts };
+        let sweeps = [(a, sweep(vec![1])), (b, sweep(vec![5]))];
+        let me = sweep(vec![8]);
+        // At 6, b has been there longest and this node has not; at 3, a
+        // has (2 swept, against b's 8 and this node's 5).
+        assert_eq!(passed_before(6, &me, &sweeps), vec![b, a]);
+        assert_eq!(passed_before(3, &me, &sweeps), vec![a]);
+        // Where this node begins, and what it reaches first, it asks the
+        // holders for.
+        assert!(passed_before(8, &me, &sweeps).is_empty());
+        assert!(passed_before(9, &me, &sweeps).is_empty());
+        assert!(passed_before(6, &me, &[]).is_empty());
+        for at in 0..10 {
+            assert_eq!(
+                anyone_before(at, &me, &sweeps),
+                !passed_before(at, &me, &sweeps).is_empty(),
+                "at {at}"
+            );
+        }
+        // With two fronts, this node reaches 2 from its front at 0.
+        let two = sweep(vec![0, 8]);
+        assert_eq!(two.reach(2), 2);
+        assert_eq!(passed_before(2, &two, &sweeps), vec![a]);
+    }
+
+    #[test]
+    fn sweeps_are_the_same_on_every_node_and_differ_by_node_and_blob() {
+        let blob = Hash::of(b"scene");
+        let s = Sweep::of("node-3", blob, 1000);
+        assert_eq!(s, Sweep::of("node-3", blob, 1000));
+        assert_ne!(s, Sweep::of("node-3", Hash::of(b"other"), 1000));
+        assert_ne!(s, Sweep::of("node-4", blob, 1000));
+        assert!(!s.fronts.is_empty() && s.fronts.len() <= SWEEP_FRONTS);
+        assert!(s.fronts.windows(2).all(|w| w[0] < w[1]));
+        assert!(s.fronts.iter().all(|&f| f < 1000));
     }
 }

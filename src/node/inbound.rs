@@ -234,6 +234,7 @@ fn on_heartbeat(inner: &Arc<Inner>, author: PeerId, data: &[u8]) -> Result<Verdi
     }
     if hb.held.len() > 4096
         || hb.blobs.len() > super::peers::MAX_HEARTBEAT_BLOBS
+        || hb.fetching.len() > super::peers::MAX_HEARTBEAT_FETCHING
         || hb.name.len() > 256
         || hb.addrs.len() > 16
     {

@@ -91,6 +91,7 @@ impl Inner {
             tags: self.cfg.tags.iter().cloned().collect(),
             telemetry: lock(&self.telemetry).latest.clone(),
             blobs: lock(&self.held_blobs).iter().rev().copied().collect(),
+            fetching: lock(&self.fetches_shared).iter().copied().collect(),
             web: None,
             addrs: lock(&self.listen_addrs).iter().take(8).cloned().collect(),
             alerts: self.held_alerts(),

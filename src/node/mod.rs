@@ -132,6 +132,9 @@ pub(crate) struct Inner {
     /// Bad input from peers, counted and rate-limit logged.
     pub bad_input: inbound::BadInput,
     pub metrics: metrics::Metrics,
+    /// Large fetches under way, advertised in heartbeats (their chunks so
+    /// far are served to peers fetching the same blob).
+    pub fetches_shared: Mutex<BTreeSet<crate::hash::Hash>>,
     /// One fetch per blob at a time.
     pub fetch_locks: Mutex<HashMap<crate::hash::Hash, Arc<tokio::sync::Mutex<()>>>>,
     /// Alert claims this node holds (alert, epoch), for its heartbeats.
@@ -196,6 +199,7 @@ impl Node {
             bad_input: inbound::BadInput::default(),
             metrics: metrics::Metrics::default(),
             fetch_locks: Mutex::new(HashMap::new()),
+            fetches_shared: Mutex::new(BTreeSet::new()),
             held_blobs: Mutex::new(VecDeque::new()),
             complete_blobs: Mutex::new(Default::default()),
             syncing: Mutex::new(HashMap::new()),

@@ -44,6 +44,9 @@ pub struct Heartbeat {
     pub telemetry: Telemetry,
     /// Blobs this node holds completely (bounded), so fetchers know whom to ask.
     pub blobs: Vec<Hash>,
+    /// Large blobs this node is fetching now (bounded): it serves the chunks
+    /// it has so far, so nodes fetching one scene at once feed each other.
+    pub fetching: Vec<Hash>,
     /// The node's page, when it is reachable from other machines.
     pub web: Option<String>,
     /// Where it listens for peers: nodes that hear of it through others
@@ -62,6 +65,8 @@ const HISTORY_STEP_MS: u64 = 900;
 
 /// At most this many blobs are listed in one heartbeat.
 pub const MAX_HEARTBEAT_BLOBS: usize = 512;
+/// At most this many fetches under way are listed in one heartbeat.
+pub const MAX_HEARTBEAT_FETCHING: usize = 16;
 
 /// What this node knows of one peer.
 #[derive(Clone, Debug)]
@@ -211,6 +216,15 @@ impl PeerTable {
             .collect()
     }
 
+    /// Live peers fetching `blob` now, for fetching from them what they
+    /// have so far.
+    pub fn fetchers(&self, blob: Hash, now: Instant) -> Vec<NodeId> {
+        self.alive(now)
+            .filter(|p| p.heartbeat.fetching.contains(&blob))
+            .map(|p| p.heartbeat.node.clone())
+            .collect()
+    }
+
     /// Engines and tags of every live peer.
     pub fn capabilities(
         &self,
@@ -271,6 +285,7 @@ mod tests {
             tags: vec![],
             telemetry: Telemetry::default(),
             blobs: vec![],
+            fetching: vec![],
             web: None,
             addrs: vec![],
             alerts: vec![],

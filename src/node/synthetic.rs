@@ -173,6 +173,7 @@ fn heartbeat(inner: &Inner, p: &NodeId, i: usize, t: u64, job: JobId, frames: u3
             }],
         },
         blobs: Vec::new(),
+        fetching: Vec::new(),
         web: None,
         addrs: Vec::new(),
         alerts: Vec::new(),

@@ -392,6 +392,7 @@ fn heartbeat(node: NodeId, stamp: u64) -> Heartbeat {
         tags: vec![],
         telemetry: Telemetry::default(),
         blobs: vec![],
+        fetching: Vec::new(),
         web: None,
         addrs: vec![],
         alerts: vec![],

@@ -22,10 +22,11 @@ fn quick_bench_reports_every_figure_as_json_and_markdown() {
         "--write",
     ])
     .arg(&md);
+    let lab = can_build_a_lab();
     let groups = if blender.is_some() {
-        "farm,transfer,footprint,blender"
+        "farm,transfer,links,footprint,blender"
     } else {
-        "farm,transfer,footprint"
+        "farm,transfer,links,footprint"
     };
     cmd.args(["--only", groups]);
     let out = cmd.output().unwrap();
@@ -53,6 +54,14 @@ fn quick_bench_reports_every_figure_as_json_and_markdown() {
     if blender.is_some() {
         want.push("9 Blender overhead");
     }
+    if lab {
+        want.push(LINKS);
+    } else {
+        // Said, not measured: no figure and no verdict.
+        let row = rows.iter().find(|r| r["bench"] == LINKS).unwrap();
+        assert!(row["value"].is_null() && row["met"].is_null(), "{row:#?}");
+        assert!(row["detail"].as_str().unwrap().starts_with("not run"));
+    }
     for name in &want {
         let row = rows
             .iter()
@@ -72,9 +81,39 @@ fn quick_bench_reports_every_figure_as_json_and_markdown() {
     assert!(value("1 scheduling efficiency") > 0.3);
     assert!(value("7 dedup: bytes sent for an edited scene") < 50.0);
     assert!(value("5 failover (median)") < 30.0);
+    if lab {
+        let detail = rows.iter().find(|r| r["bench"] == LINKS).unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(detail.contains("8 MiB to 2 nodes at once"), "{detail}");
+    }
     let text = std::fs::read_to_string(&md).unwrap();
     assert!(text.starts_with("# Ours\n\nkept above\n"), "{text}");
     assert!(text.contains("| 1 scheduling efficiency |"), "{text}");
+}
+
+const LINKS: &str = "6 one node to seven over shaped links, vs one to one";
+
+/// Whether the `links` group can build its network namespaces here (root,
+/// `ip` and `tc`); under `CI=true` it must.
+fn can_build_a_lab() -> bool {
+    // SAFETY: geteuid takes nothing and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = ["ip", "tc"].iter().all(|t| {
+        Command::new(t)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !(root && tools) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but the links benchmark needs root, `ip` and `tc` (iproute2)"
+        );
+        eprintln!("note: not root or no iproute2; the links benchmark is checked as not run");
+    }
+    root && tools
 }
 
 #[test]

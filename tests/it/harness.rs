@@ -414,6 +414,22 @@ pub fn submitter_and_renderers(engine: &str, tag: &str, n: usize) -> Vec<NodePro
     nodes
 }
 
+/// A Prometheus counter's value from a node's `/metrics`.
+pub fn metric(node: &NodeProc, name: &str) -> f64 {
+    let text = reqwest::blocking::get(format!("{}/metrics", node.api))
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    let value = text.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        // `name{labels} value` or `name value`.
+        let rest = rest
+            .strip_prefix('{')
+            .map_or(Some(rest), |r| r.split_once('}').map(|(_, v)| v))?;
+        rest.trim().parse().ok()
+    });
+    value.unwrap_or_else(|| panic!("{name} missing from {}'s /metrics", node.api))
+}
+
 /// Poll `f` until it returns `Some`, for up to [`DEADLINE`].
 pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();

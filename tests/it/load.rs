@@ -20,22 +20,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A Prometheus counter's value from a node's `/metrics`.
-fn metric(node: &NodeProc, name: &str) -> f64 {
-    let text = reqwest::blocking::get(format!("{}/metrics", node.api))
-        .and_then(|r| r.text())
-        .unwrap_or_default();
-    let value = text.lines().find_map(|l| {
-        let rest = l.strip_prefix(name)?;
-        // `name{labels} value` or `name value`.
-        let rest = rest
-            .strip_prefix('{')
-            .map_or(Some(rest), |r| r.split_once('}').map(|(_, v)| v))?;
-        rest.trim().parse().ok()
-    });
-    value.unwrap_or_else(|| panic!("{name} missing from {}'s /metrics", node.api))
-}
-
 /// Peak resident memory of a process, in MiB.
 fn peak_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -87,6 +87,63 @@ fn requirements_send_work_only_to_tagged_nodes() {
     }
 }
 
+/// Nodes that fetch one large scene at the same time feed each other: the
+/// submitter sends it about once, not once per node (each sends the others
+/// the chunks it has so far).
+#[test]
+fn nodes_fetching_one_scene_at_once_feed_each_other() {
+    exclusive();
+    let nodes = submitter_and_renderers(&writer("w", "0.1"), "fan", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let scene = dir.path().join("scene.bin");
+    let size: usize = 96 << 20;
+    let mut bytes = vec![0; size];
+    blake3::Hasher::new()
+        .update(b"fan-out scene")
+        .finalize_xof()
+        .fill(&mut bytes);
+    std::fs::write(&scene, &bytes).unwrap();
+    drop(bytes);
+    let job = nodes[0].submit(&[
+        scene.to_str().unwrap(),
+        "--frames",
+        "1-6",
+        "--engine",
+        "w",
+        "--require",
+        "fan",
+    ]);
+    for node in &nodes[1..] {
+        wait_for("every renderer fetches the whole scene", || {
+            (metric(node, FETCHED) >= size as f64).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{} has not fetched the scene", node.api));
+    }
+    nodes[0].wait_job(&job.id, "the job finishes", |j| j.status == JobStatus::Done);
+    let fetched: f64 = nodes[1..].iter().map(|n| metric(n, FETCHED)).sum();
+    let from_submitter = metric(&nodes[0], SERVED);
+    let from_renderers: f64 = nodes[1..].iter().map(|n| metric(n, SERVED)).sum();
+    let mib = |b: f64| b / (1 << 20) as f64;
+    eprintln!(
+        "fetched {:.0} MiB in all: {:.0} from the submitter, {:.0} from the renderers",
+        mib(fetched),
+        mib(from_submitter),
+        mib(from_renderers)
+    );
+    // Alone, each renderer would take the whole scene from the submitter:
+    // three times its size.
+    assert!(
+        from_submitter < 2.0 * size as f64,
+        "the submitter sent {:.0} MiB of a {:.0} MiB scene to 3 nodes",
+        mib(from_submitter),
+        mib(size as f64)
+    );
+    assert!(from_renderers > 0.0);
+}
+
+const FETCHED: &str = "renderswarm_chunk_bytes_fetched_total";
+const SERVED: &str = "renderswarm_chunk_bytes_served_total";
+
 /// `swarm fetch` works from any node, whoever rendered the frames.
 #[test]
 fn fetch_works_from_any_node() {

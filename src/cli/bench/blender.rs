@@ -141,14 +141,16 @@ async fn through_node(
 ) -> Result<f64> {
     // A fresh node each round: a second job on the same node would find
     // the scene imported and unpacked already.
-    let node = LocalNode::start(&NodeSpec {
-        base: dir,
-        name: &format!("blender-node-{round}"),
-        key: &ctx.key,
-        peers: &[],
-        web: "127.0.0.1:0",
-        extra: &["--blender".to_string(), blender.display().to_string()],
-    })?;
+    let name = format!("blender-node-{round}");
+    let extra = ["--blender".to_string(), blender.display().to_string()];
+    let node = LocalNode::start(&NodeSpec::local(
+        dir,
+        &name,
+        &ctx.key,
+        &[],
+        "127.0.0.1:0",
+        &extra,
+    ))?;
     let started = Instant::now();
     let job: JobView = node
         .api

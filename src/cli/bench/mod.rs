@@ -12,6 +12,9 @@
 //!   ~0 ms engine), wasted renders, and failover after `kill -9`.
 //! - `transfer` ([`transfer`]): a scene pulled by one node against raw
 //!   bytes over the same connection, one node to seven, and dedup.
+//! - `links` ([`links`]): one node to seven again, each node in a network
+//!   namespace of its own behind a link shaped to a studio's kind of speed,
+//!   where the network, not this machine's cores, is the limit.
 //! - `footprint` ([`footprint`]): an idle node's memory and CPU.
 //! - `blender` ([`blender`]): a Blender job through the farm against
 //!   Blender run directly.
@@ -23,6 +26,7 @@
 mod blender;
 mod farm;
 mod footprint;
+mod links;
 mod transfer;
 
 use std::path::{Path, PathBuf};
@@ -37,11 +41,11 @@ use crate::ledger::JobStatus;
 use crate::node::views::JobView;
 
 /// Every benchmark group, in the order they run.
-const GROUPS: [&str; 4] = ["farm", "transfer", "footprint", "blender"];
+const GROUPS: [&str; 5] = ["farm", "transfer", "links", "footprint", "blender"];
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Run only these groups (comma-separated): farm, transfer, footprint, blender.
+    /// Run only these groups (comma-separated): farm, transfer, links, footprint, blender.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Small sizes, to check the harness works (figures mean little).
@@ -59,6 +63,15 @@ pub struct BenchArgs {
     /// The transfer scene's size in MiB.
     #[arg(long, default_value_t = 1024)]
     pub transfer_mib: u64,
+    /// Keep the nodes' data folders and logs (their path is printed).
+    #[arg(long)]
+    pub keep: bool,
+    /// The speed of each node's link in the `links` group, in Mbit/s each way.
+    #[arg(long, default_value_t = 100)]
+    pub link_mbit: u32,
+    /// The scene's size in MiB in the `links` group.
+    #[arg(long, default_value_t = 64)]
+    pub link_mib: u64,
 }
 
 /// One measured figure.
@@ -85,6 +98,14 @@ impl Row {
             target: target.describe(),
             met: target.check(value),
             detail,
+        }
+    }
+
+    /// A benchmark this machine cannot run, and `why`: no figure, no verdict.
+    fn not_run(bench: &str, unit: &str, target: Target, why: String) -> Row {
+        Row {
+            met: None,
+            ..Row::new(bench, f64::NAN, unit, target, why)
         }
     }
 }
@@ -155,6 +176,20 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
         ))
         .into());
     }
+    if args.link_mbit == 0 || args.link_mbit > 100_000 {
+        return Err(BadInput(format!(
+            "--link-mbit must be between 1 and 100000, not {}",
+            args.link_mbit
+        ))
+        .into());
+    }
+    if args.link_mib == 0 || args.link_mib > 16 * 1024 {
+        return Err(BadInput(format!(
+            "--link-mib must be between 1 and 16384, not {}",
+            args.link_mib
+        ))
+        .into());
+    }
     let want = |g: &str| args.only.is_empty() || args.only.iter().any(|o| o == g);
     let base = std::env::temp_dir().join(format!("renderswarm-bench-{}", std::process::id()));
     std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
@@ -172,7 +207,11 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
             return Err(e);
         }
     };
-    let _ = std::fs::remove_dir_all(&base);
+    if args.keep {
+        eprintln!("the nodes' data and logs are kept in {}", base.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&base);
+    }
     let machine = machine();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let report = Report {
@@ -208,6 +247,9 @@ async fn run_groups(ctx: &Ctx, args: &BenchArgs, want: &dyn Fn(&str) -> bool) ->
     if want("transfer") {
         rows.extend(transfer::run(ctx, args.transfer_mib).await?);
     }
+    if want("links") {
+        rows.extend(links::run(ctx, args.link_mib, args.link_mbit).await?);
+    }
     if want("blender") {
         rows.extend(blender::run(ctx, args.blender.as_deref()).await?);
     }
@@ -238,7 +280,9 @@ fn table(rows: &[Row]) -> String {
 }
 
 fn figure(v: f64) -> String {
-    if v.abs() >= 100.0 {
+    if v.is_nan() {
+        "—".into()
+    } else if v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")
@@ -441,8 +485,7 @@ async fn wait_polling(
 /// A counter from a node's `/metrics`: the sum of its samples whose labels
 /// contain `labels` (`""` for all).
 async fn metric(api: &Api, name: &str, labels: &str) -> Result<u64> {
-    let url = format!("{}/metrics", api.base());
-    let text = reqwest::get(&url).await?.error_for_status()?.text().await?;
+    let text = api.metrics().await?;
     let values: Vec<f64> = text
         .lines()
         .filter_map(|l| l.strip_prefix(name))
@@ -450,7 +493,7 @@ async fn metric(api: &Api, name: &str, labels: &str) -> Result<u64> {
         .filter_map(|rest| rest.rsplit(' ').next()?.trim().parse().ok())
         .collect();
     if values.is_empty() {
-        bail!("{url} has no {name}{labels}");
+        bail!("{}/metrics has no {name}{labels}", api.base());
     }
     Ok(values.iter().sum::<f64>() as u64)
 }

@@ -35,18 +35,14 @@ pub(super) async fn run(ctx: &Ctx, mib: u64) -> Result<Vec<Row>> {
     let dir = ctx.base.join("transfer");
     std::fs::create_dir_all(&dir)?;
     eprintln!("transfer: starting {n} nodes…");
-    let engine =
-        r#"noop=sh -c 'echo $3 > "$2/frame_$(printf %04d $3).txt"' sh {scene} {output} {frame}"#;
     let nodes = start_swarm(&dir, "xfer-", n, &ctx.key, "127.0.0.1:0", |i| {
         let mut a = vec![
             "--test-bench-protocol".to_string(),
             "--engine-command".to_string(),
-            engine.to_string(),
+            NOOP_ENGINE.to_string(),
         ];
-        match i {
-            1 => {}
-            2 => a.extend(["--tags".into(), "one,fan".into()]),
-            _ => a.extend(["--tags".into(), "fan".into()]),
+        if let Some(tags) = transfer_tags(i) {
+            a.extend(["--tags".into(), tags.into()]);
         }
         a
     })
@@ -107,20 +103,56 @@ pub(super) async fn run(ctx: &Ctx, mib: u64) -> Result<Vec<Row>> {
     let _ = std::fs::remove_file(&scene);
     let _ = std::fs::remove_file(&scene2);
     if n > 2 {
-        rows.push(fan_out(&nodes, &dir, fan_mib).await?);
+        eprintln!("transfer: {fan_mib} MiB to one node, then to {}…", n - 1);
+        let fan = fan_out(&nodes, &dir, fan_mib).await?;
+        rows.push(Row::new(
+            "6 one node to seven, vs one to one",
+            fan.ratio(),
+            "ratio",
+            Target::AtMost(1.5),
+            fan.detail(),
+        ));
     }
     Ok(rows)
 }
 
-/// One node to all the others (tag `fan`), against one to one, same size.
-/// Also says how much of it the source sent: the rest, the receivers sent
-/// each other (a chunk is served by any node that has it).
-async fn fan_out(nodes: &[LocalNode], dir: &Path, mib: u64) -> Result<Row> {
+/// What [`fan_out`] measured.
+pub(super) struct FanOut {
+    mib: u64,
+    receivers: usize,
+    /// Seconds to one node, and to every receiver at once.
+    single: f64,
+    all: f64,
+    /// MiB the receivers fetched in all, and how much the source sent.
+    fetched: f64,
+    from_source: f64,
+}
+
+impl FanOut {
+    pub(super) fn ratio(&self) -> f64 {
+        self.all / self.single
+    }
+
+    pub(super) fn detail(&self) -> String {
+        let FanOut {
+            mib,
+            receivers,
+            single,
+            all,
+            fetched,
+            from_source,
+        } = self;
+        format!(
+            "{mib} MiB to {receivers} nodes at once: {all:.2} s; to one: {single:.2} s; {fetched:.0} MiB fetched in all, {from_source:.0} MiB of it from the source"
+        )
+    }
+}
+
+/// One node to all the others (tag `fan`), against one to one (tag `one`),
+/// same size. Also says how much of it the source sent: the rest, the
+/// receivers sent each other (a chunk is served by any node that has it).
+pub(super) async fn fan_out(nodes: &[LocalNode], dir: &Path, mib: u64) -> Result<FanOut> {
     let receivers: Vec<usize> = (1..nodes.len()).collect();
-    eprintln!(
-        "transfer: {mib} MiB to one node, then to {}…",
-        receivers.len()
-    );
     let one = dir.join("fan-one.bin");
     std::fs::write(&one, random_bytes("fan one", (mib * MIB) as usize))?;
     let (single, _) = pull(nodes, &one, "one", 3, &[1]).await?;
@@ -130,17 +162,30 @@ async fn fan_out(nodes: &[LocalNode], dir: &Path, mib: u64) -> Result<Row> {
     let (all, fetched) = pull(nodes, &many, "fan", 4, &receivers).await?;
     let from_source =
         (metric(&nodes[0].api, SERVED, "").await? - served_before) as f64 / MIB as f64;
-    let in_all = fetched.iter().sum::<u64>() as f64 / MIB as f64;
-    Ok(Row::new(
-        "6 one node to seven, vs one to one",
-        all / single,
-        "ratio",
-        Target::AtMost(1.5),
-        format!(
-            "{mib} MiB to {} nodes at once: {all:.2} s; to one: {single:.2} s; {in_all:.0} MiB fetched in all, {from_source:.0} MiB of it from the source",
-            receivers.len()
-        ),
-    ))
+    let _ = std::fs::remove_file(&one);
+    let _ = std::fs::remove_file(&many);
+    Ok(FanOut {
+        mib,
+        receivers: receivers.len(),
+        single,
+        all,
+        fetched: fetched.iter().sum::<u64>() as f64 / MIB as f64,
+        from_source,
+    })
+}
+
+/// The command engine of the transfer benchmarks: writes the frame number.
+pub(super) const NOOP_ENGINE: &str =
+    r#"noop=sh -c 'echo $3 > "$2/frame_$(printf %04d $3).txt"' sh {scene} {output} {frame}"#;
+
+/// The tags of node `i` (1-based): the first is the source, the second
+/// the receiver of one to one; all but the first receive the fan-out.
+pub(super) fn transfer_tags(i: usize) -> Option<&'static str> {
+    match i {
+        1 => None,
+        2 => Some("one,fan"),
+        _ => Some("fan"),
+    }
 }
 
 /// Submit a job on the first node that only the nodes tagged `tag` can run,
