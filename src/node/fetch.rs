@@ -364,10 +364,12 @@ impl Inner {
                     to_holders -= 1;
                 }
                 stored.extend(done.got);
-                later.extend(done.again.map(|r| {
-                    let wait = ASK_AGAIN * r.asked.min(MAX_ASK_AGAIN_STEPS) as u32;
-                    (Instant::now() + wait, r)
-                }));
+                if let Some(r) = done.again {
+                    // Kept in order of when each is due.
+                    let due = Instant::now() + ASK_AGAIN * r.asked.min(MAX_ASK_AGAIN_STEPS) as u32;
+                    let k = later.partition_point(|(t, _)| *t <= due);
+                    later.insert(k, (due, r));
+                }
             }
         }
     }
@@ -420,6 +422,9 @@ impl Inner {
         } else {
             vec![pick]
         };
+        for p in &order {
+            patience.asking(*p);
+        }
         let got = self.fetch_batch(&req.batch, &order, into).await;
         if !got.is_empty() {
             for p in &order {
@@ -722,16 +727,26 @@ struct Done {
     from_holders: bool,
 }
 
-/// When each fetcher a fetch waits for last served it something (or was
-/// first waited for), to stop waiting for one that has stalled or gone.
+/// When each fetcher a fetch asked last served it something (or was
+/// first asked), to stop waiting for one that has stalled or gone.
 #[derive(Default)]
 struct Patience(std::sync::Mutex<HashMap<PeerId, std::time::Instant>>);
 
 impl Patience {
+    /// Whether `peer` is still waited for: not asked yet, or it served
+    /// something (or was first asked) less than [`FETCHER_PATIENCE`] ago.
     fn still_waits_for(&self, peer: PeerId) -> bool {
-        let now = std::time::Instant::now();
-        let since = *lock(&self.0).entry(peer).or_insert(now);
-        now.duration_since(since) < FETCHER_PATIENCE
+        lock(&self.0)
+            .get(&peer)
+            .is_none_or(|since| since.elapsed() < FETCHER_PATIENCE)
+    }
+
+    /// A request to `peer` is being made: its patience starts, if it has
+    /// not already.
+    fn asking(&self, peer: PeerId) {
+        lock(&self.0)
+            .entry(peer)
+            .or_insert_with(std::time::Instant::now);
     }
 
     /// A request to `peer` (alone or with another) got something.
@@ -976,6 +991,28 @@ mod tests {
         let two = sweep(vec![0, 8]);
         assert_eq!(two.reach(2), 2);
         assert_eq!(passed_before(2, &two, &sweeps), vec![a]);
+    }
+
+    #[test]
+    fn a_fetcher_is_waited_for_from_the_first_ask_until_it_serves_nothing() {
+        let (p, q) = (PeerId::random(), PeerId::random());
+        let patience = Patience::default();
+        // Seen long ago but never asked: still waited for.
+        assert!(patience.still_waits_for(p));
+        patience.asking(p);
+        assert!(patience.still_waits_for(p));
+        // Asked, and nothing since for longer than the patience.
+        let Some(long_ago) = std::time::Instant::now().checked_sub(FETCHER_PATIENCE * 2) else {
+            return; // a clock that began less than 20 s ago
+        };
+        lock(&patience.0).insert(p, long_ago);
+        assert!(!patience.still_waits_for(p));
+        // Asking again does not restart it; serving does.
+        patience.asking(p);
+        assert!(!patience.still_waits_for(p));
+        patience.served(p);
+        assert!(patience.still_waits_for(p));
+        assert!(patience.still_waits_for(q));
     }
 
     #[test]
