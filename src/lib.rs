@@ -23,6 +23,8 @@
 //! - [`swarm`] — libp2p: transport, discovery, gossip, requests; bytes only.
 //! - [`cli`] — the `swarm` commands, talking to a node over its HTTP API.
 //! - [`codec`], [`hash`] — the one binary encoding and the one hash type.
+//! - [`netlab`] — hosts in network namespaces on one machine, for the
+//!   tests and benchmarks that need a real network between nodes.
 //!
 //! `ledger`, `store` and `render` know nothing of each other or of the
 //! network; `node` is the only place where they meet. Learn the system from
@@ -35,6 +37,7 @@ pub mod codec;
 mod fuzz_seeds;
 pub mod hash;
 pub mod ledger;
+pub mod netlab;
 pub mod node;
 pub mod render;
 pub mod store;

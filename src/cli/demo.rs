@@ -40,13 +40,7 @@ pub struct DemoArgs {
 }
 
 pub async fn run(args: DemoArgs) -> Result<i32> {
-    if args.nodes == 0 || args.nodes > 32 {
-        return Err(BadInput(format!(
-            "--nodes must be between 1 and 32, not {}",
-            args.nodes
-        ))
-        .into());
-    }
+    BadInput::check_range("--nodes", args.nodes, 1, 32)?;
     let frames: FrameRange = args
         .frames
         .parse()

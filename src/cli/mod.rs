@@ -31,6 +31,22 @@ pub use client::Api;
 #[error("{0}")]
 pub struct BadInput(pub String);
 
+impl BadInput {
+    /// `value` of option `flag` (`--nodes`) unless it is outside
+    /// `low..=high`, which is said with the range.
+    pub fn check_range<T>(flag: &str, value: T, low: T, high: T) -> Result<T, BadInput>
+    where
+        T: PartialOrd + std::fmt::Display,
+    {
+        if value < low || value > high {
+            return Err(BadInput(format!(
+                "{flag} must be between {low} and {high}, not {value}"
+            )));
+        }
+        Ok(value)
+    }
+}
+
 /// `swarm --version`: the crate version and the commit it was built from
 /// (stamped by build.rs).
 pub const VERSION: &str = concat!(

@@ -232,13 +232,7 @@ pub fn config(args: &NodeArgs) -> Result<NodeConfig> {
         .into());
     }
     cfg.slots = args.slots.or(file.slots).unwrap_or(1);
-    if cfg.slots == 0 || cfg.slots > 256 {
-        return Err(BadInput(format!(
-            "--slots must be between 1 and 256, not {}",
-            cfg.slots
-        ))
-        .into());
-    }
+    BadInput::check_range("--slots", cfg.slots, 1, 256)?;
     gpu_config(args, &file, &mut cfg)?;
     cache_config(args, &file, &mut cfg)?;
     cfg.engines = engine_config(args, &file)?;
@@ -271,12 +265,7 @@ fn gpu_config(args: &NodeArgs, file: &FileConfig, cfg: &mut NodeConfig) -> Resul
     let Some(per) = args.slots_per_gpu.or(file.slots_per_gpu) else {
         return Ok(());
     };
-    if per == 0 || per > 16 {
-        return Err(BadInput(format!(
-            "--slots-per-gpu must be between 1 and 16, not {per}"
-        ))
-        .into());
-    }
+    BadInput::check_range("--slots-per-gpu", per, 1, 16)?;
     cfg.gpu_slots = gpus
         .iter()
         .filter(|g| !g.backends().is_empty())

@@ -301,6 +301,7 @@ impl Inner {
         // Requests the fetchers could not answer yet, and when to ask again.
         let mut later: VecDeque<(Instant, Request)> = VecDeque::new();
         let patience = Patience::default();
+        let mut fetchers_known = HashMap::new();
         let mut in_flight = FuturesUnordered::new();
         let mut to_holders = 0;
         let mut stored = Vec::new();
@@ -309,7 +310,7 @@ impl Inner {
         // takes no more of the holders' slots than it would beside them.
         let alone_from = Instant::now() + FIND_FETCHERS;
         loop {
-            let mut sweeps = self.fetcher_sweeps(blob, n);
+            let mut sweeps = self.fetcher_sweeps(blob, n, &mut fetchers_known);
             sweeps.retain(|(p, _)| patience.still_waits_for(*p));
             let sharing =
                 !sweeps.is_empty() || (n >= SHARE_FROM_CHUNKS && Instant::now() < alone_from);
@@ -450,22 +451,37 @@ impl Inner {
     }
 
     /// The connected peers fetching `blob` (a list of `n` chunks), each
-    /// with its sweep.
-    fn fetcher_sweeps(&self, blob: Hash, n: usize) -> Vec<(PeerId, Sweep)> {
+    /// with its sweep. `known` keeps each fetcher's peer id and sweep for
+    /// the life of the fetch: both are fixed, and asked for after every
+    /// finished request.
+    fn fetcher_sweeps(
+        &self,
+        blob: Hash,
+        n: usize,
+        known: &mut HashMap<NodeId, (PeerId, Sweep)>,
+    ) -> Vec<(PeerId, Sweep)> {
         let fetchers = lock(&self.peers).fetchers(blob, std::time::Instant::now());
         if fetchers.is_empty() {
             return Vec::new();
         }
         let connected = lock(&self.connected);
-        fetchers
-            .iter()
-            .filter_map(|node| {
-                let p = PeerId::from_str(node.as_str()).ok()?;
-                connected
-                    .contains(&p)
-                    .then(|| (p, Sweep::of(node.as_str(), blob, n)))
-            })
-            .collect()
+        let mut sweeps = Vec::with_capacity(fetchers.len());
+        for node in fetchers {
+            let (p, sweep) = match known.get(&node) {
+                Some(k) => k,
+                None => {
+                    let Ok(p) = PeerId::from_str(node.as_str()) else {
+                        continue;
+                    };
+                    let sweep = Sweep::of(node.as_str(), blob, n);
+                    known.entry(node).or_insert((p, sweep))
+                }
+            };
+            if connected.contains(p) {
+                sweeps.push((*p, sweep.clone()));
+            }
+        }
+        sweeps
     }
 
     /// Ask providers in turn for a batch until every chunk is stored;
@@ -582,12 +598,11 @@ impl Inner {
                     tracing::debug!("synced blob {} in {:?}", blob.short(12), began.elapsed());
                     inner.hold_blob(blob);
                 }
-                Ok(false) => {
+                unheld => {
                     lock(&inner.fetches_shared).remove(&blob);
-                }
-                Err(e) => {
-                    lock(&inner.fetches_shared).remove(&blob);
-                    tracing::warn!("making blob {} durable: {e}", blob.short(12));
+                    if let Err(e) = unheld {
+                        tracing::warn!("making blob {} durable: {e}", blob.short(12));
+                    }
                 }
             }
         });

@@ -22,7 +22,7 @@ fn quick_bench_reports_every_figure_as_json_and_markdown() {
         "--write",
     ])
     .arg(&md);
-    let lab = can_build_a_lab();
+    let lab = lab_or_skip(&["ip", "tc"], "the links benchmark");
     let groups = if blender.is_some() {
         "farm,transfer,links,footprint,blender"
     } else {
@@ -94,27 +94,6 @@ fn quick_bench_reports_every_figure_as_json_and_markdown() {
 }
 
 const LINKS: &str = "6 one node to seven over shaped links, vs one to one";
-
-/// Whether the `links` group can build its network namespaces here (root,
-/// `ip` and `tc`); under `CI=true` it must.
-fn can_build_a_lab() -> bool {
-    // SAFETY: geteuid takes nothing and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    let tools = ["ip", "tc"].iter().all(|t| {
-        Command::new(t)
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !(root && tools) {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but the links benchmark needs root, `ip` and `tc` (iproute2)"
-        );
-        eprintln!("note: not root or no iproute2; the links benchmark is checked as not run");
-    }
-    root && tools
-}
 
 #[test]
 fn bench_refuses_an_unknown_group() {

@@ -476,6 +476,20 @@ pub fn blender_or_skip() -> Option<PathBuf> {
     found
 }
 
+/// Whether network namespaces can be built here (root and `tools`) for
+/// `what`; under `CI=true` they must, and a machine that cannot fails.
+pub fn lab_or_skip(tools: &[&str], what: &str) -> bool {
+    let Some(why) = renderswarm::netlab::unavailable(tools) else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but {what} cannot run: {why}"
+    );
+    eprintln!("note: {what} is not run here: {why}");
+    false
+}
+
 /// Build a small Cycles scene (64x48, 4 samples, denoising off because
 /// Debian's Blender lacks OpenImageDenoise, an animated cube, frames 1-3).
 pub fn make_blend(blender: &Path, path: &Path) {

@@ -19,179 +19,32 @@
 //! Needs root (CI runs as root) and `ip` from iproute2; under `CI=true` a
 //! missing one fails the test instead of skipping it.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
+use renderswarm::netlab::{Addressing, Host, Lab};
 use renderswarm::node::views::JobView;
 
 const TOKEN: &str = "netns-test-token";
 
-/// The test's hosts and switch, removed when dropped.
-struct Lab {
-    prefix: String,
-    hosts: Vec<Host>,
+/// Two bridges joined by a trunk (`trunk1`), hosts on bridge `sides[i]`
+/// each.
+fn build_lab(sides: &[usize]) -> Lab {
+    let at = Addressing {
+        tag: "rs",
+        data: 213,
+        mgmt: 214,
+    };
+    let mut lab = Lab::new(at, 2).expect("build the lab's switch");
+    for side in sides {
+        lab.add_host(*side, None).expect("add a host to the lab");
+    }
+    lab
 }
 
-struct Host {
-    /// Its network namespace.
-    ns: String,
-    /// Where it listens for peers (on the bridge).
-    data_ip: String,
-    /// Where its API listens (the management link).
-    api_ip: String,
-    /// Its cable: the veth end plugged into the bridge, in the switch.
-    cable: String,
-}
-
-/// Run `ip ARGS`, failing the test with what it printed.
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Lab {
-    /// Hosts on bridge `sides[i]` (0 or 1) each; the two bridges are joined
-    /// by the trunk.
-    fn new(sides: &[usize]) -> Lab {
-        let prefix = format!("rs{}", std::process::id() % 100_000);
-        let sw = format!("{prefix}sw");
-        let mut lab = Lab {
-            prefix: prefix.clone(),
-            hosts: Vec::new(),
-        };
-        ip(&["netns", "add", &sw]);
-        ip(&["-n", &sw, "link", "set", "lo", "up"]);
-        for br in ["br0", "br1"] {
-            // Snooping off: mDNS's multicast is flooded to every port.
-            ip(&[
-                "-n",
-                &sw,
-                "link",
-                "add",
-                br,
-                "type",
-                "bridge",
-                "mcast_snooping",
-                "0",
-            ]);
-            ip(&["-n", &sw, "link", "set", br, "up"]);
-        }
-        ip(&[
-            "-n", &sw, "link", "add", "trunk0", "type", "veth", "peer", "name", "trunk1",
-        ]);
-        ip(&["-n", &sw, "link", "set", "trunk0", "master", "br0", "up"]);
-        ip(&["-n", &sw, "link", "set", "trunk1", "master", "br1", "up"]);
-        for (i, side) in sides.iter().enumerate() {
-            lab.hosts.push(add_host(&prefix, &sw, i, *side));
-        }
-        lab
-    }
-
-    fn switch(&self) -> String {
-        format!("{}sw", self.prefix)
-    }
-
-    /// Set a link in the switch down (`up` false) or up again.
-    fn set_link(&self, link: &str, up: bool) {
-        let state = if up { "up" } else { "down" };
-        ip(&["-n", &self.switch(), "link", "set", link, state]);
-    }
-}
-
-/// Host `i`: a namespace with a cable into bridge `side` and a management
-/// link to the test.
-fn add_host(prefix: &str, sw: &str, i: usize, side: usize) -> Host {
-    let ns = format!("{prefix}n{i}");
-    let cable = format!("h{i}");
-    let data_ip = format!("10.213.0.{}", 10 + i);
-    let mgmt = format!("{prefix}m{i}");
-    let api_ip = format!("10.214.{i}.2");
-    ip(&["netns", "add", &ns]);
-    ip(&["-n", &ns, "link", "set", "lo", "up"]);
-    ip(&[
-        "-n", sw, "link", "add", &cable, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-    ]);
-    ip(&[
-        "-n",
-        sw,
-        "link",
-        "set",
-        &cable,
-        "master",
-        &format!("br{side}"),
-        "up",
-    ]);
-    ip(&[
-        "-n",
-        &ns,
-        "addr",
-        "add",
-        &format!("{data_ip}/24"),
-        "dev",
-        "eth0",
-    ]);
-    ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-    // mDNS sends to 224.0.0.251: multicast leaves by the cable.
-    ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
-    ip(&[
-        "link", "add", &mgmt, "type", "veth", "peer", "name", "mg0", "netns", &ns,
-    ]);
-    ip(&["addr", "add", &format!("10.214.{i}.1/30"), "dev", &mgmt]);
-    ip(&["link", "set", &mgmt, "up"]);
-    ip(&[
-        "-n",
-        &ns,
-        "addr",
-        "add",
-        &format!("{api_ip}/30"),
-        "dev",
-        "mg0",
-    ]);
-    ip(&["-n", &ns, "link", "set", "mg0", "up"]);
-    Host {
-        ns,
-        data_ip,
-        api_ip,
-        cable,
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // Deleting a namespace deletes its veth ends, and so their peers.
-        for ns in self
-            .hosts
-            .iter()
-            .map(|h| h.ns.clone())
-            .chain([self.switch()])
-        {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        }
-    }
-}
-
-/// Whether this test can make namespaces (root and `ip`); under `CI=true`
-/// it must.
-fn root_with_ip_or_skip() -> bool {
-    let root = unsafe { libc::geteuid() } == 0;
-    let has_ip = Command::new("ip")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !(root && has_ip) {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but the network-namespace test needs root and `ip` (iproute2)"
-        );
-        eprintln!("note: not root or no `ip`; skipping the network-namespace test");
-    }
-    root && has_ip
+/// Pull (`up` false) or plug back a cable of the lab's switch.
+fn set_link(lab: &Lab, link: &str, up: bool) {
+    lab.set_link(link, up).expect("set a link of the lab");
 }
 
 /// Start a node inside `host`'s namespace, finding its peers by mDNS only.
@@ -289,10 +142,10 @@ fn task_states(view: &JobView) -> Vec<String> {
 
 #[test]
 fn partitions_across_network_namespaces_heal_and_replays_change_nothing() {
-    if !root_with_ip_or_skip() {
+    if !lab_or_skip(&["ip"], "the network-namespace test") {
         return;
     }
-    let lab = Lab::new(&[0, 0, 1, 1]);
+    let lab = build_lab(&[0, 0, 1, 1]);
     let tmp = tempfile::tempdir().unwrap();
     let replay: Vec<_> = (0..4)
         .map(|i| tmp.path().join(format!("replay{i}")))
@@ -321,7 +174,7 @@ fn partitions_across_network_namespaces_heal_and_replays_change_nothing() {
         "sleepy",
     ]);
     wait_every_node_rendered(&nodes, &job.id);
-    lab.set_link("trunk0", false);
+    set_link(&lab, "trunk1", false);
     let cut = Instant::now();
     wait_sees(&all, &all, 2, "each half sees only itself");
     println!(
@@ -329,7 +182,7 @@ fn partitions_across_network_namespaces_heal_and_replays_change_nothing() {
         cut.elapsed().as_secs_f64()
     );
     wait_progress(&all, &job.id, 4, "both halves render during the cut");
-    lab.set_link("trunk0", true);
+    set_link(&lab, "trunk1", true);
     let healed = Instant::now();
     wait_done_and_converged(&nodes, &job.id);
     let done = nodes[3].job(&job.id);
@@ -352,14 +205,14 @@ fn partitions_across_network_namespaces_heal_and_replays_change_nothing() {
         "sleepy",
     ]);
     nodes[3].wait_job(&long.id, "host3 has the job", |j| j.frames_done >= 1);
-    lab.set_link(&lab.hosts[3].cable, false);
+    set_link(&lab, &lab.hosts[3].cable, false);
     let cut = Instant::now();
     wait_sees(&[&nodes[3]], &all, 1, "host3 is alone");
     wait_sees(&all[..3], &all, 3, "the others lose host3");
     wait_progress(&all, &long.id, 3, "both sides render during the long cut");
     let cache = Duration::from_secs(65);
     std::thread::sleep(cache.saturating_sub(cut.elapsed()));
-    lab.set_link(&lab.hosts[3].cable, true);
+    set_link(&lab, &lab.hosts[3].cable, true);
     let healed = Instant::now();
     wait_sees(&all, &all, 4, "host3 is back");
     wait_done_and_converged(&nodes, &long.id);

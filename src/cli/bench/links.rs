@@ -15,25 +15,26 @@
 //! instead of a figure.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use super::transfer::{NOOP_ENGINE, fan_out, transfer_tags};
 use super::{Ctx, Row, Target};
 use crate::cli::local_swarm::{LocalNode, NodeSpec, wait_alive};
+use crate::netlab::{self, Addressing, Lab};
 
 const BENCH: &str = "6 one node to seven over shaped links, vs one to one";
 const TOKEN: &str = "renderswarm-bench-links";
 
 pub(super) async fn run(ctx: &Ctx, mib: u64, mbit: u32) -> Result<Vec<Row>> {
     let (n, mib) = if ctx.quick { (3, mib.min(8)) } else { (8, mib) };
-    if let Err(why) = can_build_a_lab() {
+    if let Some(why) = netlab::unavailable(&["ip", "tc"]) {
+        let why = format!("not run: {why}");
         return Ok(vec![Row::not_run(BENCH, "ratio", Target::AtMost(1.5), why)]);
     }
     eprintln!("links: {n} nodes in network namespaces, {mbit} Mbit/s links…");
-    let lab = Lab::new(n, mbit)?;
+    let lab = build_lab(n, mbit)?;
     let dir = ctx.base.join("links");
     std::fs::create_dir_all(&dir)?;
     let nodes = start_nodes(&lab, &dir, &ctx.key).await?;
@@ -50,24 +51,6 @@ pub(super) async fn run(ctx: &Ctx, mib: u64, mbit: u32) -> Result<Vec<Row>> {
             fan.detail()
         ),
     )])
-}
-
-/// Why a lab cannot be built here, if it cannot.
-fn can_build_a_lab() -> Result<(), String> {
-    // SAFETY: geteuid takes nothing and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("not run: building network namespaces needs root".into());
-    }
-    for tool in ["ip", "tc"] {
-        let ok = Command::new(tool)
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            return Err(format!("not run: `{tool}` (iproute2) is not installed"));
-        }
-    }
-    Ok(())
 }
 
 /// The nodes, one per host; the first is the source.
@@ -99,118 +82,16 @@ async fn start_nodes(lab: &Lab, dir: &Path, key: &Path) -> Result<Vec<LocalNode>
     Ok(nodes)
 }
 
-/// Hosts on one bridge, removed when dropped.
-struct Lab {
-    prefix: String,
-    hosts: Vec<Host>,
-}
-
-struct Host {
-    ns: String,
-    /// Where it listens for peers (on the bridge).
-    data_ip: String,
-    /// Where its API listens (its management link).
-    api_ip: String,
-}
-
-impl Lab {
-    fn new(n: usize, mbit: u32) -> Result<Lab> {
-        let prefix = format!("rsb{}", std::process::id() % 100_000);
-        let mut lab = Lab {
-            prefix,
-            hosts: Vec::new(),
-        };
-        let sw = lab.switch();
-        ip(&["netns", "add", &sw])?;
-        ip(&["-n", &sw, "link", "set", "lo", "up"])?;
-        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &sw, "link", "set", "br0", "up"])?;
-        for i in 0..n {
-            let host = lab.add_host(i, mbit)?;
-            lab.hosts.push(host);
-        }
-        Ok(lab)
+/// `n` hosts on one bridge, every cable shaped to `mbit`.
+fn build_lab(n: usize, mbit: u32) -> Result<Lab> {
+    let at = Addressing {
+        tag: "rsb",
+        data: 215,
+        mgmt: 216,
+    };
+    let mut lab = Lab::new(at, 1)?;
+    for _ in 0..n {
+        lab.add_host(0, Some(mbit))?;
     }
-
-    fn switch(&self) -> String {
-        format!("{}sw", self.prefix)
-    }
-
-    /// Host `i`: a namespace cabled to the bridge, the cable shaped both
-    /// ways, and a management link to this namespace.
-    fn add_host(&self, i: usize, mbit: u32) -> Result<Host> {
-        let sw = self.switch();
-        let ns = format!("{}n{i}", self.prefix);
-        let cable = format!("c{i}");
-        let mgmt = format!("{}m{i}", self.prefix);
-        let host = Host {
-            ns: ns.clone(),
-            data_ip: format!("10.215.0.{}", 10 + i),
-            api_ip: format!("10.216.{i}.2"),
-        };
-        ip(&["netns", "add", &ns])?;
-        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        ip(&[
-            "-n", &sw, "link", "add", &cable, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-        ])?;
-        ip(&["-n", &sw, "link", "set", &cable, "master", "br0", "up"])?;
-        let data = format!("{}/24", host.data_ip);
-        ip(&["-n", &ns, "addr", "add", &data, "dev", "eth0"])?;
-        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-        // Upload: what leaves the host; download: what the switch sends it.
-        shape(&ns, "eth0", mbit)?;
-        shape(&sw, &cable, mbit)?;
-        ip(&[
-            "link", "add", &mgmt, "type", "veth", "peer", "name", "mg0", "netns", &ns,
-        ])?;
-        ip(&["addr", "add", &format!("10.216.{i}.1/30"), "dev", &mgmt])?;
-        ip(&["link", "set", &mgmt, "up"])?;
-        let api = format!("{}/30", host.api_ip);
-        ip(&["-n", &ns, "addr", "add", &api, "dev", "mg0"])?;
-        ip(&["-n", &ns, "link", "set", "mg0", "up"])?;
-        Ok(host)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // Deleting a namespace deletes its veth ends, and so their peers.
-        for ns in self
-            .hosts
-            .iter()
-            .map(|h| h.ns.clone())
-            .chain([self.switch()])
-        {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-        }
-    }
-}
-
-/// Limit what leaves `dev` in namespace `ns` to `mbit` Mbit/s.
-fn shape(ns: &str, dev: &str, mbit: u32) -> Result<()> {
-    let rate = format!("{mbit}mbit");
-    tool(
-        "tc",
-        &[
-            "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", &rate, "burst", "128kb",
-            "latency", "50ms",
-        ],
-    )
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    tool("ip", args)
-}
-
-/// Run `name ARGS`, failing with what it printed.
-fn tool(name: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new(name).args(args).output()?;
-    if !out.status.success() {
-        bail!(
-            "{name} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    Ok(lab)
 }

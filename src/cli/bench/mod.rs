@@ -169,27 +169,9 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
             .into());
         }
     }
-    if args.transfer_mib == 0 || args.transfer_mib > 16 * 1024 {
-        return Err(BadInput(format!(
-            "--transfer-mib must be between 1 and 16384, not {}",
-            args.transfer_mib
-        ))
-        .into());
-    }
-    if args.link_mbit == 0 || args.link_mbit > 100_000 {
-        return Err(BadInput(format!(
-            "--link-mbit must be between 1 and 100000, not {}",
-            args.link_mbit
-        ))
-        .into());
-    }
-    if args.link_mib == 0 || args.link_mib > 16 * 1024 {
-        return Err(BadInput(format!(
-            "--link-mib must be between 1 and 16384, not {}",
-            args.link_mib
-        ))
-        .into());
-    }
+    BadInput::check_range("--transfer-mib", args.transfer_mib, 1, 16 * 1024)?;
+    BadInput::check_range("--link-mbit", args.link_mbit, 1, 100_000)?;
+    BadInput::check_range("--link-mib", args.link_mib, 1, 16 * 1024)?;
     let want = |g: &str| args.only.is_empty() || args.only.iter().any(|o| o == g);
     let base = std::env::temp_dir().join(format!("renderswarm-bench-{}", std::process::id()));
     std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
