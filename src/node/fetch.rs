@@ -504,6 +504,7 @@ impl Inner {
             let req = wire::encode(&ChunkRequest {
                 hashes: left.clone(),
             });
+            let asked_at = std::time::Instant::now();
             let Ok(reply) = net.client.request(*peer, wire::PROTO_CHUNK, req).await else {
                 continue;
             };
@@ -514,6 +515,14 @@ impl Inner {
                     continue;
                 }
             };
+            tracing::trace!(
+                %peer,
+                asked = left.len(),
+                got = ok.len(),
+                ms = asked_at.elapsed().as_millis() as u64,
+                first = %left[0].short(8),
+                "chunk request"
+            );
             if bad > 0 {
                 self.bad_peer(*peer, &format!("{bad} chunk(s) with wrong bytes"));
             }
@@ -777,11 +786,18 @@ impl Patience {
 /// that each fetcher takes from the holders first more evenly than one
 /// would: with one, a node whose front is far from the next node's has a
 /// large part to fetch and then to serve to everyone.
+///
+/// Two nodes' fronts can begin at the same chunk (among 28 fronts on a
+/// list of 60 chunks, several pairs do): then neither reaches that stretch
+/// first, and both would take it from the holders. `tie`, from the same
+/// hash, says which of them goes first.
 #[derive(Clone, Debug, PartialEq)]
 struct Sweep {
     n: usize,
     /// Where the fronts begin, ascending.
     fronts: Vec<usize>,
+    /// Of two sweeps that reach a chunk at once, the lower goes first.
+    tie: u64,
 }
 
 /// Fronts per sweep.
@@ -792,20 +808,30 @@ impl Sweep {
         let mut h = blake3::Hasher::new();
         h.update(node.as_bytes());
         h.update(&blob.0);
-        let bytes = h.finalize();
-        let mut fronts: Vec<usize> = bytes.as_bytes()[..SWEEP_FRONTS * 8]
+        let mut words = [0u8; (SWEEP_FRONTS + 1) * 8];
+        h.finalize_xof().fill(&mut words);
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+        let (front_words, tie) = words.split_at(SWEEP_FRONTS * 8);
+        let mut fronts: Vec<usize> = front_words
             .chunks_exact(8)
-            .map(|b| {
-                let x = u64::from_le_bytes(b.try_into().unwrap_or_default());
-                ((x as u128 * n as u128) >> 64) as usize
-            })
+            .map(|b| ((word(b) as u128 * n as u128) >> 64) as usize)
             .collect();
         if n == 0 {
             fronts.clear();
         }
         fronts.sort_unstable();
         fronts.dedup();
-        Sweep { n, fronts }
+        Sweep {
+            n,
+            fronts,
+            tie: word(tie),
+        }
+    }
+
+    /// When chunk `at` is reached, for comparing with other sweeps: how
+    /// far the front that reaches it has gone by then, and the tie-break.
+    fn place(&self, at: usize) -> (usize, u64) {
+        (self.reach(at), self.tie)
     }
 
     /// How far the front that reaches chunk `at` has gone by then.
@@ -860,17 +886,17 @@ impl Sweep {
 
 /// Whether any of `sweeps` reached chunk `at` before `mine` does.
 fn anyone_before(at: usize, mine: &Sweep, sweeps: &[(PeerId, Sweep)]) -> bool {
-    let me = mine.reach(at);
-    sweeps.iter().any(|(_, s)| s.reach(at) < me)
+    let me = mine.place(at);
+    sweeps.iter().any(|(_, s)| s.place(at) < me)
 }
 
 /// Of `sweeps` (peers and their sweeps), those that reached chunk `at`
 /// before this node's sweep (`mine`) does, the first to reach it first.
 fn passed_before(at: usize, mine: &Sweep, sweeps: &[(PeerId, Sweep)]) -> Vec<PeerId> {
-    let me = mine.reach(at);
-    let mut ahead: Vec<(usize, PeerId)> = sweeps
+    let me = mine.place(at);
+    let mut ahead: Vec<((usize, u64), PeerId)> = sweeps
         .iter()
-        .map(|(p, sweep)| (sweep.reach(at), *p))
+        .map(|(p, sweep)| (sweep.place(at), *p))
         .filter(|&(d, _)| d < me)
         .collect();
     ahead.sort_by_key(|&(d, _)| d);
@@ -951,6 +977,7 @@ mod tests {
         let sweep = Sweep {
             n: 20,
             fronts: vec![3, 9, 15],
+            tie: 0,
         };
         let batches = sweep.batches(&want, 2);
         let ats: Vec<usize> = batches.iter().map(|(at, _)| *at).collect();
@@ -983,7 +1010,11 @@ mod tests {
     #[test]
     fn a_request_goes_to_the_fetchers_that_swept_past_it_before_this_node() {
         let (a, b) = (PeerId::random(), PeerId::random());
-        let sweep = |fronts: Vec<usize>| Sweep { n: 10, fronts };
+        let sweep = |fronts: Vec<usize>| Sweep {
+            n: 10,
+            fronts,
+            tie: 5,
+        };
         let sweeps = [(a, sweep(vec![1])), (b, sweep(vec![5]))];
         let me = sweep(vec![8]);
         // At 6, b has been there longest and this node has not; at 3, a
@@ -1006,6 +1037,26 @@ mod tests {
         let two = sweep(vec![0, 8]);
         assert_eq!(two.reach(2), 2);
         assert_eq!(passed_before(2, &two, &sweeps), vec![a]);
+    }
+
+    #[test]
+    fn of_two_sweeps_that_reach_a_chunk_at_once_exactly_one_goes_first() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let sweep = |tie| Sweep {
+            n: 10,
+            fronts: vec![2, 7],
+            tie,
+        };
+        let (low, high) = (sweep(1), sweep(9));
+        for at in 0..10 {
+            // The lower tie asks the holders; the other asks it.
+            assert!(passed_before(at, &low, &[(b, high.clone())]).is_empty());
+            assert_eq!(passed_before(at, &high, &[(a, low.clone())]), vec![a]);
+            assert!(anyone_before(at, &high, &[(a, low.clone())]));
+        }
+        // Sweeps of real nodes carry different ties.
+        let blob = Hash::of(b"scene");
+        assert_ne!(Sweep::of("a", blob, 60).tie, Sweep::of("b", blob, 60).tie);
     }
 
     #[test]
