@@ -24,8 +24,14 @@
 //! which other fetchers' sweeps passed those chunks before its own, and
 //! asks one of them instead of the holders; chunks it has not got yet are
 //! asked for again a moment later (of another), while the sweep goes on.
-//! No wire message changed for this but the heartbeat: a chunk request
-//! names chunks, and any node serves any chunk it has.
+//! While its fetch runs, a node serves each of its chunks to two peers
+//! and then answers "not here" (`sync::serve_chunks`): the peers it served
+//! serve the rest, as a tree, rather than the first fetcher to take a
+//! chunk from the holders serving it to every other fetcher (the fetchers'
+//! shares of the list differ by up to twice, and the largest was the
+//! bottleneck). A request that missed twice also asks the fetchers behind
+//! this node. No wire message changed for this but the heartbeat: a chunk
+//! request names chunks, and any node serves any chunk it has.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::str::FromStr;
@@ -42,6 +48,38 @@ use crate::codec::CodecError;
 use crate::hash::Hash;
 use crate::ledger::{JobRecord, NodeId};
 use crate::store::{Missing, StoreError, Unpacking};
+
+/// A shared fetch's chunks, in [`Inner::chunks_coming`] while it runs.
+struct Coming<'a> {
+    inner: &'a Inner,
+    want: &'a [Hash],
+}
+
+impl<'a> Coming<'a> {
+    fn new(inner: &'a Inner, want: &'a [Hash]) -> Coming<'a> {
+        let mut coming = lock(&inner.chunks_coming);
+        for h in want {
+            *coming.entry(*h).or_default() += 1;
+        }
+        Coming { inner, want }
+    }
+}
+
+impl Drop for Coming<'_> {
+    fn drop(&mut self) {
+        let mut coming = lock(&self.inner.chunks_coming);
+        let mut served = lock(&self.inner.served_while_fetching);
+        for h in self.want {
+            if let Some(k) = coming.get_mut(h) {
+                *k -= 1;
+                if *k == 0 {
+                    coming.remove(h);
+                    served.remove(h);
+                }
+            }
+        }
+    }
+}
 
 /// Unpacking a bundle while it is fetched.
 enum Unpack {
@@ -286,6 +324,7 @@ impl Inner {
             1
         };
         let n = want.len();
+        let _coming = (n >= SHARE_FROM_CHUNKS).then(|| Coming::new(self, want));
         let me = Sweep::of(self.id.as_str(), blob, n);
         let mut queue: VecDeque<Request> = me
             .batches(want, per_request)
@@ -336,6 +375,11 @@ impl Inner {
                     to_holders += 1;
                 }
                 let how = Ask {
+                    behind: sweeps
+                        .iter()
+                        .map(|(p, _)| *p)
+                        .filter(|p| !ahead.contains(p))
+                        .collect(),
                     ahead,
                     providers,
                     patience: &patience,
@@ -389,6 +433,7 @@ impl Inner {
     ) -> Done {
         let Ask {
             ahead,
+            behind,
             providers,
             patience,
             sharing,
@@ -418,11 +463,14 @@ impl Inner {
         let pick = ahead[(req.i + req.asked) % ahead.len()];
         // Asked before and missed: the first fetcher past it, which fetched
         // it from the holders, is asked next in the same turn.
-        let order = if req.asked > 0 && pick != ahead[0] {
+        let mut order = if req.asked > 0 && pick != ahead[0] {
             vec![pick, ahead[0]]
         } else {
             vec![pick]
         };
+        if req.asked > 1 {
+            order.extend(behind);
+        }
         for p in &order {
             patience.asking(*p);
         }
@@ -737,6 +785,8 @@ struct Request {
 struct Ask<'a> {
     /// Fetchers whose sweeps passed its chunks before this node's.
     ahead: Vec<PeerId>,
+    /// The other fetchers, asked when those ahead missed twice.
+    behind: Vec<PeerId>,
     providers: &'a Providers,
     patience: &'a Patience,
     /// Whether other nodes fetch the blob too (or may: it just began).

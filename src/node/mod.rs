@@ -135,6 +135,12 @@ pub(crate) struct Inner {
     /// Large fetches under way, advertised in heartbeats (their chunks so
     /// far are served to peers fetching the same blob).
     pub fetches_shared: Mutex<BTreeSet<crate::hash::Hash>>,
+    /// The chunks of this node's shared fetches while they run, with how
+    /// many fetches want each.
+    pub chunks_coming: Mutex<HashMap<crate::hash::Hash, u32>>,
+    /// How many peers each chunk of a shared fetch has been served to
+    /// while the fetch runs (see `sync::serve_chunks`).
+    pub served_while_fetching: Mutex<HashMap<crate::hash::Hash, u32>>,
     /// One fetch per blob at a time.
     pub fetch_locks: Mutex<HashMap<crate::hash::Hash, Arc<tokio::sync::Mutex<()>>>>,
     /// Alert claims this node holds (alert, epoch), for its heartbeats.
@@ -200,6 +206,8 @@ impl Node {
             metrics: metrics::Metrics::default(),
             fetch_locks: Mutex::new(HashMap::new()),
             fetches_shared: Mutex::new(BTreeSet::new()),
+            chunks_coming: Mutex::new(HashMap::new()),
+            served_while_fetching: Mutex::new(HashMap::new()),
             held_blobs: Mutex::new(VecDeque::new()),
             complete_blobs: Mutex::new(Default::default()),
             syncing: Mutex::new(HashMap::new()),

@@ -8,7 +8,7 @@
 //! joined late, restarted, or sat on the other side of a partition converges.
 //! Large answers come in batches (`more`), so no message exceeds its limit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use libp2p::PeerId;
@@ -241,13 +241,16 @@ async fn serve_chunks(inner: &Arc<Inner>, from: PeerId, data: &[u8]) -> Option<V
             return None;
         }
     };
+    let withheld = withhold(inner, &req.hashes);
     let store = inner.store.clone();
     let (reply, sent) = tokio::task::spawn_blocking(move || {
         let mut budget = wire::CHUNK_REPLY_BUDGET;
         let lens: Vec<Option<usize>> = req
             .hashes
             .iter()
-            .map(|h| store.chunk_len(*h).map(|l| l as usize))
+            .zip(withheld)
+            .map(|(h, w)| (!w).then(|| store.chunk_len(*h)).flatten())
+            .map(|l| l.map(|l| l as usize))
             .collect();
         // Room for what is here, not the whole budget: most replies carry a
         // chunk or two, or manifests, or nothing.
@@ -280,4 +283,68 @@ async fn serve_chunks(inner: &Arc<Inner>, from: PeerId, data: &[u8]) -> Option<V
         .chunk_bytes_served
         .fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
     Some(reply)
+}
+
+/// Peers a chunk of a blob this node is still fetching is served to.
+const SERVE_WHILE_FETCHING: u32 = 2;
+
+/// Which of `hashes` to answer "not here" for: chunks of a blob this node
+/// is still fetching that it has served to [`SERVE_WHILE_FETCHING`] peers
+/// already. Those peers serve the others, as a tree: otherwise the first
+/// fetcher to take a chunk from the holders serves it to every other
+/// fetcher, and the one that took the most (fetchers' shares vary by 2x)
+/// is the farm's bottleneck.
+fn withhold(inner: &Inner, hashes: &[Hash]) -> Vec<bool> {
+    let coming = lock(&inner.chunks_coming);
+    let mut served = lock(&inner.served_while_fetching);
+    let here = |h: &Hash| inner.store.chunk_len(*h).is_some();
+    count_serving(&coming, &mut served, here, hashes)
+}
+
+/// [`withhold`]'s rule: each chunk of a fetch under way (in `coming`) and
+/// here is counted in `served` as it is asked for, and withheld past the
+/// limit.
+fn count_serving<V>(
+    coming: &HashMap<Hash, V>,
+    served: &mut HashMap<Hash, u32>,
+    here: impl Fn(&Hash) -> bool,
+    hashes: &[Hash],
+) -> Vec<bool> {
+    hashes
+        .iter()
+        .map(|h| {
+            if !coming.contains_key(h) || !here(h) {
+                return false;
+            }
+            let n = served.entry(*h).or_default();
+            *n += 1;
+            *n > SERVE_WHILE_FETCHING
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_still_being_fetched_is_served_to_two_peers_then_withheld() {
+        let [fetching, missing, held] = [b"a", b"b", b"c"].map(|b| Hash::of(b));
+        let coming: HashMap<Hash, u32> = [(fetching, 1), (missing, 1)].into();
+        let mut served = HashMap::new();
+        let here = |h: &Hash| *h != missing;
+        let ask = [fetching, missing, held];
+        let mut withheld = Vec::new();
+        for _ in 0..4 {
+            withheld.push(count_serving(&coming, &mut served, here, &ask));
+        }
+        // The first two askers get it; asks while it is not here yet and
+        // chunks of no fetch under way are not counted.
+        assert_eq!(withheld[0], [false, false, false]);
+        assert_eq!(withheld[1], [false, false, false]);
+        assert_eq!(withheld[2], [true, false, false]);
+        assert_eq!(withheld[3], [true, false, false]);
+        assert_eq!(served.get(&missing), None);
+        assert_eq!(served.get(&held), None);
+    }
 }
