@@ -295,25 +295,44 @@ const SERVE_WHILE_FETCHING: u32 = 2;
 /// fetcher, and the one that took the most (fetchers' shares vary by 2x)
 /// is the farm's bottleneck.
 fn withhold(inner: &Inner, hashes: &[Hash]) -> Vec<bool> {
-    let coming = lock(&inner.chunks_coming);
+    let coming = |c: &HashMap<Hash, u32>| -> Vec<bool> {
+        hashes.iter().map(|h| c.contains_key(h)).collect()
+    };
+    let was_coming = coming(&lock(&inner.chunks_coming));
+    if !was_coming.contains(&true) {
+        return was_coming;
+    }
+    // Looked up without the locks: a file's metadata each.
+    let here: Vec<bool> = hashes
+        .iter()
+        .zip(was_coming)
+        .map(|(h, c)| c && inner.store.chunk_len(*h).is_some())
+        .collect();
+    // In the order `Coming::drop` takes them; a fetch that ended meanwhile
+    // leaves no count behind.
+    let still_coming = lock(&inner.chunks_coming);
     let mut served = lock(&inner.served_while_fetching);
-    let here = |h: &Hash| inner.store.chunk_len(*h).is_some();
-    count_serving(&coming, &mut served, here, hashes)
+    let countable: Vec<bool> = coming(&still_coming)
+        .into_iter()
+        .zip(here)
+        .map(|(c, h)| c && h)
+        .collect();
+    count_serving(&mut served, hashes, &countable)
 }
 
-/// [`withhold`]'s rule: each chunk of a fetch under way (in `coming`) and
-/// here is counted in `served` as it is asked for, and withheld past the
-/// limit.
-fn count_serving<V>(
-    coming: &HashMap<Hash, V>,
+/// [`withhold`]'s rule: each of `hashes` that is `countable` (here, and
+/// of a fetch under way) is counted in `served` as it is asked for, and
+/// withheld past the limit.
+fn count_serving(
     served: &mut HashMap<Hash, u32>,
-    here: impl Fn(&Hash) -> bool,
     hashes: &[Hash],
+    countable: &[bool],
 ) -> Vec<bool> {
     hashes
         .iter()
-        .map(|h| {
-            if !coming.contains_key(h) || !here(h) {
+        .zip(countable)
+        .map(|(h, &c)| {
+            if !c {
                 return false;
             }
             let n = served.entry(*h).or_default();
@@ -329,22 +348,18 @@ mod tests {
 
     #[test]
     fn a_chunk_still_being_fetched_is_served_to_two_peers_then_withheld() {
-        let [fetching, missing, held] = [b"a", b"b", b"c"].map(|b| Hash::of(b));
-        let coming: HashMap<Hash, u32> = [(fetching, 1), (missing, 1)].into();
+        let [fetching, other] = [b"a", b"b"].map(|b| Hash::of(b));
         let mut served = HashMap::new();
-        let here = |h: &Hash| *h != missing;
-        let ask = [fetching, missing, held];
-        let mut withheld = Vec::new();
-        for _ in 0..4 {
-            withheld.push(count_serving(&coming, &mut served, here, &ask));
-        }
-        // The first two askers get it; asks while it is not here yet and
-        // chunks of no fetch under way are not counted.
-        assert_eq!(withheld[0], [false, false, false]);
-        assert_eq!(withheld[1], [false, false, false]);
-        assert_eq!(withheld[2], [true, false, false]);
-        assert_eq!(withheld[3], [true, false, false]);
-        assert_eq!(served.get(&missing), None);
-        assert_eq!(served.get(&held), None);
+        let ask = [fetching, other];
+        // `other` is not here yet, or of no fetch under way: not counted.
+        let countable = [true, false];
+        let withheld: Vec<Vec<bool>> = (0..4)
+            .map(|_| count_serving(&mut served, &ask, &countable))
+            .collect();
+        assert_eq!(withheld[0], [false, false]);
+        assert_eq!(withheld[1], [false, false]);
+        assert_eq!(withheld[2], [true, false]);
+        assert_eq!(withheld[3], [true, false]);
+        assert_eq!(served.get(&other), None);
     }
 }
