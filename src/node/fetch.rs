@@ -374,12 +374,15 @@ impl Inner {
                 if ahead.is_empty() {
                     to_holders += 1;
                 }
+                // Only a request that missed twice asks those behind.
+                let behind = if req.asked > 1 {
+                    let behind = sweeps.iter().map(|(p, _)| *p);
+                    behind.filter(|p| !ahead.contains(p)).collect()
+                } else {
+                    Vec::new()
+                };
                 let how = Ask {
-                    behind: sweeps
-                        .iter()
-                        .map(|(p, _)| *p)
-                        .filter(|p| !ahead.contains(p))
-                        .collect(),
+                    behind,
                     ahead,
                     providers,
                     patience: &patience,
