@@ -20,18 +20,19 @@
 //! begins), and each node sweeps the chunk list from a few fronts of its
 //! own (at chunks derived from a hash of its id and the blob, so every node
 //! knows where every other node's fronts are), so fetchers take different
-//! chunks from the holders first. For each request a fetcher works out
-//! which other fetchers' sweeps passed those chunks before its own, and
-//! asks one of them instead of the holders; chunks it has not got yet are
-//! asked for again a moment later (of another), while the sweep goes on.
+//! chunks from the holders first: its own part, which it asks the holders
+//! for before anything else. Each fetcher tells the others which chunks
+//! it has got as they come (`have.rs`), and a chunk that another fetcher's
+//! sweep passes first is asked of whoever told of it, once someone has
+//! (or, if no one does for a while, of a fetcher ahead anyway), never of
+//! the holders: the submitter's link is what a fan-out runs short of.
 //! While its fetch runs, a node serves each of its chunks to two peers
 //! and then answers "not here" (`sync::serve_chunks`): the peers it served
 //! serve the rest, as a tree, rather than the first fetcher to take a
 //! chunk from the holders serving it to every other fetcher (the fetchers'
 //! shares of the list differ by up to twice, and the largest was the
-//! bottleneck). A request that missed twice also asks the fetchers behind
-//! this node. No wire message changed for this but the heartbeat: a chunk
-//! request names chunks, and any node serves any chunk it has.
+//! bottleneck). Besides the heartbeat, the only message this adds is the
+//! tell: a chunk request names chunks, and any node serves any chunk it has.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::str::FromStr;
@@ -43,7 +44,7 @@ use libp2p::PeerId;
 use tokio::time::Instant;
 
 use super::wire::{self, ChunkRequest};
-use super::{Inner, lock};
+use super::{Inner, have, lock};
 use crate::codec::CodecError;
 use crate::hash::Hash;
 use crate::ledger::{JobRecord, NodeId};
@@ -75,6 +76,7 @@ impl Drop for Coming<'_> {
                 if *k == 0 {
                     coming.remove(h);
                     served.remove(h);
+                    self.inner.haves.forget(h);
                 }
             }
         }
@@ -92,6 +94,11 @@ enum Unpack {
 
 /// Chunk requests in flight for one blob.
 pub(crate) const IN_FLIGHT: usize = 8;
+/// Chunk requests in flight for one blob while other nodes fetch it too:
+/// one chunk each, and each as slow as the peer that serves it shares its
+/// link (a stream's window is 256 KiB, so a chunk takes several round
+/// trips on a loaded link).
+const IN_FLIGHT_WHILE_SHARING: usize = 16;
 /// Data chunks per request (chunks average 1 MiB).
 const DATA_CHUNKS_PER_REQUEST: usize = 2;
 /// Rounds of asking before giving up (each round fetches what it can).
@@ -99,17 +106,19 @@ const MAX_ROUNDS: usize = 16;
 /// How long a fetch waits for a fetcher of the same blob that serves it
 /// nothing before it takes those chunks from the holders instead.
 const FETCHER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
-/// Of [`IN_FLIGHT`], requests in flight to the holders (one chunk each)
-/// while other nodes fetch the same blob.
-const HOLDER_SLOTS_WHILE_SHARING: usize = 2;
+/// Of [`IN_FLIGHT_WHILE_SHARING`], requests in flight to the holders: one.
+/// Every fetcher shares the holders' link, so with two each (fourteen 1 MiB
+/// chunks at once from one submitter) all arrived together after a second,
+/// and nobody had anything to serve the others until then.
+const HOLDER_SLOTS_WHILE_SHARING: usize = 1;
 /// How long after its start a big fetch assumes that other nodes may be
 /// fetching the same blob, before it has heard of any.
 const FIND_FETCHERS: std::time::Duration = std::time::Duration::from_millis(200);
-/// When to ask fetchers again for chunks they did not have yet: this
-/// long after the first miss, twice as long after the second, and so on
-/// up to [`MAX_ASK_AGAIN_STEPS`] times as long.
-const ASK_AGAIN: std::time::Duration = std::time::Duration::from_millis(50);
-const MAX_ASK_AGAIN_STEPS: usize = 6;
+/// How long a request for chunks no peer has told of waits for one to
+/// (`have.rs`), before it asks a fetcher ahead anyway: at its first turn,
+/// and after each miss. Tells come in one round trip; this is for a tell
+/// that was lost.
+const WAIT_FOR_TELLING: std::time::Duration = std::time::Duration::from_secs(2);
 /// A fetch missing at least this many chunks is advertised while it runs
 /// (smaller ones, such as a frame's output, end before a heartbeat would
 /// tell anyone).
@@ -302,15 +311,14 @@ impl Inner {
     /// from this node's own starting point; returns the chunks stored. Each
     /// is also placed `into` the bundle being unpacked, if any.
     ///
-    /// While other nodes fetch the blob too, a request for chunks whose
-    /// sweep another fetcher passed first goes to such a fetcher, never to
-    /// the holders: the submitter's link is what a fan-out runs short of.
-    /// Chunks the fetcher has not got yet are asked again (of another
-    /// fetcher ahead) a moment later, and meanwhile the sweep goes on. A
-    /// fetcher that has served nothing for [`FETCHER_PATIENCE`] is waited for
-    /// no more. Requests to the holders then get only part of the slots, so
-    /// that this node's part of the blob, which only the holders have,
-    /// does not keep it from taking the rest from the other fetchers.
+    /// While other nodes fetch the blob too, requests are of one chunk, one
+    /// of them at a time to the holders, for this node's own part first; a
+    /// chunk whose sweep another fetcher passed first waits until a peer
+    /// tells of it, and is then asked of that peer (never of the holders:
+    /// the submitter's link is what a fan-out runs short of). Meanwhile the
+    /// sweep goes on, and this fetch tells the others what it got. A
+    /// fetcher that has served nothing for [`FETCHER_PATIENCE`] is waited
+    /// for no more.
     async fn fetch_chunks(
         self: &Arc<Self>,
         blob: Hash,
@@ -335,6 +343,7 @@ impl Inner {
                 at,
                 batch,
                 asked: 0,
+                waited: false,
             })
             .collect();
         // Requests the fetchers could not answer yet, and when to ask again.
@@ -348,30 +357,51 @@ impl Inner {
         // trip of their start (`share_fetch`): until then, a big fetch
         // takes no more of the holders' slots than it would beside them.
         let alone_from = Instant::now() + FIND_FETCHERS;
+        // What this fetch stored, told to the other fetchers.
+        let mut announce = (n >= SHARE_FROM_CHUNKS).then(have::Announce::new);
         loop {
+            let told_more = self.haves.came();
             let mut sweeps = self.fetcher_sweeps(blob, n, &mut fetchers_known);
             sweeps.retain(|(p, _)| patience.still_waits_for(*p));
+            let fetchers: Vec<PeerId> = sweeps.iter().map(|(p, _)| *p).collect();
+            if let Some(a) = &mut announce {
+                a.tell(self, &fetchers, false);
+            }
             let sharing =
                 !sweeps.is_empty() || (n >= SHARE_FROM_CHUNKS && Instant::now() < alone_from);
-            let holder_slots = if sharing {
-                HOLDER_SLOTS_WHILE_SHARING
+            let (slots, holder_slots) = if sharing {
+                (IN_FLIGHT_WHILE_SHARING, HOLDER_SLOTS_WHILE_SHARING)
             } else {
-                IN_FLIGHT
+                (IN_FLIGHT, IN_FLIGHT)
             };
-            while in_flight.len() < IN_FLIGHT {
-                let due = matches!(later.front(), Some((t, _)) if *t <= Instant::now());
-                let next = if due {
-                    later.pop_front().map(|(_, r)| r)
-                } else {
-                    // The first request of the sweep that has a slot.
-                    let fits = |r: &Request| {
-                        to_holders < holder_slots || anyone_before(r.at, &me, &sweeps)
+            while in_flight.len() < slots {
+                let holders_free = to_holders < holder_slots;
+                let next = self.next_request(&mut queue, &mut later, holders_free, &me, &sweeps);
+                let Some(mut req) = next else { break };
+                // While sharing, one chunk at a time: each fetcher has
+                // something to serve the others sooner, and a chunk comes
+                // from whoever told of it.
+                if sharing && req.batch.len() > 1 {
+                    let rest = Request {
+                        batch: req.batch.split_off(1),
+                        at: req.at + 1,
+                        ..req
                     };
-                    queue.iter().position(fits).and_then(|k| queue.remove(k))
-                };
-                let Some(req) = next else { break };
+                    queue.push_front(rest);
+                }
+                let tellers = self.haves.tellers(&req.batch, req.i + req.asked, 2);
                 let ahead = passed_before(req.at, &me, &sweeps);
-                if ahead.is_empty() {
+                // Chunks a fetcher ahead has not told of yet: it has most
+                // likely not got them. Asked for when it does, or if none
+                // does for a while (a have message lost).
+                if !ahead.is_empty() && tellers.is_empty() && !req.waited {
+                    req.waited = true;
+                    let due = Instant::now() + WAIT_FOR_TELLING;
+                    let k = later.partition_point(|(t, _)| *t <= due);
+                    later.insert(k, (due, req));
+                    continue;
+                }
+                if ahead.is_empty() && tellers.is_empty() {
                     to_holders += 1;
                 }
                 // Only a request that missed twice asks those behind.
@@ -382,39 +412,51 @@ impl Inner {
                     Vec::new()
                 };
                 let how = Ask {
+                    tellers,
                     behind,
                     ahead,
                     providers,
                     patience: &patience,
-                    sharing,
                 };
                 in_flight.push(self.request(req, how, into.clone()));
             }
-            if in_flight.is_empty() {
-                match later.front() {
-                    Some((due, _)) => tokio::time::sleep_until(*due).await,
-                    None if queue.is_empty() => return stored,
-                    None => {}
+            if in_flight.is_empty() && later.is_empty() && queue.is_empty() {
+                if let Some(a) = &mut announce {
+                    a.tell(self, &fetchers, true);
                 }
-                continue;
+                return stored;
             }
-            let wake = later.front().map(|(due, _)| *due);
-            let done = match wake {
-                // A slot is free and a request is waiting: take it when due.
-                Some(due) if in_flight.len() < IN_FLIGHT => tokio::select! {
-                    d = in_flight.next() => d,
-                    _ = tokio::time::sleep_until(due) => continue,
-                },
-                _ => in_flight.next().await,
+            // With a slot free and a request waiting, wake when it is due
+            // or when a peer tells of a chunk; wake to tell what came.
+            let slot_free = in_flight.len() < slots && !later.is_empty();
+            let wake = [
+                later.front().map(|(due, _)| *due).filter(|_| slot_free),
+                announce.as_ref().and_then(|a| a.due(&fetchers)),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let done = tokio::select! {
+                Some(d) = in_flight.next(), if !in_flight.is_empty() => d,
+                _ = sleep_until_some(wake), if wake.is_some() => continue,
+                _ = told_more, if slot_free => continue,
+                // Cannot be: a request waits in `later` whenever none is in
+                // flight. Whatever is missing, the next round asks for.
+                else => return stored,
             };
-            if let Some(done) = done {
+            {
                 if done.from_holders {
                     to_holders -= 1;
+                }
+                if let Some(a) = &mut announce {
+                    a.stored(&done.got);
                 }
                 stored.extend(done.got);
                 if let Some(r) = done.again {
                     // Kept in order of when each is due.
-                    let due = Instant::now() + ASK_AGAIN * r.asked.min(MAX_ASK_AGAIN_STEPS) as u32;
+                    // Missed: asked again when someone tells of it, or
+                    // after a while.
+                    let due = Instant::now() + WAIT_FOR_TELLING;
                     let k = later.partition_point(|(t, _)| *t <= due);
                     later.insert(k, (due, r));
                 }
@@ -422,57 +464,77 @@ impl Inner {
         }
     }
 
-    /// One request. With no fetcher `ahead` of this node, it goes to the
-    /// `providers` in turn. Otherwise to one of those fetchers, another
-    /// each time it is asked again; chunks that one has not got yet come
-    /// back to be asked again. Everyone who has a chunk serves it, so the
-    /// submitter sends it about once and no one fetcher serves its part of
-    /// the blob to all the others.
+    /// Which request of a fetch goes next, taken from the `queue` (the
+    /// sweep, in order) or from `later` (those to ask again): first this
+    /// node's own part of the sweep (the chunks no other fetcher takes from
+    /// the holders first), while the holders have a slot free; then a
+    /// request to ask again whose chunks a peer has told of; then one due;
+    /// then the sweep's first that has a slot.
+    fn next_request(
+        &self,
+        queue: &mut VecDeque<Request>,
+        later: &mut VecDeque<(Instant, Request)>,
+        holders_free: bool,
+        me: &Sweep,
+        sweeps: &[(PeerId, Sweep)],
+    ) -> Option<Request> {
+        let told = |r: &Request| self.haves.any_told(&r.batch);
+        let own = |r: &Request| !anyone_before(r.at, me, sweeps) && !told(r);
+        if holders_free && let Some(k) = queue.iter().position(own) {
+            return queue.remove(k);
+        }
+        if let Some(k) = later.iter().position(|(_, r)| told(r)) {
+            return later.remove(k).map(|(_, r)| r);
+        }
+        if matches!(later.front(), Some((t, _)) if *t <= Instant::now()) {
+            return later.pop_front().map(|(_, r)| r);
+        }
+        let fits = |r: &Request| holders_free || anyone_before(r.at, me, sweeps) || told(r);
+        let k = queue.iter().position(fits)?;
+        queue.remove(k)
+    }
+
+    /// One request. To the peers that told of its chunks, if any; else,
+    /// with no fetcher `ahead` of this node, to the `providers` in turn;
+    /// else to one of those fetchers, another each time it is asked again.
+    /// Chunks it did not get come back to be asked again. Everyone who has
+    /// a chunk serves it, so the submitter sends it about once and no one
+    /// fetcher serves its part of the blob to all the others.
     async fn request(
         self: &Arc<Self>,
-        mut req: Request,
+        req: Request,
         how: Ask<'_>,
         into: Option<Arc<Unpacking>>,
     ) -> Done {
         let Ask {
+            tellers,
             ahead,
             behind,
             providers,
             patience,
-            sharing,
         } = how;
-        if ahead.is_empty() {
-            // While sharing, one chunk at a time from the holders: each
-            // fetcher has something to serve the others sooner.
-            let rest = if sharing && req.batch.len() > 1 {
-                let rest = req.batch.split_off(1);
-                Some(Request {
-                    i: req.i,
-                    at: req.at + 1,
-                    batch: rest,
-                    asked: 0,
-                })
-            } else {
-                None
-            };
+        if ahead.is_empty() && tellers.is_empty() {
             let order = providers.order(req.i);
             let got = self.fetch_batch(&req.batch, &order, into).await;
             return Done {
                 got,
-                again: rest,
+                again: None,
                 from_holders: true,
             };
         }
-        let pick = ahead[(req.i + req.asked) % ahead.len()];
-        // Asked before and missed: the first fetcher past it, which fetched
-        // it from the holders, is asked next in the same turn.
-        let mut order = if req.asked > 0 && pick != ahead[0] {
-            vec![pick, ahead[0]]
-        } else {
-            vec![pick]
-        };
-        if req.asked > 1 {
-            order.extend(behind);
+        // The peers that told of its chunks; with none, a fetcher ahead,
+        // and when asked before and missed, the first fetcher past it,
+        // which fetched it from the holders, in the same turn.
+        let mut order = tellers;
+        if order.is_empty() {
+            let pick = ahead[(req.i + req.asked) % ahead.len()];
+            order.push(pick);
+            if req.asked > 0 && pick != ahead[0] {
+                order.push(ahead[0]);
+            }
+            if req.asked > 1 {
+                order.extend(behind);
+            }
         }
         for p in &order {
             patience.asking(*p);
@@ -578,6 +640,7 @@ impl Inner {
                 self.bad_peer(*peer, &format!("{bad} chunk(s) with wrong bytes"));
             }
             left.retain(|h| !ok.contains(h));
+            self.haves.missed(*peer, &left);
             stored.extend(ok);
         }
         stored
@@ -782,18 +845,20 @@ struct Request {
     batch: Vec<Hash>,
     /// Times asked of fetchers ahead that did not have it all.
     asked: usize,
+    /// Whether it has waited for a fetcher to tell of its chunks.
+    waited: bool,
 }
 
 /// Whom a request asks.
 struct Ask<'a> {
+    /// Peers that told of its chunks (`have.rs`), asked first.
+    tellers: Vec<PeerId>,
     /// Fetchers whose sweeps passed its chunks before this node's.
     ahead: Vec<PeerId>,
     /// The other fetchers, asked when those ahead missed twice.
     behind: Vec<PeerId>,
     providers: &'a Providers,
     patience: &'a Patience,
-    /// Whether other nodes fetch the blob too (or may: it just began).
-    sharing: bool,
 }
 
 /// What one request got, and what is to be asked again.
@@ -934,6 +999,14 @@ impl Sweep {
             });
         }
         batches
+    }
+}
+
+/// Sleep until `when`; never, without one.
+async fn sleep_until_some(when: Option<Instant>) {
+    match when {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 

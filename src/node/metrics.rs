@@ -12,6 +12,9 @@ pub struct Metrics {
     pub chunk_bytes_served: AtomicU64,
     /// Chunk bytes received from peers (before verification).
     pub chunk_bytes_fetched: AtomicU64,
+    /// Chunks peers told this node they have got, of its fetches under
+    /// way (`have.rs`).
+    pub chunks_told: AtomicU64,
     /// Renders this node started.
     pub renders_started: AtomicU64,
     /// Renders this node stopped because another node's claim won or another

@@ -21,6 +21,7 @@ pub mod config;
 mod encode;
 pub mod events;
 mod fetch;
+mod have;
 mod inbound;
 mod loops;
 pub mod metrics;
@@ -141,6 +142,8 @@ pub(crate) struct Inner {
     /// How many peers each chunk of a shared fetch has been served to
     /// while the fetch runs (see `sync::serve_chunks`).
     pub served_while_fetching: Mutex<HashMap<crate::hash::Hash, u32>>,
+    /// What peers told of the chunks of this node's shared fetches.
+    pub haves: have::Haves,
     /// One fetch per blob at a time.
     pub fetch_locks: Mutex<HashMap<crate::hash::Hash, Arc<tokio::sync::Mutex<()>>>>,
     /// Alert claims this node holds (alert, epoch), for its heartbeats.
@@ -208,6 +211,7 @@ impl Node {
             fetches_shared: Mutex::new(BTreeSet::new()),
             chunks_coming: Mutex::new(HashMap::new()),
             served_while_fetching: Mutex::new(HashMap::new()),
+            haves: have::Haves::default(),
             held_blobs: Mutex::new(VecDeque::new()),
             complete_blobs: Mutex::new(Default::default()),
             syncing: Mutex::new(HashMap::new()),

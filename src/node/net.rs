@@ -109,6 +109,7 @@ impl Net {
                     wire::MAX_CHUNK_REPLY,
                     wire::CHUNK_TIMEOUT,
                 ),
+                spec(wire::PROTO_HAVE, wire::MAX_HAVE, 16, wire::HAVE_TIMEOUT),
             ]
             .into_iter()
             .chain(cfg.bench_protocol.then(|| {

@@ -159,6 +159,7 @@ pub(crate) async fn serve(
     match protocol {
         wire::PROTO_SYNC => serve_sync(inner, from, data).await,
         wire::PROTO_CHUNK => serve_chunks(inner, from, data).await,
+        wire::PROTO_HAVE => super::have::serve(inner, from, data),
         wire::PROTO_BENCH => serve_bench(data),
         _ => None,
     }
@@ -242,6 +243,11 @@ async fn serve_chunks(inner: &Arc<Inner>, from: PeerId, data: &[u8]) -> Option<V
         }
     };
     let withheld = withhold(inner, &req.hashes);
+    if withheld.contains(&true) {
+        // With the fetch's trace (`SWARM_LOG=renderswarm::node::fetch=trace`).
+        let n = withheld.iter().filter(|w| **w).count();
+        tracing::trace!(target: "renderswarm::node::fetch", %from, n, "withheld");
+    }
     let store = inner.store.clone();
     let (reply, sent) = tokio::task::spawn_blocking(move || {
         let mut budget = wire::CHUNK_REPLY_BUDGET;

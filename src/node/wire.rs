@@ -10,7 +10,9 @@
 //! - request `/renderswarm/sync/1`: [`SyncRequest`] -> [`SyncReply`]:
 //!   digest exchange, then full records for the jobs that differ, both ways;
 //! - request `/renderswarm/chunk/1`: [`ChunkRequest`] -> [`ChunkReply`]:
-//!   chunks by hash (the receiver verifies every one).
+//!   chunks by hash (the receiver verifies every one);
+//! - request `/renderswarm/have/1`: [`Have`] -> nothing: chunks of a blob
+//!   the sender is fetching that it has got, for the other fetchers.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,6 +28,7 @@ pub const TOPIC_LEDGER: &str = "renderswarm/ledger/v1";
 pub const TOPIC_HEARTBEAT: &str = "renderswarm/heartbeat/v1";
 pub const PROTO_SYNC: &str = "/renderswarm/sync/1";
 pub const PROTO_CHUNK: &str = "/renderswarm/chunk/1";
+pub const PROTO_HAVE: &str = "/renderswarm/have/1";
 /// Benchmarks only (`--test-bench-protocol`): N bytes of nothing, the
 /// baseline a chunk transfer is measured against.
 pub const PROTO_BENCH: &str = "/renderswarm/bench/1";
@@ -49,6 +52,12 @@ pub const MAX_CHUNK_REPLY: usize = 20 << 20;
 /// Bytes of chunk data one reply carries before it stops (the rest are
 /// answered as not sent, and asked for again).
 pub const CHUNK_REPLY_BUDGET: usize = 16 << 20;
+
+/// Hashes told of in one have message.
+pub const MAX_HAVE_HASHES: usize = 1024;
+/// A have message.
+pub const MAX_HAVE: usize = MAX_HAVE_HASHES * 32 + 64;
+pub const HAVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 pub const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -114,6 +123,12 @@ pub enum SyncReply {
 /// Chunks wanted.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChunkRequest {
+    pub hashes: Vec<Hash>,
+}
+
+/// Chunks the sender has got of a blob it is fetching (and serves).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Have {
     pub hashes: Vec<Hash>,
 }
 
@@ -249,6 +264,17 @@ pub fn decode_chunk_request(b: &[u8]) -> Result<ChunkRequest, CodecError> {
     Ok(req)
 }
 
+pub fn decode_have(b: &[u8]) -> Result<Have, CodecError> {
+    let have: Have = codec::decode(b, MAX_HAVE)?;
+    if have.hashes.len() > MAX_HAVE_HASHES {
+        return Err(CodecError::TooLarge {
+            len: have.hashes.len(),
+            limit: MAX_HAVE_HASHES,
+        });
+    }
+    Ok(have)
+}
+
 pub fn decode_chunk_reply(b: &[u8]) -> Result<ChunkReply<'_>, CodecError> {
     codec::decode_borrowed(b, MAX_CHUNK_REPLY)
 }
@@ -276,6 +302,7 @@ mod tests {
             let _ = decode_sync_reply(&bytes);
             let _ = decode_chunk_request(&bytes);
             let _ = decode_chunk_reply(&bytes);
+            let _ = decode_have(&bytes);
         }
     }
 
@@ -388,5 +415,16 @@ mod tests {
             hashes: vec![Hash::default(); MAX_CHUNKS_PER_REQUEST + 1],
         };
         assert!(decode_chunk_request(&encode(&many)).is_err());
+        let told = Have {
+            hashes: vec![Hash::default(); MAX_HAVE_HASHES],
+        };
+        assert_eq!(
+            decode_have(&encode(&told)).unwrap().hashes.len(),
+            MAX_HAVE_HASHES
+        );
+        let too_many = Have {
+            hashes: vec![Hash::default(); MAX_HAVE_HASHES + 1],
+        };
+        assert!(decode_have(&encode(&too_many)).is_err());
     }
 }

@@ -193,6 +193,12 @@ fn local_figures(node: &Node, f: &mut Family<'_>) {
         "Chunk bytes received from peers.",
         m.chunk_bytes_fetched.load(Ordering::Relaxed),
     );
+    counter(
+        f,
+        "renderswarm_chunks_told_total",
+        "Chunks other fetchers of the same blob told this node they have got.",
+        m.chunks_told.load(Ordering::Relaxed),
+    );
     f.head(
         "renderswarm_gossip_deltas_total",
         "counter",

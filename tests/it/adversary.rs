@@ -53,6 +53,7 @@ fn a_hostile_peer_cannot_stop_honest_nodes_from_finishing_correctly() {
         cfg.protocols = vec![
             spec(wire::PROTO_SYNC, 256 << 20),
             spec(wire::PROTO_CHUNK, 64 << 20),
+            spec(wire::PROTO_HAVE, 1 << 20),
         ];
         swarm::start(cfg, stop.clone()).unwrap()
     });
@@ -226,6 +227,7 @@ async fn attack_with_garbage(client: &swarm::Client, honest: &[PeerId]) {
         for p in honest {
             let _ = client.request(*p, wire::PROTO_SYNC, bytes.clone()).await;
             let _ = client.request(*p, wire::PROTO_CHUNK, bytes.clone()).await;
+            let _ = client.request(*p, wire::PROTO_HAVE, bytes.clone()).await;
         }
     }
     // Oversized: beyond the gossip limit and the sync request limit.

@@ -88,8 +88,8 @@ fn requirements_send_work_only_to_tagged_nodes() {
 }
 
 /// Nodes that fetch one large scene at the same time feed each other: the
-/// submitter sends it about once, not once per node (each sends the others
-/// the chunks it has so far).
+/// submitter sends it about once, not once per node (each tells the others
+/// which chunks it has got, and sends them those it has so far).
 #[test]
 fn nodes_fetching_one_scene_at_once_feed_each_other() {
     exclusive();
@@ -139,10 +139,13 @@ fn nodes_fetching_one_scene_at_once_feed_each_other() {
         mib(size as f64)
     );
     assert!(from_renderers > 0.0);
+    let told: f64 = nodes[1..].iter().map(|n| metric(n, TOLD)).sum();
+    assert!(told > 0.0, "no renderer told another of a chunk it had got");
 }
 
 const FETCHED: &str = "renderswarm_chunk_bytes_fetched_total";
 const SERVED: &str = "renderswarm_chunk_bytes_served_total";
+const TOLD: &str = "renderswarm_chunks_told_total";
 
 /// `swarm fetch` works from any node, whoever rendered the frames.
 #[test]
