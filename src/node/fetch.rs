@@ -114,11 +114,17 @@ const HOLDER_SLOTS_WHILE_SHARING: usize = 1;
 /// How long after its start a big fetch assumes that other nodes may be
 /// fetching the same blob, before it has heard of any.
 const FIND_FETCHERS: std::time::Duration = std::time::Duration::from_millis(200);
-/// How long a request for chunks no peer has told of waits for one to
-/// (`have.rs`), before it asks a fetcher ahead anyway: at its first turn,
-/// and after each miss. Tells come in one round trip; this is for a tell
-/// that was lost.
+/// How long a request of a shared fetch for chunks no peer has told of
+/// waits for one to (`have.rs`), before it asks a fetcher ahead anyway: at
+/// its first turn, and after each miss. Tells come in one round trip; this
+/// is for a tell that was lost.
 const WAIT_FOR_TELLING: std::time::Duration = std::time::Duration::from_secs(2);
+/// A fetch too small to be shared (a bundle's manifests, while other nodes
+/// fetch the bundle) is not told of: it asks fetchers ahead again this
+/// long after the first miss, twice as long after the second, and so on
+/// up to [`MAX_ASK_AGAIN_STEPS`] times as long.
+const ASK_AGAIN: std::time::Duration = std::time::Duration::from_millis(50);
+const MAX_ASK_AGAIN_STEPS: u32 = 6;
 /// A fetch missing at least this many chunks is advertised while it runs
 /// (smaller ones, such as a frame's output, end before a heartbeat would
 /// tell anyone).
@@ -357,8 +363,10 @@ impl Inner {
         // trip of their start (`share_fetch`): until then, a big fetch
         // takes no more of the holders' slots than it would beside them.
         let alone_from = Instant::now() + FIND_FETCHERS;
-        // What this fetch stored, told to the other fetchers.
-        let mut announce = (n >= SHARE_FROM_CHUNKS).then(have::Announce::new);
+        // What this fetch stored, told to the other fetchers (and what they
+        // stored, told to this one).
+        let telling = n >= SHARE_FROM_CHUNKS;
+        let mut announce = telling.then(have::Announce::new);
         loop {
             let told_more = self.haves.came();
             let mut sweeps = self.fetcher_sweeps(blob, n, &mut fetchers_known);
@@ -393,8 +401,8 @@ impl Inner {
                 let ahead = passed_before(req.at, &me, &sweeps);
                 // Chunks a fetcher ahead has not told of yet: it has most
                 // likely not got them. Asked for when it does, or if none
-                // does for a while (a have message lost).
-                if !ahead.is_empty() && tellers.is_empty() && !req.waited {
+                // does for a while (a tell lost).
+                if telling && !ahead.is_empty() && tellers.is_empty() && !req.waited {
                     req.waited = true;
                     let due = Instant::now() + WAIT_FOR_TELLING;
                     let k = later.partition_point(|(t, _)| *t <= due);
@@ -456,7 +464,12 @@ impl Inner {
                     // Kept in order of when each is due.
                     // Missed: asked again when someone tells of it, or
                     // after a while.
-                    let due = Instant::now() + WAIT_FOR_TELLING;
+                    let wait = if telling {
+                        WAIT_FOR_TELLING
+                    } else {
+                        ASK_AGAIN * (r.asked as u32).min(MAX_ASK_AGAIN_STEPS)
+                    };
+                    let due = Instant::now() + wait;
                     let k = later.partition_point(|(t, _)| *t <= due);
                     later.insert(k, (due, r));
                 }
