@@ -106,11 +106,6 @@ const MAX_ROUNDS: usize = 16;
 /// How long a fetch waits for a fetcher of the same blob that serves it
 /// nothing before it takes those chunks from the holders instead.
 const FETCHER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
-/// Of [`IN_FLIGHT_WHILE_SHARING`], requests in flight to the holders: one.
-/// Every fetcher shares the holders' link, so with two each (fourteen 1 MiB
-/// chunks at once from one submitter) all arrived together after a second,
-/// and nobody had anything to serve the others until then.
-const HOLDER_SLOTS_WHILE_SHARING: usize = 1;
 /// How long after its start a big fetch assumes that other nodes may be
 /// fetching the same blob, before it has heard of any.
 const FIND_FETCHERS: std::time::Duration = std::time::Duration::from_millis(200);
@@ -367,6 +362,7 @@ impl Inner {
         // stored, told to this one).
         let telling = n >= SHARE_FROM_CHUNKS;
         let mut announce = telling.then(have::Announce::new);
+        let mut own_share = OwnShare::default();
         loop {
             let told_more = self.haves.came();
             let mut sweeps = self.fetcher_sweeps(blob, n, &mut fetchers_known);
@@ -378,7 +374,8 @@ impl Inner {
             let sharing =
                 !sweeps.is_empty() || (n >= SHARE_FROM_CHUNKS && Instant::now() < alone_from);
             let (slots, holder_slots) = if sharing {
-                (IN_FLIGHT_WHILE_SHARING, HOLDER_SLOTS_WHILE_SHARING)
+                let share = own_share.get(&me, &fetchers, &sweeps);
+                (IN_FLIGHT_WHILE_SHARING, holder_slots_for(share))
             } else {
                 (IN_FLIGHT, IN_FLIGHT)
             };
@@ -1015,6 +1012,39 @@ impl Sweep {
     }
 }
 
+/// Of [`IN_FLIGHT_WHILE_SHARING`], requests in flight to the holders, for
+/// a node whose own part of the sweep is `share` times the fetchers' mean:
+/// one per mean part. Every fetcher shares the holders' link, so with more
+/// each (two: fourteen 1 MiB chunks at once from one submitter) all
+/// arrived together after a second, and nobody had anything to serve the
+/// others until then; but the parts differ by up to twice, and with one
+/// slot the node with the largest took its part alone at the end.
+fn holder_slots_for(share: f64) -> usize {
+    (share.round() as usize).clamp(1, 3)
+}
+
+/// How large this node's own part of the sweep is (the chunks no other
+/// fetcher's sweep reaches first) against the mean of all fetchers' parts;
+/// worked out again only when the fetchers change.
+#[derive(Default)]
+struct OwnShare {
+    of: Vec<PeerId>,
+    share: f64,
+}
+
+impl OwnShare {
+    fn get(&mut self, me: &Sweep, fetchers: &[PeerId], sweeps: &[(PeerId, Sweep)]) -> f64 {
+        if self.of != fetchers || self.share == 0.0 {
+            let n = me.n.max(1);
+            let mine = (0..n).filter(|&at| !anyone_before(at, me, sweeps)).count();
+            let mean = n as f64 / (sweeps.len() + 1) as f64;
+            self.share = (mine as f64 / mean).max(f64::MIN_POSITIVE);
+            self.of = fetchers.to_vec();
+        }
+        self.share
+    }
+}
+
 /// Sleep until `when`; never, without one.
 async fn sleep_until_some(when: Option<Instant>) {
     match when {
@@ -1196,6 +1226,28 @@ mod tests {
         // Sweeps of real nodes carry different ties.
         let blob = Hash::of(b"scene");
         assert_ne!(Sweep::of("a", blob, 60).tie, Sweep::of("b", blob, 60).tie);
+    }
+
+    #[test]
+    fn a_node_with_a_larger_part_of_the_sweep_takes_more_holder_slots() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let sweep = |fronts: Vec<usize>, tie| Sweep { n: 12, fronts, tie };
+        // This node reaches 0-5 first, `a` 6-8 and `b` 9-11: 1.5 times the
+        // mean part of 4.
+        let me = sweep(vec![0], 0);
+        let sweeps = [(a, sweep(vec![6], 1)), (b, sweep(vec![9], 2))];
+        let mut own = OwnShare::default();
+        let share = own.get(&me, &[a, b], &sweeps);
+        assert!((share - 1.5).abs() < 1e-9, "{share}");
+        assert_eq!(holder_slots_for(share), 2);
+        // `a`'s part is a quarter: one slot, as for anyone alone.
+        let mut theirs = OwnShare::default();
+        let a_share = theirs.get(&sweeps[0].1, &[b], &[(b, sweeps[1].1.clone())]);
+        assert_eq!(holder_slots_for(a_share), 1);
+        assert_eq!(holder_slots_for(OwnShare::default().get(&me, &[], &[])), 1);
+        assert_eq!(holder_slots_for(7.0), 3);
+        // Worked out again when the fetchers change.
+        assert!((own.get(&me, &[a], &sweeps[..1]) - 1.0).abs() < 1e-9);
     }
 
     #[test]

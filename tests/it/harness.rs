@@ -416,18 +416,31 @@ pub fn submitter_and_renderers(engine: &str, tag: &str, n: usize) -> Vec<NodePro
 
 /// A Prometheus counter's value from a node's `/metrics`.
 pub fn metric(node: &NodeProc, name: &str) -> f64 {
-    let text = reqwest::blocking::get(format!("{}/metrics", node.api))
-        .and_then(|r| r.text())
-        .unwrap_or_default();
+    metric_where(node, name, "")
+}
+
+/// The value of the first sample of `name` on `node` whose labels contain
+/// `label` (such as `effect="changed"`).
+pub fn metric_where(node: &NodeProc, name: &str, label: &str) -> f64 {
+    let mut req = reqwest::blocking::Client::new().get(format!("{}/metrics", node.api));
+    if let Some(token) = &node.token {
+        req = req.bearer_auth(token);
+    }
+    let text = req.send().and_then(|r| r.text()).unwrap_or_default();
     let value = text.lines().find_map(|l| {
         let rest = l.strip_prefix(name)?;
         // `name{labels} value` or `name value`.
-        let rest = rest
-            .strip_prefix('{')
-            .map_or(Some(rest), |r| r.split_once('}').map(|(_, v)| v))?;
+        let rest = match rest.strip_prefix('{') {
+            Some(r) => {
+                let (labels, value) = r.split_once('}')?;
+                labels.contains(label).then_some(value)?
+            }
+            None if label.is_empty() => rest,
+            None => return None,
+        };
         rest.trim().parse().ok()
     });
-    value.unwrap_or_else(|| panic!("{name} missing from {}'s /metrics", node.api))
+    value.unwrap_or_else(|| panic!("{name}{{{label}}} missing from {}'s /metrics", node.api))
 }
 
 /// Poll `f` until it returns `Some`, for up to [`DEADLINE`].

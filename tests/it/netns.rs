@@ -78,17 +78,8 @@ fn start_on(host: &Host, data: &std::path::Path, replay: &std::path::Path) -> No
 
 /// A Prometheus counter with `effect` label `effect` from a node's `/metrics`.
 fn deltas(node: &NodeProc, effect: &str) -> u64 {
-    let text = reqwest::blocking::Client::new()
-        .get(format!("{}/metrics", node.api))
-        .bearer_auth(TOKEN)
-        .send()
-        .and_then(|r| r.text())
-        .unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("renderswarm_gossip_deltas_total{"))
-        .find(|l| l.contains(&format!("effect=\"{effect}\"")))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no gossip delta counter on {}", node.api))
+    let label = format!("effect=\"{effect}\"");
+    metric_where(node, "renderswarm_gossip_deltas_total", &label) as u64
 }
 
 fn alive(node: &NodeProc) -> usize {
