@@ -401,9 +401,7 @@ impl Inner {
                 // does for a while (a tell lost).
                 if telling && !ahead.is_empty() && tellers.is_empty() && !req.waited {
                     req.waited = true;
-                    let due = Instant::now() + WAIT_FOR_TELLING;
-                    let k = later.partition_point(|(t, _)| *t <= due);
-                    later.insert(k, (due, req));
+                    ask_later(&mut later, Instant::now() + WAIT_FOR_TELLING, req);
                     continue;
                 }
                 if ahead.is_empty() && tellers.is_empty() {
@@ -458,7 +456,6 @@ impl Inner {
                 }
                 stored.extend(done.got);
                 if let Some(r) = done.again {
-                    // Kept in order of when each is due.
                     // Missed: asked again when someone tells of it, or
                     // after a while.
                     let wait = if telling {
@@ -466,9 +463,7 @@ impl Inner {
                     } else {
                         ASK_AGAIN * (r.asked as u32).min(MAX_ASK_AGAIN_STEPS)
                     };
-                    let due = Instant::now() + wait;
-                    let k = later.partition_point(|(t, _)| *t <= due);
-                    later.insert(k, (due, r));
+                    ask_later(&mut later, Instant::now() + wait, r);
                 }
             }
         }
@@ -1028,21 +1023,30 @@ fn holder_slots_for(share: f64) -> usize {
 /// worked out again only when the fetchers change.
 #[derive(Default)]
 struct OwnShare {
-    of: Vec<PeerId>,
-    share: f64,
+    /// The fetchers it was worked out for, and the share.
+    known: Option<(Vec<PeerId>, f64)>,
 }
 
 impl OwnShare {
     fn get(&mut self, me: &Sweep, fetchers: &[PeerId], sweeps: &[(PeerId, Sweep)]) -> f64 {
-        if self.of != fetchers || self.share == 0.0 {
-            let n = me.n.max(1);
-            let mine = (0..n).filter(|&at| !anyone_before(at, me, sweeps)).count();
-            let mean = n as f64 / (sweeps.len() + 1) as f64;
-            self.share = (mine as f64 / mean).max(f64::MIN_POSITIVE);
-            self.of = fetchers.to_vec();
+        match &self.known {
+            Some((of, share)) if of == fetchers => *share,
+            _ => {
+                let n = me.n.max(1);
+                let mine = (0..n).filter(|&at| !anyone_before(at, me, sweeps)).count();
+                let share = mine as f64 / (n as f64 / (sweeps.len() + 1) as f64);
+                self.known = Some((fetchers.to_vec(), share));
+                share
+            }
         }
-        self.share
     }
+}
+
+/// Put `req` among the requests to ask again, kept in order of when each
+/// is `due`.
+fn ask_later(later: &mut VecDeque<(Instant, Request)>, due: Instant, req: Request) {
+    let k = later.partition_point(|(t, _)| *t <= due);
+    later.insert(k, (due, req));
 }
 
 /// Sleep until `when`; never, without one.

@@ -29,7 +29,7 @@ use super::{Inner, lock};
 use crate::hash::Hash;
 
 /// How often a fetcher tells the others what it has got since it last did.
-pub(crate) const ANNOUNCE_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+const ANNOUNCE_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 /// Peers remembered per chunk (there is no use in more: a request asks two).
 const PEERS_PER_CHUNK: usize = 16;
 

@@ -255,24 +255,22 @@ pub fn decode_sync_reply(b: &[u8]) -> Result<SyncReply, CodecError> {
 
 pub fn decode_chunk_request(b: &[u8]) -> Result<ChunkRequest, CodecError> {
     let req: ChunkRequest = codec::decode(b, MAX_CHUNK_REQUEST)?;
-    if req.hashes.len() > MAX_CHUNKS_PER_REQUEST {
-        return Err(CodecError::TooLarge {
-            len: req.hashes.len(),
-            limit: MAX_CHUNKS_PER_REQUEST,
-        });
-    }
+    at_most(req.hashes.len(), MAX_CHUNKS_PER_REQUEST)?;
     Ok(req)
 }
 
 pub fn decode_have(b: &[u8]) -> Result<Have, CodecError> {
     let have: Have = codec::decode(b, MAX_HAVE)?;
-    if have.hashes.len() > MAX_HAVE_HASHES {
-        return Err(CodecError::TooLarge {
-            len: have.hashes.len(),
-            limit: MAX_HAVE_HASHES,
-        });
-    }
+    at_most(have.hashes.len(), MAX_HAVE_HASHES)?;
     Ok(have)
+}
+
+/// A message's list of `len` hashes is refused past `limit`.
+fn at_most(len: usize, limit: usize) -> Result<(), CodecError> {
+    if len > limit {
+        return Err(CodecError::TooLarge { len, limit });
+    }
+    Ok(())
 }
 
 pub fn decode_chunk_reply(b: &[u8]) -> Result<ChunkReply<'_>, CodecError> {
