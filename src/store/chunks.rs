@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::direct;
 use super::manifest::MAX_MANIFEST_BYTES;
 use super::{Store, StoreError};
 use crate::hash::Hash;
@@ -234,12 +235,21 @@ pub(super) enum Durability {
 }
 
 /// Creates `path` (which must not exist), writes `bytes`, fsyncs when
-/// `durability` says so.
+/// `durability` says so. A fetched chunk (`Later`) of
+/// [`direct::DIRECT_FROM`] bytes or more is written past the page cache
+/// where the filesystem allows: see `direct.rs` for why.
 pub(super) fn write_new(
     path: &Path,
     bytes: &[u8],
     durability: Durability,
 ) -> Result<(), StoreError> {
+    if durability == Durability::Later
+        && bytes.len() >= direct::DIRECT_FROM
+        && direct::write_new_direct(path, bytes)
+            .map_err(StoreError::io("writing chunk to", path))?
+    {
+        return Ok(());
+    }
     let mut file = File::create_new(path).map_err(StoreError::io("creating temp file", path))?;
     file.write_all(bytes)
         .map_err(StoreError::io("writing chunk to", path))?;
@@ -344,6 +354,23 @@ mod tests {
         with_blocked.insert(5, blocked);
         let err = store.sync_chunks(&with_blocked).unwrap_err().to_string();
         assert!(err.contains(&blocked.to_hex()), "{err}");
+    }
+
+    #[test]
+    fn large_fetched_chunks_are_written_whole_and_read_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Past the size written direct: whole blocks and a tail, and whole
+        // blocks alone.
+        for len in [(1 << 20) + 123, 64 * 4096] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let hash = Hash::of(&bytes);
+            store.write_chunk(hash, &bytes).unwrap();
+            assert_eq!(store.chunk_len(hash), Some(len as u64));
+            store.sync_chunks(&[hash]).unwrap();
+            assert_eq!(store.read_chunk(hash).unwrap(), bytes);
+        }
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 
     #[test]

@@ -44,6 +44,7 @@
 
 mod chunker;
 mod chunks;
+mod direct;
 mod error;
 mod export;
 mod gc;
