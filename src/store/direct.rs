@@ -146,16 +146,21 @@ mod tests {
             .collect()
     }
 
-    /// Whether the filesystem under `dir` takes `O_DIRECT` at all.
+    /// Whether the filesystem under `dir` takes a direct write of a block.
     fn takes_direct(dir: &Path) -> bool {
         let probe = dir.join("probe");
-        let opened = OpenOptions::new()
+        let written = OpenOptions::new()
             .write(true)
             .create_new(true)
             .custom_flags(libc::O_DIRECT)
-            .open(&probe);
+            .open(&probe)
+            .and_then(|f| {
+                let mut buf = AlignedBuf(Vec::new());
+                let block = buf.holding(&[7; ALIGN]).expect("an aligned block");
+                f.write_all_at(block, 0)
+            });
         let _ = std::fs::remove_file(&probe);
-        opened.is_ok()
+        written.is_ok()
     }
 
     #[test]
