@@ -153,7 +153,7 @@ impl Node {
         })
     }
 
-    /// Every task's state in one character each (see [`GridView`]).
+    /// Every task's state in one character each (see [`super::views::GridView`]).
     pub fn grid(&self, id: JobId) -> Option<super::views::GridView> {
         self.inner.with_liveness(|live| {
             self.inner.ledger.read(|jobs| {

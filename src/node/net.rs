@@ -160,7 +160,7 @@ impl Net {
     }
 
     /// Gossip a task's start that may wait a moment for the deltas after it
-    /// (see [`super::outbox`]).
+    /// (see `node/outbox.rs`).
     pub fn publish_start(&self, job: JobId, delta: &Delta) {
         let _ = self
             .outbox

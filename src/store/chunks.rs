@@ -62,7 +62,7 @@ impl Store {
     /// says it holds the blob. Each chunk gets an fdatasync, from
     /// `SYNC_THREADS` threads at once so that the filesystem commits its
     /// journal once for many of them; their data is mostly on disk already
-    /// (see [`start_writeback`]). Not a `syncfs`: that waits for every dirty
+    /// (see `start_writeback`). Not a `syncfs`: that waits for every dirty
     /// page of the filesystem, other programs' too, and everything that
     /// fsyncs meanwhile waits with it. In the transfer benchmark it held the
     /// render's output, stored right after a 1 GiB fetch, for 0.75 s while
