@@ -345,8 +345,11 @@ impl Inner {
                 batch,
                 asked: 0,
                 waited: false,
+                before: false,
             })
             .collect();
+        // The fetchers the requests' `before` is for.
+        let mut marked_for: Option<Vec<PeerId>> = None;
         // Requests the fetchers could not answer yet, and when to ask again.
         let mut later: VecDeque<(Instant, Request)> = VecDeque::new();
         let patience = Patience::default();
@@ -368,6 +371,12 @@ impl Inner {
             let mut sweeps = self.fetcher_sweeps(blob, n, &mut fetchers_known);
             sweeps.retain(|(p, _)| patience.still_waits_for(*p));
             let fetchers: Vec<PeerId> = sweeps.iter().map(|(p, _)| *p).collect();
+            if marked_for.as_ref() != Some(&fetchers) {
+                for r in queue.iter_mut() {
+                    r.before = anyone_before(r.at, &me, &sweeps);
+                }
+                marked_for = Some(fetchers.clone());
+            }
             if let Some(a) = &mut announce {
                 a.tell(self, &fetchers, false);
             }
@@ -381,7 +390,7 @@ impl Inner {
             };
             while in_flight.len() < slots {
                 let holders_free = to_holders < holder_slots;
-                let next = self.next_request(&mut queue, &mut later, holders_free, &me, &sweeps);
+                let next = self.next_request(&mut queue, &mut later, holders_free);
                 let Some(mut req) = next else { break };
                 // While sharing, one chunk at a time: each fetcher has
                 // something to serve the others sooner, and a chunk comes
@@ -390,6 +399,7 @@ impl Inner {
                     let rest = Request {
                         batch: req.batch.split_off(1),
                         at: req.at + 1,
+                        before: anyone_before(req.at + 1, &me, &sweeps),
                         ..req
                     };
                     queue.push_front(rest);
@@ -480,11 +490,10 @@ impl Inner {
         queue: &mut VecDeque<Request>,
         later: &mut VecDeque<(Instant, Request)>,
         holders_free: bool,
-        me: &Sweep,
-        sweeps: &[(PeerId, Sweep)],
     ) -> Option<Request> {
-        let told = |r: &Request| self.haves.any_told(&r.batch);
-        let own = |r: &Request| !anyone_before(r.at, me, sweeps) && !told(r);
+        let told_now = self.haves.told_now();
+        let told = |r: &Request| told_now.of_any(&r.batch);
+        let own = |r: &Request| !r.before && !told(r);
         if holders_free && let Some(k) = queue.iter().position(own) {
             return queue.remove(k);
         }
@@ -494,7 +503,7 @@ impl Inner {
         if matches!(later.front(), Some((t, _)) if *t <= Instant::now()) {
             return later.pop_front().map(|(_, r)| r);
         }
-        let fits = |r: &Request| holders_free || anyone_before(r.at, me, sweeps) || told(r);
+        let fits = |r: &Request| holders_free || r.before || told(r);
         let k = queue.iter().position(fits)?;
         queue.remove(k)
     }
@@ -852,6 +861,11 @@ struct Request {
     asked: usize,
     /// Whether it has waited for a fetcher to tell of its chunks.
     waited: bool,
+    /// Whether another fetcher's sweep reaches its first chunk before this
+    /// node's does (`anyone_before`), for the fetchers of the fetch's last
+    /// look: worked out again for every request when they change, not on
+    /// every look through the queue (which was quadratic in the chunks).
+    before: bool,
 }
 
 /// Whom a request asks.

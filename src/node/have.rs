@@ -41,6 +41,16 @@ pub struct Haves {
     came: Notify,
 }
 
+/// A look at what peers have told, from [`Haves::told_now`].
+pub(crate) struct Told<'a>(std::sync::MutexGuard<'a, HashMap<Hash, Vec<PeerId>>>);
+
+impl Told<'_> {
+    /// Whether any peer told of one of `batch`.
+    pub(crate) fn of_any(&self, batch: &[Hash]) -> bool {
+        !self.0.is_empty() && batch.iter().any(|h| self.0.contains_key(h))
+    }
+}
+
 impl Haves {
     /// `peer` has `hashes`; `coming` are the chunks this node is fetching
     /// (the others are not remembered). Returns how many were new.
@@ -70,10 +80,10 @@ impl Haves {
         notified
     }
 
-    /// Whether any peer told of one of `batch`.
-    pub(crate) fn any_told(&self, batch: &[Hash]) -> bool {
-        let told = lock(&self.told);
-        !told.is_empty() && batch.iter().any(|h| told.contains_key(h))
+    /// What peers have told so far, held still while a fetch looks through
+    /// its requests: one lock for the lot, not one per request.
+    pub(crate) fn told_now(&self) -> Told<'_> {
+        Told(lock(&self.told))
     }
 
     /// The peers that told of `batch`'s first chunk, rotated by `turn`,
@@ -210,15 +220,15 @@ mod tests {
         haves.note(q, &[a, b], &coming);
         haves.note(q, &[a], &coming);
         // `c` is not being fetched: not kept.
-        assert!(!haves.any_told(&[c]));
-        assert!(haves.any_told(&[c, b]));
+        assert!(!haves.told_now().of_any(&[c]));
+        assert!(haves.told_now().of_any(&[c, b]));
         assert_eq!(haves.tellers(&[a, b], 0, 4), vec![p, q]);
         assert_eq!(haves.tellers(&[a, b], 1, 4), vec![q, p]);
         assert_eq!(haves.tellers(&[a, b], 1, 1), vec![q]);
         assert_eq!(haves.tellers(&[b, a], 0, 4), vec![q, p]);
         // A peer that answered "not here" is not asked again for it.
         haves.missed(q, &[b]);
-        assert!(!haves.any_told(&[b]));
+        assert!(!haves.told_now().of_any(&[b]));
         assert_eq!(haves.tellers(&[a], 0, 4), vec![p, q]);
         haves.forget(&a);
         assert!(haves.tellers(&[a, b], 0, 4).is_empty());
