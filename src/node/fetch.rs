@@ -348,8 +348,10 @@ impl Inner {
                 before: false,
             })
             .collect();
-        // The fetchers the requests' `before` is for.
+        // The fetchers the requests' `before` and this node's `share` of
+        // the sweep were worked out for.
         let mut marked_for: Option<Vec<PeerId>> = None;
+        let mut share = 1.0;
         // Requests the fetchers could not answer yet, and when to ask again.
         let mut later: VecDeque<(Instant, Request)> = VecDeque::new();
         let patience = Patience::default();
@@ -365,7 +367,6 @@ impl Inner {
         // stored, told to this one).
         let telling = n >= SHARE_FROM_CHUNKS;
         let mut announce = telling.then(have::Announce::new);
-        let mut own_share = OwnShare::default();
         loop {
             let told_more = self.haves.came();
             let mut sweeps = self.fetcher_sweeps(blob, n, &mut fetchers_known);
@@ -375,6 +376,7 @@ impl Inner {
                 for r in queue.iter_mut() {
                     r.before = anyone_before(r.at, &me, &sweeps);
                 }
+                share = own_share(&me, &sweeps);
                 marked_for = Some(fetchers.clone());
             }
             if let Some(a) = &mut announce {
@@ -383,7 +385,6 @@ impl Inner {
             let sharing =
                 !sweeps.is_empty() || (n >= SHARE_FROM_CHUNKS && Instant::now() < alone_from);
             let (slots, holder_slots) = if sharing {
-                let share = own_share.get(&me, &fetchers, &sweeps);
                 (IN_FLIGHT_WHILE_SHARING, holder_slots_for(share))
             } else {
                 (IN_FLIGHT, IN_FLIGHT)
@@ -1033,27 +1034,12 @@ fn holder_slots_for(share: f64) -> usize {
 }
 
 /// How large this node's own part of the sweep is (the chunks no other
-/// fetcher's sweep reaches first) against the mean of all fetchers' parts;
-/// worked out again only when the fetchers change.
-#[derive(Default)]
-struct OwnShare {
-    /// The fetchers it was worked out for, and the share.
-    known: Option<(Vec<PeerId>, f64)>,
-}
-
-impl OwnShare {
-    fn get(&mut self, me: &Sweep, fetchers: &[PeerId], sweeps: &[(PeerId, Sweep)]) -> f64 {
-        match &self.known {
-            Some((of, share)) if of == fetchers => *share,
-            _ => {
-                let n = me.n.max(1);
-                let mine = (0..n).filter(|&at| !anyone_before(at, me, sweeps)).count();
-                let share = mine as f64 / (n as f64 / (sweeps.len() + 1) as f64);
-                self.known = Some((fetchers.to_vec(), share));
-                share
-            }
-        }
-    }
+/// fetcher's sweep reaches first) against the mean of all fetchers' parts.
+/// A fetch works it out again only when the fetchers change.
+fn own_share(me: &Sweep, sweeps: &[(PeerId, Sweep)]) -> f64 {
+    let n = me.n.max(1);
+    let mine = (0..n).filter(|&at| !anyone_before(at, me, sweeps)).count();
+    mine as f64 / (n as f64 / (sweeps.len() + 1) as f64)
 }
 
 /// Put `req` among the requests to ask again, kept in order of when each
@@ -1254,18 +1240,16 @@ mod tests {
         // mean part of 4.
         let me = sweep(vec![0], 0);
         let sweeps = [(a, sweep(vec![6], 1)), (b, sweep(vec![9], 2))];
-        let mut own = OwnShare::default();
-        let share = own.get(&me, &[a, b], &sweeps);
+        let share = own_share(&me, &sweeps);
         assert!((share - 1.5).abs() < 1e-9, "{share}");
         assert_eq!(holder_slots_for(share), 2);
         // `a`'s part is a quarter: one slot, as for anyone alone.
-        let mut theirs = OwnShare::default();
-        let a_share = theirs.get(&sweeps[0].1, &[b], &[(b, sweeps[1].1.clone())]);
+        let a_share = own_share(&sweeps[0].1, &[(b, sweeps[1].1.clone())]);
         assert_eq!(holder_slots_for(a_share), 1);
-        assert_eq!(holder_slots_for(OwnShare::default().get(&me, &[], &[])), 1);
+        assert_eq!(holder_slots_for(own_share(&me, &[])), 1);
         assert_eq!(holder_slots_for(7.0), 3);
-        // Worked out again when the fetchers change.
-        assert!((own.get(&me, &[a], &sweeps[..1]) - 1.0).abs() < 1e-9);
+        // With `a` alone beside it, this node reaches 0-5 first of 12.
+        assert!((own_share(&me, &sweeps[..1]) - 1.0).abs() < 1e-9);
     }
 
     #[test]

@@ -40,10 +40,8 @@ const ALIGN: usize = 4096;
 /// round trip to the disk, and a small file is mostly its tail anyway.
 pub(super) const DIRECT_FROM: usize = 64 * 1024;
 
-/// Creates `path` (which must not exist) and writes `bytes` to it, its whole
-/// blocks with `O_DIRECT` and the tail's writeback started. `Ok(false)` when
-/// the filesystem refuses direct writes (or the system has none): nothing
-/// is left at `path` then, and the caller writes it through the page cache.
+/// No `O_DIRECT` on this system: the caller writes every chunk through the
+/// page cache.
 #[cfg(not(target_os = "linux"))]
 pub(super) fn write_new_direct(_path: &Path, _bytes: &[u8]) -> io::Result<bool> {
     Ok(false)
@@ -51,8 +49,8 @@ pub(super) fn write_new_direct(_path: &Path, _bytes: &[u8]) -> io::Result<bool> 
 
 /// Creates `path` (which must not exist) and writes `bytes` to it, its whole
 /// blocks with `O_DIRECT` and the tail's writeback started. `Ok(false)` when
-/// the filesystem refuses direct writes (or the system has none): nothing
-/// is left at `path` then, and the caller writes it through the page cache.
+/// the filesystem refuses direct writes: nothing is left at `path` then, and
+/// the caller writes it through the page cache.
 #[cfg(target_os = "linux")]
 pub(super) fn write_new_direct(path: &Path, bytes: &[u8]) -> io::Result<bool> {
     let direct_len = bytes.len() / ALIGN * ALIGN;
