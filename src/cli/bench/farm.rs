@@ -311,6 +311,7 @@ async fn dispatch(nodes: &[LocalNode], tiny: &Path, tasks: u32) -> Result<Row> {
     eprintln!("farm: dispatch, {tasks} tasks of a ~0 ms engine…");
     let api = &nodes[0].api;
     let sent_before = gossip_sent(nodes).await?;
+    let cpu_before = node_cpu(nodes)?;
     let started = Instant::now();
     let job: JobView = api
         .post(
@@ -320,6 +321,7 @@ async fn dispatch(nodes: &[LocalNode], tiny: &Path, tasks: u32) -> Result<Row> {
         .await?;
     let done = wait_done(api, &job.id, Duration::from_secs(600), "dispatch").await?;
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_per_task(&cpu_before, &node_cpu(nodes)?, tasks);
     let sent = gossip_sent(nodes).await? - sent_before;
     Ok(Row::new(
         "3 dispatch throughput",
@@ -327,7 +329,7 @@ async fn dispatch(nodes: &[LocalNode], tiny: &Path, tasks: u32) -> Result<Row> {
         "tasks/s",
         Target::AtLeast(1000.0),
         format!(
-            "{tasks} tasks through {} nodes (1 slot each) in {secs:.2} s; {} renders started, {} wasted; tasks per node {}; {:.2} gossip messages sent per task (heartbeats included)",
+            "{tasks} tasks through {} nodes (1 slot each) in {secs:.2} s; {} renders started, {} wasted; tasks per node {}; {:.2} gossip messages sent per task (heartbeats included); {cpu}",
             nodes.len(),
             done.renders_started,
             done.renders_wasted,
@@ -335,6 +337,38 @@ async fn dispatch(nodes: &[LocalNode], tiny: &Path, tasks: u32) -> Result<Row> {
             sent as f64 / f64::from(tasks),
         ),
     ))
+}
+
+/// Each node's user plus system CPU seconds so far (the builtin engine
+/// renders inside the node, so this is all the work of a dispatch).
+fn node_cpu(nodes: &[LocalNode]) -> Result<Vec<f64>> {
+    nodes
+        .iter()
+        .map(|n| super::footprint::cpu_seconds(n.child.id()))
+        .collect()
+}
+
+/// What the nodes' CPU says about the dispatch rate: the CPU time each node
+/// spent per task of the whole swarm (the first node submitted the job, and
+/// keeps a copy of every frame), and the rate at which a node with a core
+/// of its own would run out of CPU. On one machine playing eight, all nodes
+/// share its cores; on eight machines each does its share at once.
+fn cpu_per_task(before: &[f64], after: &[f64], tasks: u32) -> String {
+    let per_node: Vec<f64> = after
+        .iter()
+        .zip(before)
+        .map(|(a, b)| (a - b) * 1000.0 / f64::from(tasks))
+        .collect();
+    let total: f64 = per_node.iter().sum();
+    let most = per_node.iter().copied().fold(0.0, f64::max);
+    let others = per_node.get(1..).unwrap_or_default();
+    let least = others.iter().copied().fold(f64::INFINITY, f64::min);
+    let most_other = others.iter().copied().fold(0.0, f64::max);
+    format!(
+        "CPU per task {total:.2} ms for all nodes together; on the submitting node {:.2} ms, on each other {least:.2}-{most_other:.2} ms: a node with a core to itself would run out of CPU at {:.0} tasks/s",
+        per_node.first().copied().unwrap_or_default(),
+        1000.0 / most.max(f64::MIN_POSITIVE)
+    )
 }
 
 /// Gossip messages the nodes have published so far, all together.
@@ -451,4 +485,20 @@ fn running_on(job: &JobView) -> Option<String> {
         .flatten()
         .find(|t| t.status == TaskStatus::Running)
         .and_then(|t| t.node.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_per_task_names_the_busiest_node_as_the_limit() {
+        let text = cpu_per_task(&[10.0, 3.0, 5.0], &[12.0, 4.0, 6.2], 1000);
+        assert_eq!(
+            text,
+            "CPU per task 4.20 ms for all nodes together; on the submitting node 2.00 ms, \
+             on each other 1.00-1.20 ms: a node with a core to itself would run out of CPU \
+             at 500 tasks/s"
+        );
+    }
 }

@@ -80,9 +80,9 @@ impl Idle {
 }
 
 /// User plus system CPU seconds of `pid`, from `/proc/PID/stat`.
-fn cpu_seconds(pid: u32) -> Result<f64> {
+pub(super) fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("the idle node (pid {pid}) is gone"))?;
+        .with_context(|| format!("the node process {pid} is gone"))?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat
         .rsplit_once(')')
