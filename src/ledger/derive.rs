@@ -202,7 +202,7 @@ impl JobRecord {
                 TaskStatus::Failed => p.tasks_failed += 1,
                 TaskStatus::Done => {
                     p.tasks_done += 1;
-                    p.frames_done += self.spec.task_frames(i).len() as u64;
+                    p.frames_done += self.spec.task_frame_count(i);
                     p.render_ms_done += t.winning_done().map_or(0, |d| d.render_ms);
                 }
             }

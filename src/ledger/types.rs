@@ -228,6 +228,14 @@ impl JobSpec {
             .collect()
     }
 
+    /// How many frames task `index` renders: `task_frames(index).len()`
+    /// without making the list (a job's progress counts every task's).
+    pub fn task_frame_count(&self, index: TaskIndex) -> u64 {
+        let fpt = u64::from(self.frames_per_task.max(1));
+        let first = u64::from(index).saturating_mul(fpt);
+        self.frames.count().saturating_sub(first).min(fpt)
+    }
+
     /// The task that renders `frame`, if the job renders it.
     pub fn task_of_frame(&self, frame: u32) -> Option<TaskIndex> {
         let r = &self.frames;
@@ -426,6 +434,13 @@ pub(crate) mod tests {
         assert_eq!(s.task_frames(0), vec![1, 3]);
         assert_eq!(s.task_frames(2), vec![9]);
         assert!(s.task_frames(3).is_empty());
+        for (start, end, step, fpt) in [(1, 10, 2, 2), (1, 48, 1, 4), (5, 5, 1, 3), (0, 100, 7, 1)]
+        {
+            let s = spec(FrameRange { start, end, step }, fpt);
+            for i in 0..s.task_count() + 2 {
+                assert_eq!(s.task_frame_count(i), s.task_frames(i).len() as u64);
+            }
+        }
         assert_eq!(s.task_of_frame(9), Some(2));
         assert_eq!(s.task_of_frame(4), None);
         assert_eq!(s.task_of_frame(11), None);
