@@ -251,15 +251,26 @@ impl JobRecord {
     /// Failed attempts per node in the current generation: a node at or over
     /// the blocklist threshold stops claiming the job.
     pub fn failures_by_node(&self) -> BTreeMap<&NodeId, u32> {
-        let generation = self.retry_generation.0;
         let mut out = BTreeMap::new();
-        for t in self.tasks.values() {
-            for e in &t.ends {
-                if e.kind == EndKind::Failed && e.generation == generation {
-                    *out.entry(&e.node).or_insert(0) += 1;
-                }
-            }
+        for e in self.current_failures() {
+            *out.entry(&e.node).or_insert(0) += 1;
         }
         out
+    }
+
+    /// [`Self::failures_by_node`] of `node` alone, without the map: the
+    /// scheduler asks it of itself on every pick, and only a node over the
+    /// threshold needs the others' counts.
+    pub fn failures_of(&self, node: &NodeId) -> u32 {
+        let n = self.current_failures().filter(|e| e.node == *node).count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    fn current_failures(&self) -> impl Iterator<Item = &End> {
+        let generation = self.retry_generation.0;
+        self.tasks
+            .values()
+            .flat_map(|t| t.ends.iter())
+            .filter(move |e| e.kind == EndKind::Failed && e.generation == generation)
     }
 }

@@ -137,11 +137,11 @@ fn left_to_submitter(rec: &JobRecord, view: &View<'_>) -> bool {
 
 /// Whether this node should leave the job to others.
 fn blocked(rec: &JobRecord, view: &View<'_>) -> bool {
-    let failures = rec.failures_by_node();
-    let over = |n: &NodeId| failures.get(n).copied().unwrap_or(0) >= view.blocklist_after;
-    if !over(view.me) {
+    if rec.failures_of(view.me) < view.blocklist_after {
         return false;
     }
+    let failures = rec.failures_by_node();
+    let over = |n: &NodeId| failures.get(n).copied().unwrap_or(0) >= view.blocklist_after;
     view.peers
         .iter()
         .any(|(n, cap)| cap.can_run(rec) && !over(n))
@@ -378,6 +378,16 @@ mod tests {
                 log: None,
             });
         }
+        assert_eq!(rec.failures_of(&me), 2);
+        assert_eq!(rec.failures_of(&NodeId::new("b")), 0);
+        assert_eq!(rec.failures_by_node().get(&me), Some(&2));
+        let mut retried = rec.clone();
+        retried.retry_generation.0 += 1;
+        assert_eq!(
+            retried.failures_of(&me),
+            0,
+            "a retry starts the count again"
+        );
         let jobs = BTreeMap::from([(id, rec)]);
         let (mine, busy) = (cap(), HashSet::new());
         let peers = BTreeMap::from([(NodeId::new("b"), cap())]);
