@@ -59,8 +59,7 @@ pub(crate) async fn run(inner: Arc<Inner>, a: Assignment) {
         if matches!(e, NodeError::Ledger(_) | NodeError::Store(_)) {
             // A full disk, most likely: give the task back and claim
             // nothing for a while instead of failing claim after claim.
-            *lock(&inner.storage_pause) = Some(Instant::now() + STORAGE_PAUSE);
-            inner.trim_now.notify_one();
+            pause_for_the_disk(&inner, &a, &e.to_string());
             give_back_after_error(&inner, &a, &e);
         }
         inner.events.push(
@@ -154,18 +153,42 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         Outcome::Failed(_) => inner.metrics.render_seconds.observe(began.elapsed()),
     }
     if let Outcome::Failed(f) = &outcome
-        && f.reason.contains("os error 28")
+        && says_disk_full(&f.reason)
     {
-        // ENOSPC: this node's disk is full, not the task broken; give the
-        // disk a moment before the next claim, and the store's cache back.
-        *lock(&inner.storage_pause) = Some(Instant::now() + STORAGE_PAUSE);
-        inner.trim_now.notify_one();
+        pause_for_the_disk(inner, a, &f.reason);
     }
     record(inner, &base, a, outcome, began.elapsed()).await
 }
 
 /// How long a node that could not write its ledger or store claims nothing.
 const STORAGE_PAUSE: Duration = Duration::from_secs(5);
+
+/// This node's disk is full, not the task broken: claim nothing for
+/// [`STORAGE_PAUSE`], give the store's cache back at once, and say so on
+/// the page.
+fn pause_for_the_disk(inner: &Inner, a: &Assignment, why: &str) {
+    *lock(&inner.storage_pause) = Some(Instant::now() + STORAGE_PAUSE);
+    inner.trim_now.notify_one();
+    inner.events.push(
+        Severity::Warning,
+        "disk_full",
+        Some(a.job),
+        Some(a.task),
+        format!(
+            "this node could not write its data; it claims nothing for {} s and trims its cache: {why}",
+            STORAGE_PAUSE.as_secs()
+        ),
+    );
+}
+
+/// Whether an engine's failure reason names a full disk. The render
+/// module words its own I/O errors with `io::Error`'s text, which ends in
+/// the errno ("os error 28" is ENOSPC, 122 EDQUOT); an engine's own
+/// output is text too. The store's errors are typed
+/// ([`crate::store::StoreError::is_disk_full`]).
+fn says_disk_full(reason: &str) -> bool {
+    reason.contains("(os error 28)") || reason.contains("(os error 122)")
+}
 
 /// Release a claim whose records could not be written: in memory and to the
 /// swarm at once (other nodes take the task), on disk when the disk lets.
@@ -385,7 +408,12 @@ async fn record(
                     .await?;
                 None
             }
-            Err(reason) => Some(Outcome::Failed(failure(FailureKind::BadOutput, reason))),
+            Err(not) => {
+                if not.disk_full {
+                    pause_for_the_disk(inner, a, &not.reason);
+                }
+                Some(Outcome::Failed(failure(FailureKind::BadOutput, not.reason)))
+            }
         },
         other => Some(other),
     };
@@ -454,14 +482,22 @@ fn with_tail(reason: &str, tail: &str) -> String {
 /// The outputs, stored, and their manifests (gossiped with the Done).
 type Stored = (std::collections::BTreeMap<u32, Output>, Vec<Vec<u8>>);
 
-async fn store_outputs(inner: &Arc<Inner>, out: RenderOutput) -> Result<Stored, String> {
+/// Why a render's outputs were not stored.
+struct NotStored {
+    reason: String,
+    /// The disk is full: this node's trouble, not the render's.
+    disk_full: bool,
+}
+
+async fn store_outputs(inner: &Arc<Inner>, out: RenderOutput) -> Result<Stored, NotStored> {
     let store = inner.store.clone();
     tokio::task::spawn_blocking(move || {
         let mut outputs = std::collections::BTreeMap::new();
         let mut manifests = Vec::new();
         for (frame, output) in out.frames {
-            let cannot = |e: crate::store::StoreError| {
-                format!("cannot store the output of frame {frame}: {e}")
+            let cannot = |e: crate::store::StoreError| NotStored {
+                reason: format!("cannot store the output of frame {frame}: {e}"),
+                disk_full: e.is_disk_full(),
             };
             let blob = match &output {
                 Frame::File(path) => store.import_file(path),
@@ -475,7 +511,10 @@ async fn store_outputs(inner: &Arc<Inner>, out: RenderOutput) -> Result<Stored, 
         Ok((outputs, manifests))
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| NotStored {
+        reason: e.to_string(),
+        disk_full: false,
+    })?
 }
 
 async fn store_log(inner: &Arc<Inner>, log: &[u8]) -> Option<crate::hash::Hash> {
@@ -744,5 +783,25 @@ fn frames_label(frames: &[u32]) -> String {
         [] => "-".into(),
         [one] => one.to_string(),
         [first, .., last] => format!("{first}-{last}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_with_enospc_or_edquot_says_the_disk_is_full() {
+        let io = |kind| std::io::Error::from(kind).to_string();
+        assert!(says_disk_full(&format!(
+            "writing frame 3: {}",
+            std::io::Error::from_raw_os_error(libc::ENOSPC)
+        )));
+        assert!(says_disk_full(&format!(
+            "writing frame 3: {}",
+            std::io::Error::from_raw_os_error(libc::EDQUOT)
+        )));
+        assert!(!says_disk_full(&io(std::io::ErrorKind::PermissionDenied)));
+        assert!(!says_disk_full("exit code 28"));
     }
 }

@@ -92,6 +92,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the disk (or the user's quota on it) is full: not the data's
+    /// fault, and space may come back.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Io { source, .. }
+                if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+        )
+    }
+
     /// A closure turning an `io::Error` into [`StoreError::Io`] naming `path`.
     pub(super) fn io(
         op: &'static str,
@@ -122,6 +132,15 @@ mod tests {
             StoreError::io("writing chunk", "/x/y")(io::Error::from(io::ErrorKind::StorageFull));
         let text = err.to_string();
         assert!(text.contains("writing chunk `/x/y`"), "{text}");
+        assert!(err.is_disk_full());
+    }
+
+    #[test]
+    fn only_a_full_disk_or_quota_is_disk_full() {
+        let io = |kind| StoreError::io("writing chunk", "/x")(io::Error::from(kind));
+        assert!(io(io::ErrorKind::QuotaExceeded).is_disk_full());
+        assert!(!io(io::ErrorKind::PermissionDenied).is_disk_full());
+        assert!(!StoreError::MissingChunk(Hash::of(b"x")).is_disk_full());
     }
 
     #[test]

@@ -112,6 +112,14 @@ fn a_full_disk_fails_tasks_cleanly_and_the_node_recovers_when_space_returns() {
         .chain(std::iter::once(&events_text(&node)))
         .any(|r| r.contains("No space left on device"));
     assert!(said, "the node must name the full disk: {reasons:?}");
+    let paused = wait_for("the node to say it pauses for the disk", || {
+        events_text(&node).contains("\"disk_full\"").then_some(())
+    });
+    assert!(
+        paused.is_some(),
+        "no disk_full event: {}",
+        events_text(&node)
+    );
     assert!(!node.info()["id"].is_null(), "the node still answers");
 
     for f in filler {
