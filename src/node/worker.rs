@@ -59,7 +59,7 @@ pub(crate) async fn run(inner: Arc<Inner>, a: Assignment) {
         if matches!(e, NodeError::Ledger(_) | NodeError::Store(_)) {
             // A full disk, most likely: give the task back and claim
             // nothing for a while instead of failing claim after claim.
-            pause_for_the_disk(&inner, &a, &e.to_string());
+            pause_claiming(&inner);
             give_back_after_error(&inner, &a, &e);
         }
         inner.events.push(
@@ -163,19 +163,24 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
 /// How long a node that could not write its ledger or store claims nothing.
 const STORAGE_PAUSE: Duration = Duration::from_secs(5);
 
-/// This node's disk is full, not the task broken: claim nothing for
-/// [`STORAGE_PAUSE`], give the store's cache back at once, and say so on
-/// the page.
-fn pause_for_the_disk(inner: &Inner, a: &Assignment, why: &str) {
+/// Claim nothing for [`STORAGE_PAUSE`] and give the store's cache back at
+/// once: this node could not write its data.
+fn pause_claiming(inner: &Inner) {
     *lock(&inner.storage_pause) = Some(Instant::now() + STORAGE_PAUSE);
     inner.trim_now.notify_one();
+}
+
+/// This node's disk is full, not the task broken: pause claiming, and say
+/// so on the page.
+fn pause_for_the_disk(inner: &Inner, a: &Assignment, why: &str) {
+    pause_claiming(inner);
     inner.events.push(
         Severity::Warning,
         "disk_full",
         Some(a.job),
         Some(a.task),
         format!(
-            "this node could not write its data; it claims nothing for {} s and trims its cache: {why}",
+            "this node's disk is full; it claims nothing for {} s and trims its cache: {why}",
             STORAGE_PAUSE.as_secs()
         ),
     );
