@@ -15,7 +15,7 @@
 //!
 //! # Layout
 //!
-//! - `transport`: TCP -> byte counter -> (pnet) -> Noise -> Yamux.
+//! - `transport`: TCP -> byte counter -> Noise (the swarm key its prologue) -> Yamux.
 //! - `behaviour`: gossipsub (tuned for 2-20 nodes, scored), request-response,
 //!   identify, ping, mDNS, allow/block list.
 //! - `requests` and `codec`: one request-response behaviour per protocol,

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// [`Stats::snapshot`], or one with `load(Ordering::Relaxed)` on its field.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Bytes read from TCP streams: what travelled on the wire, so pnet and
-    /// Noise framing are included.
+    /// Bytes read from TCP streams: what travelled on the wire, so Noise
+    /// and Yamux framing are included.
     pub bytes_in: AtomicU64,
     /// Bytes written to TCP streams, framing included.
     pub bytes_out: AtomicU64,

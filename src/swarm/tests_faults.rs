@@ -48,8 +48,9 @@ async fn only_nodes_with_the_same_swarm_key_connect() {
     let mut no_key = config();
     no_key.peers = vec![a.addr.clone()];
     let mut open = spawn(no_key).await;
-    // Each dial fails in the handshake (garbled bytes, or the 10 s handshake
-    // timeout); neither side ever reports the other as connected.
+    // Each dial fails in the Noise handshake (the prologues differ, so the
+    // second message does not authenticate); neither side ever reports the
+    // other as connected.
     dial_failures_without_connecting(&mut wrong, 1).await;
     dial_failures_without_connecting(&mut open, 1).await;
     while let Ok(event) = a.events.try_recv() {

@@ -26,8 +26,8 @@ pub struct SwarmConfig {
     pub mdns: bool,
     /// How often mDNS asks the LAN (libp2p's default is 5 minutes).
     pub mdns_interval: Duration,
-    /// Pre-shared swarm key: wraps TCP in pnet, so nodes without the same key
-    /// cannot complete a handshake.
+    /// Pre-shared swarm key: mixed into every Noise handshake (as its
+    /// prologue), so nodes without the same key cannot complete one.
     pub psk: Option<[u8; 32]>,
     /// Gossipsub topics to subscribe to.
     pub topics: Vec<String>,
