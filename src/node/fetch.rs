@@ -530,7 +530,7 @@ impl Inner {
         } = how;
         if ahead.is_empty() && tellers.is_empty() {
             let order = providers.order(req.i);
-            let got = self.fetch_batch(&req.batch, &order, into).await;
+            let got = self.fetch_batch(&req.batch, &order, into).await.stored;
             return Done {
                 got,
                 again: None,
@@ -554,11 +554,15 @@ impl Inner {
         for p in &order {
             patience.asking(*p);
         }
-        let got = self.fetch_batch(&req.batch, &order, into).await;
-        if !got.is_empty() {
-            for p in &order {
-                patience.served(*p);
-            }
+        let Fetched {
+            stored: got,
+            servers,
+        } = self.fetch_batch(&req.batch, &order, into).await;
+        // Only those that sent a chunk: a fetcher asked first that stalls
+        // until the request times out, with the next one asked serving,
+        // has served nothing.
+        for p in servers {
+            patience.served(p);
         }
         let left: Vec<Hash> = req
             .batch
@@ -613,52 +617,52 @@ impl Inner {
     }
 
     /// Ask providers in turn for a batch until every chunk is stored;
-    /// returns the chunks stored.
+    /// returns the chunks stored and who sent them.
     async fn fetch_batch(
         self: &Arc<Self>,
         batch: &[Hash],
         order: &[PeerId],
         into: Option<Arc<Unpacking>>,
-    ) -> Vec<Hash> {
+    ) -> Fetched {
         let Some(net) = &self.net else {
-            return Vec::new();
+            return Fetched::default();
         };
-        let mut left: Vec<Hash> = batch.to_vec();
-        let mut stored = Vec::new();
-        for peer in order {
-            if left.is_empty() {
-                break;
-            }
-            let req = wire::encode(&ChunkRequest {
-                hashes: left.clone(),
-            });
-            let asked_at = std::time::Instant::now();
-            let Ok(reply) = net.client.request(*peer, wire::PROTO_CHUNK, req).await else {
-                continue;
-            };
-            let (ok, bad) = match self.store_reply(reply, left.clone(), into.clone()).await {
-                Ok(stored) => stored,
-                Err(e) => {
-                    self.bad_peer(*peer, &format!("chunk reply does not decode: {e}"));
-                    continue;
+        ask_in_turn(batch, order, |peer, left| {
+            let into = into.clone();
+            async move {
+                let req = wire::encode(&ChunkRequest {
+                    hashes: left.clone(),
+                });
+                let asked_at = std::time::Instant::now();
+                let reply = net
+                    .client
+                    .request(peer, wire::PROTO_CHUNK, req)
+                    .await
+                    .ok()?;
+                let (ok, bad) = match self.store_reply(reply, left.clone(), into).await {
+                    Ok(stored) => stored,
+                    Err(e) => {
+                        self.bad_peer(peer, &format!("chunk reply does not decode: {e}"));
+                        return None;
+                    }
+                };
+                tracing::trace!(
+                    %peer,
+                    asked = left.len(),
+                    got = ok.len(),
+                    ms = asked_at.elapsed().as_millis() as u64,
+                    first = %left[0].short(8),
+                    "chunk request"
+                );
+                if bad > 0 {
+                    self.bad_peer(peer, &format!("{bad} chunk(s) with wrong bytes"));
                 }
-            };
-            tracing::trace!(
-                %peer,
-                asked = left.len(),
-                got = ok.len(),
-                ms = asked_at.elapsed().as_millis() as u64,
-                first = %left[0].short(8),
-                "chunk request"
-            );
-            if bad > 0 {
-                self.bad_peer(*peer, &format!("{bad} chunk(s) with wrong bytes"));
+                let missed: Vec<Hash> = left.iter().filter(|h| !ok.contains(h)).copied().collect();
+                self.haves.missed(peer, &missed);
+                Some(ok)
             }
-            left.retain(|h| !ok.contains(h));
-            self.haves.missed(*peer, &left);
-            stored.extend(ok);
-        }
-        stored
+        })
+        .await
     }
 
     /// Verify and write the chunks of a `reply` to a request for `asked`,
@@ -763,6 +767,40 @@ impl Inner {
             held.pop_front();
         }
     }
+}
+
+/// What one batch's requests got: the chunks stored, and the peers that
+/// sent at least one of them.
+#[derive(Debug, Default, PartialEq)]
+struct Fetched {
+    stored: Vec<Hash>,
+    servers: Vec<PeerId>,
+}
+
+/// Ask the peers of `order` in turn for what of `batch` is still missing,
+/// until nothing is. `ask` returns the chunks a peer's reply stored, or
+/// `None` when it failed (timed out, refused, could not be decoded).
+async fn ask_in_turn<F, Fut>(batch: &[Hash], order: &[PeerId], mut ask: F) -> Fetched
+where
+    F: FnMut(PeerId, Vec<Hash>) -> Fut,
+    Fut: std::future::Future<Output = Option<BTreeSet<Hash>>>,
+{
+    let mut left: Vec<Hash> = batch.to_vec();
+    let mut got = Fetched::default();
+    for &peer in order {
+        if left.is_empty() {
+            break;
+        }
+        let Some(ok) = ask(peer, left.clone()).await else {
+            continue;
+        };
+        left.retain(|h| !ok.contains(h));
+        if !ok.is_empty() {
+            got.servers.push(peer);
+        }
+        got.stored.extend(ok);
+    }
+    got
 }
 
 /// Drop from `rec` every Done this node does not know yet whose outputs
@@ -911,7 +949,7 @@ impl Patience {
             .or_insert_with(std::time::Instant::now);
     }
 
-    /// A request to `peer` (alone or with another) got something.
+    /// `peer` sent chunks a request asked for.
     fn served(&self, peer: PeerId) {
         lock(&self.0).insert(peer, std::time::Instant::now());
     }
@@ -1272,6 +1310,44 @@ mod tests {
         patience.served(p);
         assert!(patience.still_waits_for(p));
         assert!(patience.still_waits_for(q));
+    }
+
+    #[tokio::test]
+    async fn a_batch_credits_only_the_peers_that_sent_chunks() {
+        let (stalled, partial, rest, unasked) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        let batch: Vec<Hash> = (0..3u8).map(|i| Hash::of(&[i])).collect();
+        let mut asked = Vec::new();
+        let got = ask_in_turn(&batch, &[stalled, partial, rest, unasked], |peer, left| {
+            asked.push((peer, left.len()));
+            let reply = if peer == stalled {
+                None
+            } else if peer == partial {
+                Some(left[..1].iter().copied().collect())
+            } else {
+                Some(left.iter().copied().collect())
+            };
+            async move { reply }
+        })
+        .await;
+        // The stalled peer was asked for all three and sent nothing; the
+        // next peer was asked for all three and sent one, the one after for
+        // the two left; the last was not asked at all.
+        assert_eq!(asked, vec![(stalled, 3), (partial, 3), (rest, 2)]);
+        assert_eq!(got.servers, vec![partial, rest]);
+        let mut stored = got.stored.clone();
+        stored.sort();
+        let mut want = batch.clone();
+        want.sort();
+        assert_eq!(stored, want);
+
+        // A peer that answers with nothing it was asked for is no server.
+        let empty = ask_in_turn(&batch, &[partial], |_, _| async { Some(BTreeSet::new()) }).await;
+        assert_eq!(empty, Fetched::default());
     }
 
     #[test]
