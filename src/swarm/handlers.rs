@@ -21,6 +21,19 @@ use super::types::{Event, MessageHandle, NetError, RequestFailure, ResponseHandl
 /// At most one warning per peer per this long.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
+/// Says what a Noise handshake that fails to decrypt means here: the two
+/// nodes' swarm keys differ (the key is the handshake's prologue, see
+/// `transport.rs`), which libp2p words only as "decrypt error".
+pub(super) fn explain_handshake_failure(error: String) -> String {
+    if error.contains("Handshake failed") && error.contains("decrypt error") {
+        format!(
+            "{error} (the two nodes' swarm keys differ: one has another key or none, or runs a renderswarm from before 2026-12-06)"
+        )
+    } else {
+        error
+    }
+}
+
 impl EventLoop {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
@@ -55,7 +68,10 @@ impl EventLoop {
                 send_back_addr,
                 error,
                 ..
-            } => tracing::debug!(%send_back_addr, %error, "inbound connection failed"),
+            } => {
+                let error = explain_handshake_failure(error.to_string());
+                tracing::debug!(%send_back_addr, %error, "inbound connection failed")
+            }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::debug!(%address, "listening");
                 self.emit_control(Event::Listening(address));
@@ -113,7 +129,7 @@ impl EventLoop {
     fn on_dial_error(&mut self, connection: ConnectionId, peer: Option<PeerId>, error: DialError) {
         tracing::debug!(?peer, %error, "dial failed");
         self.dialer.on_dial_failed(connection, &error);
-        let error = error.to_string();
+        let error = explain_handshake_failure(error.to_string());
         if let Some((addr, reply)) = self.pending_dials.remove(&connection) {
             let reason = error.clone();
             let _ = reply.send(Err(NetError::Dial { addr, reason }));

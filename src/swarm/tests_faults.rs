@@ -14,16 +14,20 @@ use super::tests::{
 };
 use super::*;
 
-/// Counts `DialFailed` events until `n` arrived, failing if a `Connected` comes first.
-async fn dial_failures_without_connecting(node: &mut tests::Node, n: usize) {
+/// Waits for `n` `DialFailed` events, failing if a `Connected` comes first;
+/// returns their errors.
+async fn dial_failures_without_connecting(node: &mut tests::Node, n: usize) -> Vec<String> {
+    let mut errors = Vec::new();
     for i in 0..n {
-        next(&mut node.events, "DialFailed", |e| match e {
-            Event::DialFailed { .. } => Some(()),
+        let error = next(&mut node.events, "DialFailed", |e| match e {
+            Event::DialFailed { error, .. } => Some(error),
             Event::Connected(p) => panic!("connected to {p} after {i} dial failures"),
             _ => None,
         })
         .await;
+        errors.push(error);
     }
+    errors
 }
 
 #[tokio::test]
@@ -51,8 +55,14 @@ async fn only_nodes_with_the_same_swarm_key_connect() {
     // Each dial fails in the Noise handshake (the prologues differ, so the
     // second message does not authenticate); neither side ever reports the
     // other as connected.
-    dial_failures_without_connecting(&mut wrong, 1).await;
-    dial_failures_without_connecting(&mut open, 1).await;
+    for node in [&mut wrong, &mut open] {
+        let errors = dial_failures_without_connecting(node, 1).await;
+        assert!(
+            errors[0].contains("swarm keys differ"),
+            "the error does not say why: {}",
+            errors[0]
+        );
+    }
     while let Ok(event) = a.events.try_recv() {
         assert!(
             !matches!(event, Event::Connected(_)),
