@@ -334,6 +334,7 @@ fn with_view<T>(inner: &Inner, f: impl FnOnce(&scheduler::View<'_>) -> T) -> T {
             waiting: &waiting,
             live,
             now_ms: super::events::now_ms(),
+            done: &inner.done_prefix,
         };
         f(&view)
     })

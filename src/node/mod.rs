@@ -113,6 +113,8 @@ pub(crate) struct Inner {
     pub scene_waits: Mutex<HashMap<JobId, std::time::Instant>>,
     /// How long this node's renders of each job take (claims held ahead).
     pub render_times: loops::RenderTimes,
+    /// How far each job's first tasks are done, for the scheduler's picks.
+    pub done_prefix: scheduler::DonePrefix,
     /// The data disk is (nearly) full: trim the store now, to what jobs need.
     pub trim_now: Notify,
     /// One permit per slot, held from a render's start to its record.
@@ -223,6 +225,7 @@ impl Node {
             storage_pause: Mutex::new(None),
             scene_waits: Mutex::new(HashMap::new()),
             render_times: loops::RenderTimes::default(),
+            done_prefix: scheduler::DonePrefix::default(),
             trim_now: Notify::new(),
             id,
             cfg,
