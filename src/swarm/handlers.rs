@@ -24,7 +24,7 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 /// Says what a Noise handshake that fails to decrypt means here: the two
 /// nodes' swarm keys differ (the key is the handshake's prologue, see
 /// `transport.rs`), which libp2p words only as "decrypt error".
-pub(super) fn explain_handshake_failure(error: String) -> String {
+fn explain_handshake_failure(error: String) -> String {
     if error.contains("Handshake failed") && error.contains("decrypt error") {
         format!(
             "{error} (the two nodes' swarm keys differ: one has another key or none, or runs a renderswarm from before 2026-12-06)"
