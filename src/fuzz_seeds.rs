@@ -89,7 +89,7 @@ fn busy_record() -> JobRecord {
             &base,
             0,
             Done {
-                outputs,
+                outputs: outputs.into_iter().collect(),
                 node: n.clone(),
                 epoch: 1,
                 lamport: 7,

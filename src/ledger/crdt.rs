@@ -110,6 +110,138 @@ impl<T: Ord + Clone> Crdt for BTreeSet<T> {
     }
 }
 
+/// Grow-only set kept as a sorted vector of exactly its elements.
+///
+/// A task's sets hold one to a few elements each, for every task a farm has
+/// ever run: a `BTreeSet` allocates a node for eleven on its first insert
+/// (some 500 bytes for one claim), this allocates room for what it holds.
+/// Inserting is O(n), which is nothing at these sizes. It encodes as a
+/// sequence in order, as a `BTreeSet` does, so records on disk and on the
+/// wire are the same bytes; decoding sorts and drops duplicates, so a peer's
+/// out-of-order or repeated elements give the same set everywhere.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GSet<T>(Vec<T>);
+
+impl<T> Default for GSet<T> {
+    fn default() -> Self {
+        GSet(Vec::new())
+    }
+}
+
+impl<T: Ord> GSet<T> {
+    pub fn new() -> GSet<T> {
+        GSet::default()
+    }
+
+    /// Add `x`; true if it was not there.
+    pub fn insert(&mut self, x: T) -> bool {
+        match self.0.binary_search(&x) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.reserve_exact(1);
+                self.0.insert(at, x);
+                true
+            }
+        }
+    }
+
+    pub fn contains(&self, x: &T) -> bool {
+        self.0.binary_search(x).is_ok()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The smallest element.
+    pub fn first(&self) -> Option<&T> {
+        self.0.first()
+    }
+
+    /// The greatest element.
+    pub fn last(&self) -> Option<&T> {
+        self.0.last()
+    }
+
+    /// Keep only the elements `keep` says yes to: for filtering a copy
+    /// before it is merged (a replica's own sets only grow).
+    pub fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
+        self.0.retain(keep);
+        self.0.shrink_to_fit();
+    }
+}
+
+impl<T: Ord> FromIterator<T> for GSet<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut v: Vec<T> = iter.into_iter().collect();
+        v.sort();
+        v.dedup();
+        v.shrink_to_fit();
+        GSet(v)
+    }
+}
+
+impl<T: Ord, const N: usize> From<[T; N]> for GSet<T> {
+    fn from(xs: [T; N]) -> Self {
+        xs.into_iter().collect()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a GSet<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<T> IntoIterator for GSet<T> {
+    type Item = T;
+    type IntoIter = std::vec::IntoIter<T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for GSet<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(&self.0).finish()
+    }
+}
+
+impl<T: Serialize> Serialize for GSet<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(&self.0)
+    }
+}
+
+impl<'de, T: Deserialize<'de> + Ord> Deserialize<'de> for GSet<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Vec::<T>::deserialize(d)?;
+        Ok(v.into_iter().collect())
+    }
+}
+
+impl<T: Ord + Clone> Crdt for GSet<T> {
+    fn merge(&mut self, other: &Self) -> bool {
+        let mut changed = false;
+        for x in other {
+            if !self.contains(x) {
+                changed |= self.insert(x.clone());
+            }
+        }
+        changed
+    }
+}
+
 /// Map of lattices: keys union, values merged.
 impl<K: Ord + Clone, V: Crdt + Clone> Crdt for BTreeMap<K, V> {
     fn merge(&mut self, other: &Self) -> bool {
@@ -178,6 +310,42 @@ mod tests {
 
         #[test]
         fn set_laws(a: BTreeSet<u8>, b: BTreeSet<u8>, c: BTreeSet<u8>) { laws(a, b, c) }
+
+        #[test]
+        fn gset_laws(a: Vec<u8>, b: Vec<u8>, c: Vec<u8>) {
+            laws(GSet::from_iter(a), GSet::from_iter(b), GSet::from_iter(c))
+        }
+
+        /// The same elements as a `BTreeSet`, in the same order, and the
+        /// same bytes on the wire, whatever order they were inserted in.
+        #[test]
+        fn gset_is_a_btreeset_in_a_vector(xs: Vec<u16>) {
+            let mut g = GSet::new();
+            for &x in &xs {
+                g.insert(x);
+            }
+            let b: BTreeSet<u16> = xs.iter().copied().collect();
+            prop_assert!(g.iter().eq(b.iter()));
+            prop_assert_eq!(g.len(), b.len());
+            prop_assert_eq!(g.first(), b.first());
+            prop_assert_eq!(g.last(), b.last());
+            prop_assert_eq!(postcard::to_allocvec(&g).unwrap(), postcard::to_allocvec(&b).unwrap());
+            prop_assert_eq!(postcard::from_bytes::<GSet<u16>>(&postcard::to_allocvec(&b).unwrap()).unwrap(), g.clone());
+            for x in &xs {
+                prop_assert!(g.contains(x));
+            }
+        }
+    }
+
+    #[test]
+    fn a_gset_decoded_out_of_order_with_repeats_is_sorted_and_whole() {
+        let bytes = postcard::to_allocvec(&vec![3u8, 1, 3, 2, 1]).unwrap();
+        let g: GSet<u8> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(g.iter().copied().collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(g, GSet::from([1, 2, 3]));
+    }
+
+    proptest! {
 
         #[test]
         fn map_laws(a: BTreeMap<u8, Max<u8>>, b: BTreeMap<u8, Max<u8>>, c: BTreeMap<u8, Max<u8>>) {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hash::Hash;
 
-use super::crdt::{Flag, Lww, Max};
+use super::crdt::{Flag, GSet, Lww, Max};
 
 /// A node's identity: the text form of its libp2p `PeerId`. The ledger only
 /// needs it to be stable, ordered and printable, so it stays a string and the
@@ -321,10 +321,122 @@ pub struct Output {
     pub ext: String,
 }
 
+/// A task's outputs by frame, sorted by frame: a map kept as a vector of
+/// exactly its entries, since a task renders one to a few frames and every
+/// task a farm has run keeps its outputs (a `BTreeMap` allocates a node for
+/// eleven, some 670 bytes, for one frame). It orders, encodes and decodes as
+/// a `BTreeMap<u32, Output>` does: the same bytes on disk and on the wire,
+/// the same winning Done; decoding sorts by frame and keeps the last of
+/// repeated frames, as a `BTreeMap` would.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Outputs(Vec<(u32, Output)>);
+
+type Pair<'a> = (&'a u32, &'a Output);
+
+/// What iterating [`Outputs`] gives: `(frame, output)` pairs by frame.
+pub type OutputsIter<'a> =
+    std::iter::Map<std::slice::Iter<'a, (u32, Output)>, fn(&(u32, Output)) -> Pair<'_>>;
+
+impl Outputs {
+    pub fn new() -> Outputs {
+        Outputs::default()
+    }
+
+    pub fn get(&self, frame: &u32) -> Option<&Output> {
+        let at = self.0.binary_search_by_key(frame, |(f, _)| *f).ok()?;
+        Some(&self.0[at].1)
+    }
+
+    pub fn iter(&self) -> OutputsIter<'_> {
+        self.0.iter().map(|(f, o)| (f, o))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &u32> {
+        self.0.iter().map(|(f, _)| f)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Output> {
+        self.0.iter().map(|(_, o)| o)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<(u32, Output)> for Outputs {
+    /// Sorted by frame; of repeated frames the last one given stays.
+    fn from_iter<I: IntoIterator<Item = (u32, Output)>>(iter: I) -> Self {
+        let mut v: Vec<(u32, Output)> = iter.into_iter().collect();
+        // Stable, so repeated frames keep their order and the last is kept.
+        v.sort_by_key(|(f, _)| *f);
+        v.reverse();
+        v.dedup_by_key(|(f, _)| *f);
+        v.reverse();
+        v.shrink_to_fit();
+        Outputs(v)
+    }
+}
+
+impl<const N: usize> From<[(u32, Output); N]> for Outputs {
+    fn from(xs: [(u32, Output); N]) -> Self {
+        xs.into_iter().collect()
+    }
+}
+
+impl<'a> IntoIterator for &'a Outputs {
+    type Item = Pair<'a>;
+    type IntoIter = OutputsIter<'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl fmt::Debug for Outputs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Outputs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Outputs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Outputs;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of frame to output")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Outputs, A::Error> {
+                // Not sized by the length the input claims: a peer's record
+                // could claim any.
+                let mut v = Vec::new();
+                while let Some(entry) = m.next_entry()? {
+                    v.push(entry);
+                }
+                Ok(v.into_iter().collect())
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
 /// A finished task: the output of every frame. Absorbing.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Debug)]
 pub struct Done {
-    pub outputs: BTreeMap<u32, Output>,
+    pub outputs: Outputs,
     pub node: NodeId,
     pub epoch: u32,
     pub lamport: u64,
@@ -335,10 +447,10 @@ pub struct Done {
 /// union and the record is also the task's history.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug, Default)]
 pub struct TaskState {
-    pub claims: BTreeSet<Claim>,
-    pub starts: BTreeSet<Start>,
-    pub ends: BTreeSet<End>,
-    pub dones: BTreeSet<Done>,
+    pub claims: GSet<Claim>,
+    pub starts: GSet<Start>,
+    pub ends: GSet<End>,
+    pub dones: GSet<Done>,
 }
 
 /// The replicated state of one job.
@@ -487,5 +599,47 @@ pub(crate) mod tests {
         assert!(c(1, 1, "b").beats(&c(1, 2, "a")));
         assert!(c(1, 1, "a").beats(&c(1, 1, "b")));
         assert!(!c(1, 1, "a").beats(&c(1, 1, "a")));
+    }
+
+    fn out(n: u8) -> Output {
+        Output {
+            blob: Hash::of(&[n]),
+            ext: format!("e{n}"),
+        }
+    }
+
+    /// `Outputs` stands in for the `BTreeMap` records were written with:
+    /// the same bytes in postcard and JSON, the same order between two,
+    /// and decoding puts frames in order and keeps the last of a repeat.
+    #[test]
+    fn outputs_encode_order_and_decode_as_a_btreemap_does() {
+        let pairs = [(9, out(1)), (2, out(2)), (5, out(3))];
+        let map: BTreeMap<u32, Output> = pairs.iter().cloned().collect();
+        let outs = Outputs::from(pairs.clone());
+        assert!(outs.iter().eq(map.iter()));
+        assert_eq!(outs.get(&5), map.get(&5));
+        assert_eq!(outs.get(&6), None);
+        assert_eq!(
+            postcard::to_allocvec(&outs).unwrap(),
+            postcard::to_allocvec(&map).unwrap()
+        );
+        assert_eq!(
+            serde_json::to_string(&outs).unwrap(),
+            serde_json::to_string(&map).unwrap()
+        );
+        let back: Outputs = postcard::from_bytes(&postcard::to_allocvec(&map).unwrap()).unwrap();
+        assert_eq!(back, outs);
+
+        let other = Outputs::from([(2, out(2)), (5, out(4))]);
+        let other_map: BTreeMap<u32, Output> = other.iter().map(|(f, o)| (*f, o.clone())).collect();
+        assert_eq!(outs.cmp(&other), map.cmp(&other_map));
+        assert_eq!(other.cmp(&outs), other_map.cmp(&map));
+
+        let repeated: Vec<(u32, Output)> = vec![(3, out(1)), (1, out(2)), (3, out(3))];
+        let bytes = postcard::to_allocvec(&repeated).unwrap();
+        let as_map: BTreeMap<u32, Output> = postcard::from_bytes(&bytes).unwrap();
+        let as_outputs: Outputs = postcard::from_bytes(&bytes).unwrap();
+        assert!(as_outputs.iter().eq(as_map.iter()));
+        assert_eq!(as_outputs.get(&3), Some(&out(3)));
     }
 }

@@ -167,7 +167,7 @@ mod tests {
             ext: "png".into(),
         };
         rec.tasks.entry(task).or_default().dones.insert(Done {
-            outputs: BTreeMap::from([(task + 1, out)]),
+            outputs: crate::ledger::Outputs::from([(task + 1, out)]),
             node: NodeId::new("a"),
             epoch: 1,
             lamport: 1,

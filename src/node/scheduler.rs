@@ -388,7 +388,7 @@ mod tests {
 
     fn done_by(node: &NodeId) -> crate::ledger::Done {
         crate::ledger::Done {
-            outputs: BTreeMap::new(),
+            outputs: crate::ledger::Outputs::new(),
             node: node.clone(),
             epoch: 1,
             lamport: 1,

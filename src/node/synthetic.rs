@@ -119,7 +119,7 @@ fn task_state(task: u32, frames: u32, peers: &[NodeId]) -> Option<TaskState> {
                 node: peers.get((task as usize + 1) % peers.len())?.clone(),
             });
         }
-        let outputs = BTreeMap::from([(
+        let outputs = crate::ledger::Outputs::from([(
             task + 1,
             Output {
                 blob: Hash::of(&task.to_le_bytes()),

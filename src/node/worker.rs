@@ -402,7 +402,7 @@ async fn record(
                     inner.hold_blob(o.blob);
                 }
                 let done = Done {
-                    outputs,
+                    outputs: outputs.into_iter().collect(),
                     node: inner.id.clone(),
                     epoch: a.claim.epoch,
                     lamport: inner.ledger.clock().tick(),

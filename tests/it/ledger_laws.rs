@@ -80,17 +80,17 @@ fn task_state() -> impl Strategy<Value = TaskState> {
         prop::collection::btree_set(done, 0..2),
     )
         .prop_map(|(claims, starts, ends, dones)| TaskState {
-            claims,
-            starts,
-            ends,
-            dones,
+            claims: claims.into_iter().collect(),
+            starts: starts.into_iter().collect(),
+            ends: ends.into_iter().collect(),
+            dones: dones.into_iter().collect(),
         })
 }
 
 // Outputs are filled in per task by `fix_outputs`, which knows the frames.
 fn done_outputs(variant: u8) -> Done {
     Done {
-        outputs: BTreeMap::from([(
+        outputs: renderswarm::ledger::Outputs::from([(
             u32::MAX,
             Output {
                 blob: Hash::of(&[variant]),
