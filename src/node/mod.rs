@@ -24,6 +24,7 @@ mod fetch;
 mod have;
 mod inbound;
 mod loops;
+mod memory;
 pub mod metrics;
 pub mod net;
 mod outbox;
