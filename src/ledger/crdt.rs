@@ -138,7 +138,12 @@ impl<T: Ord> GSet<T> {
         match self.0.binary_search(&x) {
             Ok(_) => false,
             Err(at) => {
-                self.0.reserve_exact(1);
+                // Exact room while small (the usual set holds one to three);
+                // amortized growth beyond, so a large one is not copied
+                // whole on every insert.
+                if self.0.len() < EXACT_UP_TO {
+                    self.0.reserve_exact(1);
+                }
                 self.0.insert(at, x);
                 true
             }
@@ -230,15 +235,38 @@ impl<'de, T: Deserialize<'de> + Ord> Deserialize<'de> for GSet<T> {
     }
 }
 
+/// Sets up to this many elements grow by exactly one element at a time.
+const EXACT_UP_TO: usize = 16;
+
 impl<T: Ord + Clone> Crdt for GSet<T> {
+    /// A few elements are inserted one by one; more are merged in one pass
+    /// over both sorted vectors, so a peer's large set costs linear time,
+    /// not an insert (and a shift) per element.
     fn merge(&mut self, other: &Self) -> bool {
-        let mut changed = false;
-        for x in other {
-            if !self.contains(x) {
-                changed |= self.insert(x.clone());
+        if other.0.len() <= 4 {
+            let mut changed = false;
+            for x in other {
+                if !self.contains(x) {
+                    changed |= self.insert(x.clone());
+                }
             }
+            return changed;
         }
-        changed
+        let mine = std::mem::take(&mut self.0);
+        let before = mine.len();
+        let mut out = Vec::with_capacity(before + other.0.len());
+        let mut theirs = other.0.iter().peekable();
+        for x in mine {
+            while let Some(y) = theirs.next_if(|y| *y < &x) {
+                out.push(y.clone());
+            }
+            theirs.next_if(|y| *y == &x);
+            out.push(x);
+        }
+        out.extend(theirs.cloned());
+        out.shrink_to_fit();
+        self.0 = out;
+        self.0.len() != before
     }
 }
 
@@ -335,6 +363,17 @@ mod tests {
                 prop_assert!(g.contains(x));
             }
         }
+
+        /// Merging, one by one or in one pass, is a `BTreeSet`'s union.
+        #[test]
+        fn gset_merge_is_union(a: Vec<u8>, b: Vec<u8>) {
+            let mut g = GSet::from_iter(a.iter().copied());
+            let changed = g.merge(&GSet::from_iter(b.iter().copied()));
+            let mut u: BTreeSet<u8> = a.iter().copied().collect();
+            let grew = u.merge(&b.iter().copied().collect());
+            prop_assert!(g.iter().eq(u.iter()));
+            prop_assert_eq!(changed, grew);
+        }
     }
 
     #[test]
@@ -346,7 +385,6 @@ mod tests {
     }
 
     proptest! {
-
         #[test]
         fn map_laws(a: BTreeMap<u8, Max<u8>>, b: BTreeMap<u8, Max<u8>>, c: BTreeMap<u8, Max<u8>>) {
             laws(a, b, c)
