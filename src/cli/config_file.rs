@@ -139,6 +139,7 @@ mod tests {
             tags: vec!["t".into()],
             stall: Some(1),
             cache_size: Some("1G".into()),
+            archive_after_days: Some(30),
             threads: Some(1),
             listen: vec!["l".into()],
             peers: vec!["p".into()],

@@ -29,8 +29,15 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-pub async fn list(args: &ApiArgs, json: bool) -> Result<i32> {
-    let jobs: Vec<JobView> = api(args)?.get("/jobs").await?;
+pub async fn list(args: &ApiArgs, json: bool, archived: bool) -> Result<i32> {
+    // The table needs no tasks; JSON gives the whole views, as it always has.
+    let path = match (json, archived) {
+        (true, false) => "/jobs",
+        (true, true) => "/jobs?archived=true",
+        (false, false) => "/jobs?tasks=false",
+        (false, true) => "/jobs?tasks=false&archived=true",
+    };
+    let jobs: Vec<JobView> = api(args)?.get(path).await?;
     if json {
         print_json(&jobs)?;
         return Ok(0);
@@ -39,7 +46,7 @@ pub async fn list(args: &ApiArgs, json: bool) -> Result<i32> {
     if jobs.is_empty() {
         writeln!(
             out,
-            "no jobs yet: submit one with `swarm submit SCENE --frames 1-24`"
+            "no jobs: submit one with `swarm submit SCENE --frames 1-24` (archived ones: `swarm jobs --archived`)"
         )?;
         return Ok(0);
     }
@@ -54,7 +61,11 @@ pub async fn list(args: &ApiArgs, json: bool) -> Result<i32> {
             "{:<12}  {:<20}  {:<9}  {:>11}  {:<8}  {:>4}  {:>6}",
             &j.id[..12.min(j.id.len())],
             clip(&j.name, 20),
-            j.status.as_str(),
+            if j.archived {
+                "archived"
+            } else {
+                j.status.as_str()
+            },
             format!("{}/{}", j.frames_done, j.frames_total),
             clip(&j.engine, 8),
             j.priority,

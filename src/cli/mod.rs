@@ -98,6 +98,9 @@ pub enum Command {
         /// Print JSON (an array of jobs).
         #[arg(long)]
         json: bool,
+        /// Archived jobs too.
+        #[arg(long)]
+        archived: bool,
     },
     /// Show one job and every task.
     Job(JobArgs),
@@ -109,6 +112,10 @@ pub enum Command {
     Cancel(JobArgs),
     /// Give every failed task of a job fresh attempts.
     Retry(JobArgs),
+    /// Put a finished job away: off `swarm jobs` and the page (`swarm jobs
+    /// --archived` still lists it); its frames may leave the cache once
+    /// collected, and nodes stop comparing it when they sync.
+    Archive(JobArgs),
     /// Set a job's priority (higher runs first).
     Priority {
         #[command(flatten)]
@@ -231,12 +238,17 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Node(args) => node::run(*args).await,
         Command::Submit(args) => submit::run(*args).await,
-        Command::Jobs { api, json } => jobs::list(&api, json).await,
+        Command::Jobs {
+            api,
+            json,
+            archived,
+        } => jobs::list(&api, json, archived).await,
         Command::Job(j) => jobs::show(&j).await,
         Command::Pause(j) => jobs::act(&j, "pause").await,
         Command::Resume(j) => jobs::act(&j, "resume").await,
         Command::Cancel(j) => jobs::act(&j, "cancel").await,
         Command::Retry(j) => jobs::act(&j, "retry").await,
+        Command::Archive(j) => jobs::act(&j, "archive").await,
         Command::Priority { job, priority } => jobs::priority(&job, priority).await,
         Command::Fetch { job, out } => jobs::fetch(&job, &out).await,
         Command::Peers { api, json } => jobs::peers(&api, json).await,

@@ -64,6 +64,11 @@ pub struct NodeArgs {
     /// need always stays.
     #[arg(long, value_name = "SIZE", value_parser = super::size::parse_size)]
     pub cache_size: Option<u64>,
+    /// Days after its submission that a finished job is archived: off the
+    /// job list and the page, its frames free to leave the cache (default
+    /// 30; 0: only by hand, `swarm archive JOB`).
+    #[arg(long, value_name = "DAYS")]
+    pub archive_after_days: Option<u32>,
     /// Tests only: milliseconds between trims of the store (default 60 s).
     #[arg(long, hide = true)]
     pub test_cache_every_ms: Option<u64>,
@@ -153,6 +158,7 @@ pub struct FileConfig {
     pub stall: Option<u64>,
     /// Like `--cache-size`: "20G".
     pub cache_size: Option<String>,
+    pub archive_after_days: Option<u32>,
     pub threads: Option<usize>,
     #[serde(default)]
     pub listen: Vec<String>,
@@ -242,7 +248,7 @@ pub fn config(args: &NodeArgs) -> Result<NodeConfig> {
     Ok(cfg)
 }
 
-/// The store's size and how often it is trimmed.
+/// The store's size, how often it is trimmed, and when jobs are archived.
 fn cache_config(args: &NodeArgs, file: &FileConfig, cfg: &mut NodeConfig) -> Result<()> {
     if let Some(size) = args.cache_size {
         cfg.cache_size = size;
@@ -252,6 +258,9 @@ fn cache_config(args: &NodeArgs, file: &FileConfig, cfg: &mut NodeConfig) -> Res
     }
     if let Some(ms) = args.test_cache_every_ms {
         cfg.cache_every = std::time::Duration::from_millis(ms.max(1));
+    }
+    if let Some(days) = args.archive_after_days.or(file.archive_after_days) {
+        cfg.archive_after = (days > 0).then(|| Duration::from_secs(u64::from(days) * 24 * 3600));
     }
     Ok(())
 }
@@ -555,4 +564,41 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The node's settings from these flags over this config file.
+    fn node_config(flags: &[&str], file: &str) -> NodeConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("swarm.toml");
+        std::fs::write(&path, file).unwrap();
+        let (data, config) = (dir.path().to_str().unwrap(), path.to_str().unwrap());
+        let mut argv = vec!["swarm", "node", "--data", data, "--config", config];
+        argv.extend(flags);
+        let cli = super::super::Cli::try_parse_from(argv).unwrap();
+        let super::super::Command::Node(args) = cli.command else {
+            panic!("not the node command");
+        };
+        super::config(&args).unwrap()
+    }
+
+    #[test]
+    fn jobs_are_archived_after_30_days_unless_the_flag_or_the_file_says_otherwise() {
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(node_config(&[], "").archive_after, Some(30 * day));
+        let file = "archive_after_days = 7";
+        assert_eq!(node_config(&[], file).archive_after, Some(7 * day));
+        let two = ["--archive-after-days", "2"];
+        assert_eq!(node_config(&two, file).archive_after, Some(2 * day));
+        let never = ["--archive-after-days", "0"];
+        assert_eq!(node_config(&never, file).archive_after, None);
+        assert_eq!(
+            node_config(&[], "archive_after_days = 0").archive_after,
+            None
+        );
+    }
 }

@@ -24,6 +24,9 @@ pub enum Action {
     /// Give every failed task fresh attempts.
     Retry,
     Priority(i32),
+    /// Put a finished job away: out of the job list, the page and the
+    /// digests; its frames may leave the cache once collected.
+    Archive,
 }
 
 /// Why an action was refused.
@@ -90,10 +93,20 @@ impl Node {
         self.inner.ledger.resolve(reference)
     }
 
-    /// Every job, newest first.
+    /// Every job not archived, newest first.
     pub fn jobs(&self, with_tasks: bool) -> Vec<JobView> {
+        self.jobs_where(with_tasks, false)
+    }
+
+    /// Every job, archived ones too, newest first.
+    pub fn all_jobs(&self, with_tasks: bool) -> Vec<JobView> {
+        self.jobs_where(with_tasks, true)
+    }
+
+    fn jobs_where(&self, with_tasks: bool, archived_too: bool) -> Vec<JobView> {
         let mut ids: Vec<(u64, JobId)> = self.inner.ledger.read(|jobs| {
             jobs.iter()
+                .filter(|(_, r)| archived_too || !r.archived.0)
                 .map(|(id, r)| (r.spec.submitted_ms, *id))
                 .collect()
         });
@@ -191,7 +204,7 @@ impl Node {
             .collect()
     }
 
-    /// Pause, resume, cancel, retry or re-prioritise a job.
+    /// Pause, resume, cancel, retry, re-prioritise or archive a job.
     pub async fn act(&self, id: JobId, action: Action) -> Result<(), ActionError> {
         let inner = &self.inner;
         let (base, status) = inner
@@ -206,6 +219,9 @@ impl Node {
             status: status.as_str(),
             action,
         };
+        if base.archived.0 && !matches!(action, Action::Archive) {
+            return Err(refuse_archived(&base, action_name(action)));
+        }
         let delta = match action {
             Action::Pause | Action::Resume if status.is_final() => {
                 return Err(refuse(action_name(action)));
@@ -213,11 +229,13 @@ impl Node {
             Action::Cancel if status == JobStatus::Cancelled => return Err(refuse("cancel")),
             Action::Cancel if status == JobStatus::Done => return Err(refuse("cancel")),
             Action::Retry if status == JobStatus::Cancelled => return Err(refuse("retry")),
+            Action::Archive if !status.is_final() => return Err(refuse("archive")),
             Action::Pause => ops::control(&base, inner.ledger.stamp(), Control::Paused),
             Action::Resume => ops::control(&base, inner.ledger.stamp(), Control::Active),
             Action::Cancel => ops::cancel(&base),
             Action::Retry => ops::retry(&base),
             Action::Priority(p) => ops::priority(&base, inner.ledger.stamp(), p),
+            Action::Archive => ops::archive(&base),
         };
         inner.commit(id, delta).await?;
         if matches!(action, Action::Cancel) {
@@ -471,6 +489,16 @@ fn action_name(a: Action) -> &'static str {
         Action::Cancel => "cancel",
         Action::Retry => "retry",
         Action::Priority(_) => "priority",
+        Action::Archive => "archive",
+    }
+}
+
+/// An archived job takes no more actions but archive (which changes nothing).
+fn refuse_archived(base: &JobRecord, action: &'static str) -> ActionError {
+    ActionError::NotApplicable {
+        name: base.spec.name.clone(),
+        status: "archived",
+        action,
     }
 }
 
@@ -509,6 +537,7 @@ fn job_view(id: JobId, rec: &JobRecord, p: &JobProgress, live_nodes: u64) -> Job
         eta_secs,
         collect_dir: rec.spec.collect_dir.clone(),
         collected: rec.collected.0,
+        archived: rec.archived.0,
         requirements: rec.spec.requirements.iter().cloned().collect(),
         options: rec.spec.options.clone(),
         tasks: None,

@@ -16,6 +16,9 @@ use crate::render::EngineConfig;
 /// The store's size unless `--cache-size` says otherwise: 20 GiB.
 pub const DEFAULT_CACHE_SIZE: u64 = 20 << 30;
 
+/// Finished jobs are archived 30 days after they were submitted.
+pub const DEFAULT_ARCHIVE_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// How a node joins the swarm. `None` in [`NodeConfig::net`] runs a node
 /// alone, without any network.
 #[derive(Clone, Debug, Default)]
@@ -74,6 +77,9 @@ pub struct NodeConfig {
     pub cache_size: u64,
     /// How often the store is trimmed to `cache_size`.
     pub cache_every: Duration,
+    /// Finished jobs submitted longer ago than this are archived (see
+    /// `archive.rs`); `None`: only by hand.
+    pub archive_after: Option<Duration>,
     /// The swarm; `None` for a lone node.
     pub net: Option<NetConfig>,
     /// Where and when to send alerts; `None`: this node sends none (it still
@@ -102,6 +108,7 @@ impl NodeConfig {
             blocklist_after: 3,
             cache_size: DEFAULT_CACHE_SIZE,
             cache_every: Duration::from_secs(60),
+            archive_after: Some(DEFAULT_ARCHIVE_AFTER),
             net: None,
             alerts: None,
             synthetic: None,

@@ -15,6 +15,7 @@
 
 mod alerts;
 mod api;
+mod archive;
 mod cache;
 mod collect;
 pub mod config;

@@ -70,6 +70,9 @@ pub struct JobView {
     pub eta_secs: Option<u64>,
     pub collect_dir: Option<String>,
     pub collected: bool,
+    /// Put away (`swarm archive`): left out of job lists unless asked for.
+    #[serde(default)]
+    pub archived: bool,
     /// Tags a node must carry to take the job.
     #[serde(default)]
     pub requirements: Vec<String>,

@@ -80,10 +80,17 @@ async fn events(State(s): State<AppState>, Query(q): Query<EventsQuery>) -> Json
 #[derive(Deserialize)]
 struct ListQuery {
     tasks: Option<bool>,
+    /// `?archived=true`: archived jobs too.
+    archived: Option<bool>,
 }
 
 async fn list_jobs(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Json<Vec<JobView>> {
-    Json(s.node.jobs(q.tasks.unwrap_or(true)))
+    let tasks = q.tasks.unwrap_or(true);
+    Json(if q.archived.unwrap_or(false) {
+        s.node.all_jobs(tasks)
+    } else {
+        s.node.jobs(tasks)
+    })
 }
 
 async fn submit(
@@ -129,9 +136,10 @@ async fn act(
         "resume" => Action::Resume,
         "cancel" => Action::Cancel,
         "retry" => Action::Retry,
+        "archive" => Action::Archive,
         other => {
             return Err(ApiError::not_found(format!(
-                "unknown action `{other}`: use pause, resume, cancel, retry or priority"
+                "unknown action `{other}`: use pause, resume, cancel, retry, archive or priority"
             )));
         }
     };

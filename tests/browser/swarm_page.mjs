@@ -1,6 +1,7 @@
 // The status page of a real swarm, driven as a person would: see the
 // nodes, upload a scene through the submit form, watch the frame grid fill,
-// pause and resume the job with its buttons, open a finished frame.
+// pause and resume the job with its buttons, open a finished frame, archive
+// the job.
 //
 //   node swarm_page.mjs --url http://127.0.0.1:PORT --scene /abs/orbit.toml
 //                       --frames 1-144 --nodes 2 --tags farm --shots DIR
@@ -222,6 +223,19 @@ main(async (browser) => {
     expect(title === `${jobName} · frame 1`, `the lightbox says “${title}”`);
     await shot(page, 'swarm-06-lightbox');
     await page.keyboard.press('Escape');
+  });
+
+  await step('archive through the row’s button: the row leaves, the API lists it only as archived', async () => {
+    const row = page.locator(`#jobs-body tr[data-id="${job.id}"]`);
+    await row.locator('button[title^="Archive"]').click();
+    await page.waitForSelector('#confirm-dialog[open]');
+    await page.click('#confirm-yes');
+    await page.waitForFunction((i) => !document.querySelector(`#jobs-body tr[data-id="${i}"]`), job.id);
+    const listed = (await api.get('/jobs?tasks=false')).some((j) => j.id === job.id);
+    expect(!listed, 'the node still lists the archived job');
+    const archived = (await api.get('/jobs?tasks=false&archived=true')).find((j) => j.id === job.id);
+    expect(archived && archived.archived === true, `the node's archived listing says ${JSON.stringify(archived?.archived)}`);
+    await shot(page, 'swarm-07-archived');
   });
 
   await step('no page errors, no CSP violations', () => expect(!errors.length, errors.join(' | ')));

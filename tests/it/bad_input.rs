@@ -129,7 +129,7 @@ fn invalid_builtin_scene() {
 #[test]
 fn job_that_does_not_exist() {
     let node = NodeProc::start(&[]);
-    for cmd in ["job", "pause", "resume", "cancel", "retry"] {
+    for cmd in ["job", "pause", "resume", "cancel", "retry", "archive"] {
         refused(&node, &[cmd, "deadbeef"], "no job matches `deadbeef`");
     }
 }

@@ -196,13 +196,27 @@ fn the_page_submits_watches_pauses_and_shows_a_frame_on_a_swarm() {
         &nodes.iter().collect::<Vec<_>>(),
     );
     assert!(out.contains("\nPASS"), "{out}");
-    // The other node agrees: the uploaded job is done, every frame.
-    let jobs = nodes[1].jobs();
+    // The other node agrees: the uploaded job is done, every frame, and
+    // archived (the page archived it on the first node at the end).
+    let jobs = nodes[1].all_jobs();
     let job = jobs
         .iter()
         .find(|j| j.name == "orbit")
         .unwrap_or_else(|| panic!("the second node lacks the job: {jobs:#?}"));
     assert_eq!(job.frames_done, 144, "{job:#?}");
+    let id = job.id.clone();
+    let archived = wait_for("the archive reaches the second node", || {
+        nodes[1]
+            .all_jobs()
+            .iter()
+            .any(|j| j.id == id && j.archived)
+            .then_some(())
+    });
+    assert!(
+        archived.is_some(),
+        "the second node never saw the job archived"
+    );
+    assert!(!nodes[1].jobs().iter().any(|j| j.id == id));
 }
 
 #[test]

@@ -229,7 +229,16 @@ impl NodeProc {
 
     /// `swarm jobs --json`.
     pub fn jobs(&self) -> Vec<JobView> {
-        let out = self.cli(&["jobs", "--json"]);
+        self.jobs_listed(&["jobs", "--json"])
+    }
+
+    /// Every job, archived ones too (`swarm jobs --archived --json`).
+    pub fn all_jobs(&self) -> Vec<JobView> {
+        self.jobs_listed(&["jobs", "--archived", "--json"])
+    }
+
+    fn jobs_listed(&self, args: &[&str]) -> Vec<JobView> {
+        let out = self.cli(args);
         assert!(
             out.status.success(),
             "swarm jobs failed: {}",

@@ -145,6 +145,18 @@ fn every_endpoint_answers_and_refuses_clearly() {
     );
     assert_eq!(code, StatusCode::OK);
     assert_ne!(j["status"], "failed", "retry gives the task fresh attempts");
+    // An action the job's state refuses: 409, saying why.
+    let conflict = |action: &str, says: &str| {
+        let (code, err) = status(
+            post(&c, &format!("{api}/jobs/{bad_id}/{action}"))
+                .send()
+                .unwrap(),
+        );
+        assert_eq!(code, StatusCode::CONFLICT, "{action}: {err}");
+        let text = err["error"].as_str().unwrap();
+        assert!(text.contains(says), "{action}: {text}");
+    };
+    conflict("archive", "archive does not apply");
     for action in ["pause", "resume", "cancel"] {
         let (code, j) = status(
             post(&c, &format!("{api}/jobs/{bad_id}/{action}"))
@@ -154,6 +166,39 @@ fn every_endpoint_answers_and_refuses_clearly() {
         assert_eq!(code, StatusCode::OK, "{action}: {j}");
     }
     assert_eq!(node.job(&bad_id).status, JobStatus::Cancelled);
+
+    // Archiving (refused above while the job was open) leaves the list, not
+    // the ledger, and takes no other action after.
+    let (code, j) = status(
+        post(&c, &format!("{api}/jobs/{bad_id}/archive?tasks=false"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (code, &j["archived"]),
+        (StatusCode::OK, &json!(true)),
+        "{j}"
+    );
+    let listed = |q: &str| -> Vec<String> {
+        let (_, jobs) = status(c.get(format!("{api}/jobs?tasks=false{q}")).send().unwrap());
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(!listed("").contains(&bad_id), "an archived job is listed");
+    assert!(listed("&archived=true").contains(&bad_id));
+    conflict("retry", "is archived: retry does not apply");
+    let out = node.cli(&["jobs"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&bad_id[..12]));
+    let out = node.cli(&["jobs", "--archived"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let line = table.lines().find(|l| l.starts_with(&bad_id[..12]));
+    assert!(
+        line.is_some_and(|l| l.contains("archived")),
+        "`swarm jobs --archived` says:\n{table}"
+    );
 
     // Nodes, node, events.
     let (_, nodes) = status(c.get(format!("{api}/nodes?history=true")).send().unwrap());
@@ -456,7 +501,7 @@ fn bodies_methods_and_paths_are_limited() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // Actions change state: GET is not enough.
-    for action in ["pause", "resume", "cancel", "retry", "priority"] {
+    for action in ["pause", "resume", "cancel", "retry", "priority", "archive"] {
         let r = c
             .get(format!("{api}/jobs/{}/{action}", job.id))
             .send()

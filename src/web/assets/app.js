@@ -125,6 +125,7 @@ function select(id) {
 
 const CONFIRM = {
   cancel: (j) => ({ title: `Cancel ${j.name}?`, text: `Renders under way are stopped and no more tasks are handed out. ${fmt.int(j.frames_done)} of ${fmt.int(j.frames_total)} frames are done; a cancelled job cannot be resumed.`, yes: 'Cancel job' }),
+  archive: (j) => ({ title: `Archive ${j.name}?`, text: `It leaves this list on every node’s page (swarm jobs --archived still shows it), and its frames and logs may then leave the nodes’ caches: collect what you need first.`, yes: 'Archive job' }),
 };
 
 async function act(id, action) {
@@ -132,9 +133,11 @@ async function act(id, action) {
   if (!j) return;
   if (CONFIRM[action] && !(await confirm(CONFIRM[action](j)))) return;
   try {
-    upsertJob(await api.act(id, action));
-    const done = { pause: 'paused', resume: 'resumed', cancel: 'cancelled', retry: 'given fresh attempts for its failed tasks' }[action];
+    const view = await api.act(id, action);
+    const done = { pause: 'paused', resume: 'resumed', cancel: 'cancelled', retry: 'given fresh attempts for its failed tasks', archive: 'archived' }[action];
     toast(`${j.name} ${done}.`, 'ok');
+    if (action === 'archive') { dropJob(id); return; }
+    upsertJob(view);
     if (id === state.selected) { detail.changed(); detail.taskFailed(); }
   } catch (e) {
     toast(e.message, 'error');
@@ -146,6 +149,19 @@ async function setPriority(id, value) {
     upsertJob(await api.priority(id, value));
   } catch (e) {
     toast(e.message, 'error');
+  }
+}
+
+/** Take an archived job off the page; snapshots leave it out from now on. */
+function dropJob(id) {
+  state.jobs = state.jobs.filter((j) => j.id !== id);
+  state.jobsById.delete(id);
+  invalidate('jobs', 'header', 'detail');
+  if (state.selected === id) {
+    state.selected = null;
+    detail.select(null);
+    history.replaceState(null, '', location.pathname + location.search);
+    autoSelect();
   }
 }
 

@@ -85,13 +85,14 @@ export class JobsView {
     r.pause = btn('pause', 'Pause: hand out no more tasks', () => this.onAction(r.id, r.paused ? 'resume' : 'pause'));
     r.retry = btn('retry', 'Retry failed tasks', () => this.onAction(r.id, 'retry'));
     r.cancel = btn('cancel', 'Cancel the job', () => this.onAction(r.id, 'cancel'), 'danger');
+    r.archive = btn('archive', 'Archive: take the finished job off the list', () => this.onAction(r.id, 'archive'));
     r.el = h('tr', { tabindex: 0, dataset: { id: j.id }, onclick: () => this.onSelect(j.id) },
       h('td', {}, r.name, r.sub),
       h('td', {}, r.pill),
       h('td', {}, h('div', { class: 'prog' }, r.bar.el, h('div', { class: 'prog-text' }, h('span', {}, r.progDone), r.progPct))),
       r.eta,
       h('td', { class: 'c clip' }, h('div', { class: 'prio' }, r.down, r.prioVal, r.up)),
-      h('td', { class: 'r clip' }, h('div', { class: 'actions' }, r.pause, r.retry, r.cancel)));
+      h('td', { class: 'r clip' }, h('div', { class: 'actions' }, r.pause, r.retry, r.cancel, r.archive)));
     return r;
   }
 
@@ -124,7 +125,9 @@ export class JobsView {
     setAttr(r.pause, 'aria-label', pauseTitle);
     r.pause.disabled = final;
     r.retry.disabled = !(j.tasks_failed > 0) || j.status === 'cancelled';
-    r.cancel.disabled = j.status === 'done' || j.status === 'cancelled';
+    // A finished job cannot be stopped but can be put away: one place for both.
+    r.cancel.hidden = final;
+    r.archive.hidden = !final;
     r.up.disabled = r.down.disabled = final;
   }
 

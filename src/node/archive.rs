@@ -1,0 +1,162 @@
+//! Archiving finished jobs after a retention time (DESIGN.md, "the
+//! ledger"): an archived job leaves the job list, the page and the digests
+//! nodes compare, and the cache may evict its frames and logs.
+//!
+//! There is no manager to decide when, so every node decides alike: a job
+//! that is finished (done, failed or cancelled), whose frames the submitter
+//! has collected if it was asked to, and that was submitted more than the
+//! retention time ago is archived by whichever node looks first. The flag
+//! is a lattice, so several nodes archiving one job at once agree. The
+//! submitter's clock dates the job; a day's skew does not matter at a
+//! retention counted in days. `swarm archive JOB` does it by hand.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Inner, Severity};
+use crate::ledger::{JobId, JobRecord, JobStatus, ops};
+
+/// How often a node looks for jobs to archive.
+const EVERY: Duration = Duration::from_secs(600);
+
+/// Until shutdown: archive what is due, now and then.
+pub(crate) async fn archive_when_due(inner: Arc<Inner>) {
+    let Some(after) = inner.cfg.archive_after else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+        for id in due_now(&inner, after) {
+            archive(&inner, id).await;
+        }
+    }
+}
+
+fn due_now(inner: &Inner, after: Duration) -> Vec<JobId> {
+    let now = super::events::now_ms();
+    inner.with_liveness(|live| {
+        inner.ledger.read(|jobs| {
+            let statuses: BTreeMap<JobId, JobStatus> = jobs
+                .iter()
+                .filter(|(_, r)| !r.archived.0)
+                .map(|(id, r)| (*id, r.status(*id, live)))
+                .collect();
+            due(jobs, &statuses, now, after)
+        })
+    })
+}
+
+/// The jobs to archive at `now_ms`, given each unarchived job's status.
+pub(crate) fn due(
+    jobs: &BTreeMap<JobId, JobRecord>,
+    statuses: &BTreeMap<JobId, JobStatus>,
+    now_ms: u64,
+    after: Duration,
+) -> Vec<JobId> {
+    let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+    jobs.iter()
+        .filter(|(id, r)| {
+            !r.archived.0
+                && statuses.get(id).is_some_and(|s| s.is_final())
+                && (r.spec.collect_dir.is_none() || r.collected.0)
+                && now_ms.saturating_sub(r.spec.submitted_ms) >= after_ms
+        })
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+async fn archive(inner: &Inner, id: JobId) {
+    let Some(base) = inner
+        .ledger
+        .read(|jobs| jobs.get(&id).map(JobRecord::header))
+    else {
+        return;
+    };
+    let name = base.spec.name.clone();
+    match inner.commit(id, ops::archive(&base)).await {
+        Ok(()) => inner.events.push(
+            Severity::Info,
+            "job_changed",
+            Some(id),
+            None,
+            format!(
+                "job {name}: archived on {}, finished and past the retention time",
+                inner.cfg.name
+            ),
+        ),
+        Err(e) => inner.events.push(
+            Severity::Warning,
+            "job_changed",
+            Some(id),
+            None,
+            format!("job {name}: could not archive it: {e}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::crdt::Flag;
+    use crate::ledger::types::tests::spec;
+    use crate::ledger::{FrameRange, job_id};
+
+    const DAY: u64 = 24 * 3600 * 1000;
+
+    fn job(i: u32, submitted_days_ago: u64, collect: bool, collected: bool) -> (JobId, JobRecord) {
+        let mut s = spec(
+            FrameRange {
+                start: i,
+                end: i,
+                step: 1,
+            },
+            1,
+        );
+        s.submitted_ms = (100 - submitted_days_ago) * DAY;
+        s.collect_dir = collect.then(|| "/frames".to_string());
+        let id = job_id(&s);
+        let mut r = JobRecord::new(s);
+        r.collected = Flag(collected);
+        (id, r)
+    }
+
+    #[test]
+    fn only_finished_collected_and_old_enough_jobs_are_due() {
+        let now = 100 * DAY;
+        let after = Duration::from_secs(30 * 24 * 3600);
+        let cases = [
+            // (days ago, collect dir, collected, status, archived, due)
+            (31, false, false, JobStatus::Done, false, true),
+            (31, false, false, JobStatus::Failed, false, true),
+            (31, false, false, JobStatus::Cancelled, false, true),
+            (30, true, true, JobStatus::Done, false, true),
+            (29, false, false, JobStatus::Done, false, false),
+            (31, false, false, JobStatus::Running, false, false),
+            (31, false, false, JobStatus::Paused, false, false),
+            (31, false, false, JobStatus::Pending, false, false),
+            (31, true, false, JobStatus::Done, false, false),
+            (31, false, false, JobStatus::Done, true, false),
+        ];
+        let mut jobs = BTreeMap::new();
+        let mut statuses = BTreeMap::new();
+        let mut want = Vec::new();
+        for (i, (ago, collect, collected, status, archived, is_due)) in
+            cases.into_iter().enumerate()
+        {
+            let (id, mut rec) = job(i as u32 + 1, ago, collect, collected);
+            rec.archived = Flag(archived);
+            statuses.insert(id, status);
+            jobs.insert(id, rec);
+            if is_due {
+                want.push(id);
+            }
+        }
+        want.sort();
+        assert_eq!(due(&jobs, &statuses, now, after), want);
+        assert!(due(&jobs, &statuses, now, Duration::from_secs(3650 * 24 * 3600)).is_empty());
+    }
+}
