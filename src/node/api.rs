@@ -25,7 +25,7 @@ pub enum Action {
     Retry,
     Priority(i32),
     /// Put a finished job away: out of the job list, the page and the
-    /// digests; its frames may leave the cache once collected.
+    /// digests, and nothing of it kept from the cache's eviction.
     Archive,
 }
 
