@@ -99,7 +99,8 @@ fn print_job(j: &JobView) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "job      {}", j.id)?;
     writeln!(out, "name     {}", j.name)?;
-    writeln!(out, "status   {}", j.status.as_str())?;
+    let archived = if j.archived { " (archived)" } else { "" };
+    writeln!(out, "status   {}{archived}", j.status.as_str())?;
     writeln!(out, "scene    {} ({})", j.scene_file, j.engine)?;
     writeln!(
         out,

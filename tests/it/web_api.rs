@@ -199,6 +199,12 @@ fn every_endpoint_answers_and_refuses_clearly() {
         line.is_some_and(|l| l.contains("archived")),
         "`swarm jobs --archived` says:\n{table}"
     );
+    let out = node.cli(&["job", &bad_id]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("status   cancelled (archived)"),
+        "`swarm job` says:\n{shown}"
+    );
 
     // Nodes, node, events.
     let (_, nodes) = status(c.get(format!("{api}/nodes?history=true")).send().unwrap());
