@@ -113,8 +113,8 @@ pub enum Command {
     /// Give every failed task of a job fresh attempts.
     Retry(JobArgs),
     /// Put a finished job away: off `swarm jobs` and the page (`swarm jobs
-    /// --archived` still lists it); its frames may leave the cache once
-    /// collected, and nodes stop comparing it when they sync.
+    /// --archived` still lists it); its frames and logs may then leave the
+    /// caches, and nodes stop comparing it when they sync.
     Archive(JobArgs),
     /// Set a job's priority (higher runs first).
     Priority {

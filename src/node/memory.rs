@@ -3,10 +3,11 @@
 //! A node that has worked through a long job frees most of what the job
 //! used, but glibc's allocator keeps freed pages in its arenas (one per
 //! thread that allocated, and tokio has many) unless they sit at an arena's
-//! top: measured after a 10,000-task job on 3 nodes, 72-85 MiB resident
-//! with some 30 MiB of it live heap. On someone's workstation that is
-//! memory taken from their own work. `malloc_trim` returns the free pages
-//! of every arena. It costs a walk of the free lists (a millisecond or so
+//! top: measured 5 s after a 10,000-task job on 3 nodes, 72-83 MiB
+//! resident, where the same node restarted on its data holds 29 MiB. On
+//! someone's workstation that is memory taken from their own work.
+//! `malloc_trim` returns the free pages of every arena (66-71 MiB after it
+//! in that run). It costs a walk of the free lists (a millisecond or so
 //! here), so it runs once a minute, only when no render is under way, and
 //! only on glibc; other allocators and platforms are left as they are.
 
