@@ -185,6 +185,7 @@ fn heartbeat() -> Heartbeat {
         addrs: vec!["/ip4/10.0.0.2/tcp/7400".into()],
         alerts: vec![(alert().0, 1)],
         sent_ms: 1_700_000_000_000,
+        asleep: None,
     }
 }
 

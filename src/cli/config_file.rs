@@ -140,6 +140,7 @@ mod tests {
             stall: Some(1),
             cache_size: Some("1G".into()),
             archive_after_days: Some(30),
+            sleep_schedule: Some("s".into()),
             threads: Some(1),
             listen: vec!["l".into()],
             peers: vec!["p".into()],

@@ -276,6 +276,11 @@ pub async fn peers(args: &ApiArgs, json: bool) -> Result<i32> {
         "NAME", "ID", "STATE", "CPU", "MEMORY", "TASK"
     )?;
     for n in &others {
+        // A sleeping node may still finish renders: TASK shows them.
+        let state = match &n.asleep {
+            Some(_) if n.alive => "asleep",
+            _ => n.state.as_str(),
+        };
         let task = n
             .tasks
             .first()
@@ -293,7 +298,7 @@ pub async fn peers(args: &ApiArgs, json: bool) -> Result<i32> {
             "{:<16}  {:<10}  {:<9}  {:>4.0}%  {:>5}/{:>5}  {:<20}  {:.1} s ago",
             clip(&n.name, 16),
             &n.id[n.id.len().saturating_sub(10)..],
-            n.state,
+            state,
             n.cpu,
             gib(n.memory),
             gib(n.memory_total),

@@ -18,6 +18,7 @@ mod man;
 mod node;
 pub mod service;
 mod size;
+mod sleep;
 mod submit;
 
 use std::path::PathBuf;
@@ -127,6 +128,28 @@ pub enum Command {
         #[command(flatten)]
         api: ApiArgs,
         /// Print JSON (an array of nodes).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put the node to sleep: it takes no new tasks, still serves its files
+    /// and page; renders under way finish (`--now` stops them, and they go
+    /// back to the swarm without costing an attempt). Kept across restarts;
+    /// with `--sleep-schedule`, until the schedule next changes.
+    Sleep {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Stop the renders under way too.
+        #[arg(long)]
+        now: bool,
+        /// Print JSON (the node).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wake a sleeping node: it takes tasks again.
+    Wake {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print JSON (the node).
         #[arg(long)]
         json: bool,
     },
@@ -252,6 +275,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Priority { job, priority } => jobs::priority(&job, priority).await,
         Command::Fetch { job, out } => jobs::fetch(&job, &out).await,
         Command::Peers { api, json } => jobs::peers(&api, json).await,
+        Command::Sleep { api, now, json } => sleep::sleep(&api, now, json).await,
+        Command::Wake { api, json } => sleep::wake(&api, json).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Keygen { file } => keygen(file.as_deref()),

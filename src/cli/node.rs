@@ -20,6 +20,7 @@ use libp2p::Multiaddr;
 use crate::alert::{
     AlertConfig, DEFAULT_BATCH_WINDOW, DEFAULT_MAX_MAILS_PER_HOUR, Sender, read_password,
 };
+use crate::node::sleep::SleepSchedule;
 use crate::node::{NetConfig, Node, NodeConfig};
 use crate::render::{DEFAULT_STALL, EngineConfig};
 
@@ -69,6 +70,11 @@ pub struct NodeArgs {
     /// 30; 0: only by hand, `swarm archive JOB`).
     #[arg(long, value_name = "DAYS")]
     pub archive_after_days: Option<u32>,
+    /// When this node takes no new tasks, each week in local time, e.g.
+    /// "mon-fri 09:00-18:00" (windows separated by `;`, days alone for whole
+    /// days). `swarm wake` overrides it until it next changes.
+    #[arg(long, value_name = "SCHEDULE")]
+    pub sleep_schedule: Option<String>,
     /// Tests only: milliseconds between trims of the store (default 60 s).
     #[arg(long, hide = true)]
     pub test_cache_every_ms: Option<u64>,
@@ -159,6 +165,8 @@ pub struct FileConfig {
     /// Like `--cache-size`: "20G".
     pub cache_size: Option<String>,
     pub archive_after_days: Option<u32>,
+    /// Like `--sleep-schedule`.
+    pub sleep_schedule: Option<String>,
     pub threads: Option<usize>,
     #[serde(default)]
     pub listen: Vec<String>,
@@ -244,8 +252,24 @@ pub fn config(args: &NodeArgs) -> Result<NodeConfig> {
     cfg.engines = engine_config(args, &file)?;
     cfg.net = Some(net_config(args, &file)?);
     cfg.synthetic = args.test_synthetic_farm;
+    cfg.sleep_schedule = sleep_schedule(args, &file)?;
     cfg.alerts = alert_config(args, &file, cfg.web)?;
     Ok(cfg)
+}
+
+/// The weekly hours this node sleeps, if any.
+fn sleep_schedule(args: &NodeArgs, file: &FileConfig) -> Result<Option<SleepSchedule>> {
+    let (text, from) = match (&args.sleep_schedule, &file.sleep_schedule) {
+        (Some(t), _) => (t, "--sleep-schedule"),
+        (None, Some(t)) => (t, "sleep_schedule in the config file"),
+        (None, None) => return Ok(None),
+    };
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    SleepSchedule::parse(text)
+        .map(Some)
+        .map_err(|e| BadInput(format!("{from}: {e}")).into())
 }
 
 /// The store's size, how often it is trimmed, and when jobs are archived.
@@ -571,8 +595,9 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    /// The node's settings from these flags over this config file.
-    fn node_config(flags: &[&str], file: &str) -> NodeConfig {
+    /// The node's settings from these flags over this config file, or why
+    /// they are refused.
+    fn try_node_config(flags: &[&str], file: &str) -> Result<NodeConfig> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("swarm.toml");
         std::fs::write(&path, file).unwrap();
@@ -583,7 +608,33 @@ mod tests {
         let super::super::Command::Node(args) = cli.command else {
             panic!("not the node command");
         };
-        super::config(&args).unwrap()
+        super::config(&args)
+    }
+
+    fn node_config(flags: &[&str], file: &str) -> NodeConfig {
+        try_node_config(flags, file).unwrap()
+    }
+
+    fn config_error(flags: &[&str], file: &str) -> String {
+        try_node_config(flags, file).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_sleep_schedule_comes_from_the_flag_or_the_file_and_is_checked() {
+        let text = |cfg: NodeConfig| cfg.sleep_schedule.map(|s| s.text().to_string());
+        assert_eq!(text(node_config(&[], "")), None);
+        let file = r#"sleep_schedule = "mon-fri 09:00-18:00""#;
+        assert_eq!(
+            text(node_config(&[], file)).as_deref(),
+            Some("mon-fri 09:00-18:00")
+        );
+        let flag = ["--sleep-schedule", "sat,sun"];
+        assert_eq!(text(node_config(&flag, file)).as_deref(), Some("sat,sun"));
+        let e = config_error(&[], r#"sleep_schedule = "mon-fry""#);
+        assert!(e.contains("sleep_schedule in the config file"), "{e}");
+        assert!(e.contains("unknown day \"fry\""), "{e}");
+        let e = config_error(&["--sleep-schedule", "mon 9-5"], "");
+        assert!(e.contains("--sleep-schedule"), "{e}");
     }
 
     #[test]

@@ -141,7 +141,12 @@ impl Node {
                     .map(|h| h.progress)
             })
         };
-        let live_nodes = 1 + peers.alive(now).count() as u64;
+        // The nodes that take work now, for the estimate of time left.
+        let awake = peers
+            .alive(now)
+            .filter(|p| p.heartbeat.asleep.is_none())
+            .count();
+        let live_nodes = (awake + usize::from(!inner.sleep.asleep())) as u64;
         inner.ledger.read(|jobs| {
             let rec = jobs.get(&id)?;
             let p = rec.progress(id, live);
@@ -332,6 +337,30 @@ impl Node {
         self.inner.ensure_blob(blob, &[]).await
     }
 
+    /// Put this node to sleep by hand: it takes no new tasks and gives
+    /// back those it claimed but has not started. Its renders under way
+    /// finish, or with `now` stop and go back to the swarm at once (a
+    /// render stopped so costs its task no attempt). Returns this node's
+    /// view.
+    pub fn sleep(&self, now: bool) -> Result<NodeView, super::sleep::SleepError> {
+        let inner = &self.inner;
+        inner.sleep.set(true)?;
+        if now {
+            for r in lock(&inner.running).values() {
+                *lock(&r.cancel_reason) = Some(format!("node {} was put to sleep", inner.cfg.name));
+                r.cancel.cancel();
+            }
+        }
+        Ok(self.self_view(&self.job_names()))
+    }
+
+    /// Wake this node by hand: it takes tasks again (until its schedule,
+    /// if it has one, next says otherwise).
+    pub fn wake(&self) -> Result<NodeView, super::sleep::SleepError> {
+        self.inner.sleep.set(false)?;
+        Ok(self.self_view(&self.job_names()))
+    }
+
     /// This node.
     pub fn info(&self) -> NodeInfo {
         NodeInfo {
@@ -446,17 +475,14 @@ impl Node {
             })
             .collect();
         let t = self.telemetry();
+        let asleep = inner.sleep.why_asleep();
         NodeView {
             id: inner.id.to_string(),
             name: inner.cfg.name.clone(),
             me: true,
             alive: true,
-            state: if tasks.is_empty() {
-                "idle"
-            } else {
-                "rendering"
-            }
-            .to_string(),
+            state: node_state(true, !tasks.is_empty(), asleep.is_some()).to_string(),
+            asleep,
             last_seen_ms: 0,
             slots: inner.cfg.slots as u32,
             tasks,
@@ -594,6 +620,16 @@ fn task_views(
         .collect()
 }
 
+/// A node's state in one word, as the page filters by it.
+fn node_state(alive: bool, rendering: bool, asleep: bool) -> &'static str {
+    match (alive, rendering, asleep) {
+        (false, _, _) => "offline",
+        (true, true, _) => "rendering",
+        (true, false, true) => "asleep",
+        (true, false, false) => "idle",
+    }
+}
+
 /// A peer as the API reports it.
 fn peer_view(
     p: &super::peers::Peer,
@@ -617,17 +653,14 @@ fn peer_view(
             progress: h.progress,
         })
         .collect();
-    let state = match (alive, tasks.is_empty()) {
-        (false, _) => "offline",
-        (true, true) => "idle",
-        (true, false) => "rendering",
-    };
+    let state = node_state(alive, !tasks.is_empty(), hb.asleep.is_some());
     NodeView {
         id: hb.node.to_string(),
         name: hb.name.clone(),
         me: false,
         alive,
         state: state.to_string(),
+        asleep: hb.asleep.clone().filter(|_| alive),
         last_seen_ms: since.as_millis() as u64,
         slots: hb.slots,
         tasks: if alive { tasks } else { Vec::new() },

@@ -80,6 +80,8 @@ pub struct NodeConfig {
     /// Finished jobs submitted longer ago than this are archived (see
     /// `archive.rs`); `None`: only by hand.
     pub archive_after: Option<Duration>,
+    /// When this node takes no new tasks each week (see `sleep`).
+    pub sleep_schedule: Option<super::sleep::SleepSchedule>,
     /// The swarm; `None` for a lone node.
     pub net: Option<NetConfig>,
     /// Where and when to send alerts; `None`: this node sends none (it still
@@ -109,6 +111,7 @@ impl NodeConfig {
             cache_size: DEFAULT_CACHE_SIZE,
             cache_every: Duration::from_secs(60),
             archive_after: Some(DEFAULT_ARCHIVE_AFTER),
+            sleep_schedule: None,
             net: None,
             alerts: None,
             synthetic: None,

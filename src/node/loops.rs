@@ -28,6 +28,7 @@ pub(crate) fn spawn_all(inner: &Arc<Inner>, net: Option<NetEvents>) {
     t.spawn(super::cache::keep_within_size(inner.clone()));
     t.spawn(super::memory::give_back_when_idle(inner.clone()));
     t.spawn(super::archive::archive_when_due(inner.clone()));
+    t.spawn(super::sleep::watch(inner.clone()));
     if let Some((nodes, frames)) = inner.cfg.synthetic {
         t.spawn(super::synthetic::run(inner.clone(), nodes, frames));
     }
@@ -98,6 +99,7 @@ impl Inner {
             addrs: lock(&self.listen_addrs).iter().take(8).cloned().collect(),
             alerts: self.held_alerts(),
             sent_ms: super::events::now_ms(),
+            asleep: self.sleep.why_asleep(),
         }
     }
 }
@@ -188,7 +190,7 @@ async fn schedule(inner: Arc<Inner>) {
             _ = tick.tick() => {}
         }
         watchdog(&inner);
-        if storage_paused(&inner) {
+        if storage_paused(&inner) || inner.sleep.asleep() {
             continue;
         }
         while !inner.shutdown.is_cancelled() {
@@ -324,7 +326,9 @@ fn with_view<T>(inner: &Inner, f: impl FnOnce(&scheduler::View<'_>) -> T) -> T {
             .peers
             .capabilities(live.now)
             .into_iter()
-            .filter(|(n, _)| *n != inner.id)
+            // A sleeping peer claims nothing: ranking it first for a task
+            // would only make the task wait out the steal grace.
+            .filter(|(n, _)| *n != inner.id && !live.peers.is_asleep(n))
             .map(|(n, (engines, tags))| (n, Capability { engines, tags }))
             .collect();
         let view = scheduler::View {

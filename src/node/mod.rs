@@ -33,6 +33,7 @@ pub mod peers;
 mod replicate;
 mod scenes;
 pub mod scheduler;
+pub mod sleep;
 mod submit;
 mod sync;
 mod synthetic;
@@ -126,6 +127,8 @@ pub(crate) struct Inner {
     /// No new claims until then: the ledger or the store could not be
     /// written (a full disk), and claiming again at once would only fail again.
     pub storage_pause: Mutex<Option<std::time::Instant>>,
+    /// Whether this node takes no new tasks now (by hand or by schedule).
+    pub sleep: sleep::Sleep,
     pub scenes: scenes::SceneCache,
     pub telemetry: Mutex<telemetry_history::History>,
     /// Peers with an open connection.
@@ -225,6 +228,7 @@ impl Node {
             render_slots: Arc::new(tokio::sync::Semaphore::new(cfg.slots)),
             free_gpus: Mutex::new(cfg.gpu_slots.clone()),
             storage_pause: Mutex::new(None),
+            sleep: sleep::Sleep::open(&dirs.root, cfg.sleep_schedule.clone()),
             scene_waits: Mutex::new(HashMap::new()),
             render_times: loops::RenderTimes::default(),
             done_prefix: scheduler::DonePrefix::default(),

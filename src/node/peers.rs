@@ -56,6 +56,8 @@ pub struct Heartbeat {
     pub alerts: Vec<(AlertId, u32)>,
     /// Wall clock at sending, ms since the Unix epoch: shown, never trusted.
     pub sent_ms: u64,
+    /// Why it takes no new tasks now (see `sleep`); `None` while it does.
+    pub asleep: Option<String>,
 }
 
 /// Telemetry samples kept per peer: ten minutes at one per second.
@@ -225,6 +227,13 @@ impl PeerTable {
             .collect()
     }
 
+    /// Whether a peer said in its latest heartbeat that it takes no tasks.
+    pub fn is_asleep(&self, node: &NodeId) -> bool {
+        self.peers
+            .get(node)
+            .is_some_and(|p| p.heartbeat.asleep.is_some())
+    }
+
     /// Engines and tags of every live peer.
     pub fn capabilities(
         &self,
@@ -290,6 +299,7 @@ mod tests {
             addrs: vec![],
             alerts: vec![],
             sent_ms: 0,
+            asleep: None,
         }
     }
 

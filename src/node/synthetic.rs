@@ -178,5 +178,6 @@ fn heartbeat(inner: &Inner, p: &NodeId, i: usize, t: u64, job: JobId, frames: u3
         addrs: Vec::new(),
         alerts: Vec::new(),
         sent_ms: super::events::now_ms(),
+        asleep: None,
     }
 }

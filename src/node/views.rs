@@ -102,8 +102,13 @@ pub struct NodeView {
     /// This is the node answering.
     pub me: bool,
     pub alive: bool,
-    /// `idle`, `rendering` or `offline`.
+    /// `idle`, `rendering`, `asleep` or `offline` (a sleeping node that
+    /// still finishes renders is `rendering`, with `asleep` set).
     pub state: String,
+    /// Why it takes no new tasks now: `by hand`, or `by its schedule`
+    /// (until when it next wakes); `None` while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asleep: Option<String>,
     /// Milliseconds since its last heartbeat arrived (0 for this node).
     pub last_seen_ms: u64,
     pub slots: u32,

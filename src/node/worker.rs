@@ -99,22 +99,33 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
     if a.cancel.is_cancelled() || !inner.claim_wins(a.job, a.task, &a.claim) {
         return release_unstarted(inner, &base, a, None).await;
     }
+    if inner.sleep.asleep() {
+        return release_unstarted(inner, &base, a, Some(fell_asleep(inner))).await;
+    }
     let ready = match prepare(inner, &base, a).await {
         Ok(ready) => ready,
         Err(not_yet) => return release_unstarted(inner, &base, a, Some(not_yet)).await,
     };
+    // A claim held ahead waits here for the render before it, which may
+    // take hours: if the node falls asleep meanwhile it goes back at once.
     let slot = tokio::select! {
         slot = inner.render_slots.clone().acquire_owned() => slot.ok(),
         _ = a.cancel.cancelled() => None,
+        _ = inner.sleep.fallen_asleep() => None,
     };
     let Some(permit) = slot else {
-        return release_unstarted(inner, &base, a, None).await;
+        let why = inner.sleep.asleep().then(|| fell_asleep(inner));
+        return release_unstarted(inner, &base, a, why).await;
     };
     if a.cancel.is_cancelled()
         || !inner.claim_wins(a.job, a.task, &a.claim)
         || !super::loops::still_wanted(inner, a.job)
     {
         return release_unstarted(inner, &base, a, None).await;
+    }
+    if inner.sleep.asleep() {
+        // Claimed ahead while awake: a sleeping node starts nothing.
+        return release_unstarted(inner, &base, a, Some(fell_asleep(inner))).await;
     }
     let start = Start {
         epoch: a.claim.epoch,
@@ -158,6 +169,14 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         pause_for_the_disk(inner, a, &f.reason);
     }
     record(inner, &base, a, outcome, began.elapsed()).await
+}
+
+/// Why a claim is given back unstarted: the node fell asleep.
+fn fell_asleep(inner: &Inner) -> String {
+    format!(
+        "given back: node {} fell asleep before it started",
+        inner.cfg.name
+    )
 }
 
 /// How long a node that could not write its ledger or store claims nothing.

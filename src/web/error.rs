@@ -83,6 +83,12 @@ impl From<SubmitError> for ApiError {
     }
 }
 
+impl From<crate::node::sleep::SleepError> for ApiError {
+    fn from(e: crate::node::sleep::SleepError) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
 impl From<ActionError> for ApiError {
     fn from(e: ActionError) -> ApiError {
         match e {

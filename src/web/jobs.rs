@@ -21,6 +21,8 @@ use crate::store::{Manifest, Store};
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/node", get(node_info))
+        .route("/node/sleep", post(sleep))
+        .route("/node/wake", post(wake))
         .route("/nodes", get(nodes))
         .route("/events", get(events))
         .route("/alerts", get(alerts))
@@ -35,6 +37,24 @@ pub(crate) fn routes() -> Router<AppState> {
 
 async fn node_info(State(s): State<AppState>) -> Json<NodeInfo> {
     Json(s.node.info())
+}
+
+#[derive(Deserialize)]
+struct SleepQuery {
+    /// Stop the renders under way too (they go back to the swarm).
+    #[serde(default)]
+    now: bool,
+}
+
+async fn sleep(
+    State(s): State<AppState>,
+    Query(q): Query<SleepQuery>,
+) -> Result<Json<NodeView>, ApiError> {
+    s.node.sleep(q.now).map(Json).map_err(ApiError::from)
+}
+
+async fn wake(State(s): State<AppState>) -> Result<Json<NodeView>, ApiError> {
+    s.node.wake().map(Json).map_err(ApiError::from)
 }
 
 #[derive(Deserialize)]

@@ -1,7 +1,7 @@
 // The status page of a real swarm, driven as a person would: see the
 // nodes, upload a scene through the submit form, watch the frame grid fill,
 // pause and resume the job with its buttons, open a finished frame, archive
-// the job.
+// the job, put the node to sleep and wake it.
 //
 //   node swarm_page.mjs --url http://127.0.0.1:PORT --scene /abs/orbit.toml
 //                       --frames 1-144 --nodes 2 --tags farm --shots DIR
@@ -236,6 +236,25 @@ main(async (browser) => {
     const archived = (await api.get('/jobs?tasks=false&archived=true')).find((j) => j.id === job.id);
     expect(archived && archived.archived === true, `the node's archived listing says ${JSON.stringify(archived?.archived)}`);
     await shot(page, 'swarm-07-archived');
+  });
+
+  await step('sleep this node through its button: its row and the API say asleep; wake it again', async () => {
+    const me = async () => (await api.get('/nodes')).find((n) => n.me);
+    await page.click('#node-sleep');
+    await page.waitForFunction(() => document.querySelector('#node-rows .node-row')?.dataset.state === 'asleep'
+      && document.getElementById('node-sleep').textContent.includes('Wake'));
+    const asleep = await me();
+    expect(asleep.asleep === 'by hand' && asleep.state === 'asleep', `the API says ${JSON.stringify([asleep.asleep, asleep.state])}`);
+    const label = await page.locator('#node-rows .node-row').first().locator('.n-task-label span').first().textContent();
+    expect(label === 'asleep by hand', `the row says “${label}”`);
+    const sub = await page.textContent('#st-nodes-sub');
+    expect(sub.includes('1 asleep'), `the header says “${sub}”`);
+    await shot(page, 'swarm-08-asleep');
+    await page.click('#node-sleep');
+    await page.waitForFunction(() => document.querySelector('#node-rows .node-row')?.dataset.state === 'idle'
+      && document.getElementById('node-sleep').textContent.includes('Sleep'));
+    const awake = await me();
+    expect(!awake.asleep && awake.state === 'idle', `the API says ${JSON.stringify([awake.asleep, awake.state])}`);
   });
 
   await step('no page errors, no CSP violations', () => expect(!errors.length, errors.join(' | ')));

@@ -399,5 +399,6 @@ fn heartbeat(node: NodeId, stamp: u64) -> Heartbeat {
         addrs: vec![],
         alerts: vec![],
         sent_ms: 0,
+        asleep: None,
     }
 }

@@ -22,6 +22,7 @@ mod netns;
 mod packaging;
 mod service;
 mod single_node;
+mod sleep;
 mod swarm;
 mod swarm_work;
 mod web_api;

@@ -137,6 +137,8 @@ export const api = {
   submit: (req) => request('/jobs', { json: req }),
   act: (id, action) => request(`/jobs/${enc(id)}/${action}`, { method: 'POST' }),
   priority: (id, priority) => request(`/jobs/${enc(id)}/priority`, { json: { priority } }),
+  sleep: () => request('/node/sleep', { method: 'POST' }),
+  wake: () => request('/node/wake', { method: 'POST' }),
   log: (id, task) => request(`/jobs/${enc(id)}/tasks/${task}/log`, { as: 'text' }),
   frameUrl: (id, frame, thumb = false) => `${BASE}/jobs/${enc(id)}/frames/${frame}${thumb ? '?thumb=1' : ''}`,
 };

@@ -21,7 +21,7 @@ import { EventsView } from './events.js';
 import { SubmitDialog } from './submit.js';
 import { Lightbox } from './lightbox.js';
 import { askToken, confirm, toast, showLog, wireDialogs } from './dialogs.js';
-import { byId, setText, setAttr, fmt, startOfToday, sleep, measure } from './util.js';
+import { byId, icon, setText, setAttr, fmt, startOfToday, sleep, measure } from './util.js';
 
 const state = {
   info: null,
@@ -152,6 +152,36 @@ async function setPriority(id, value) {
   }
 }
 
+// This node's sleep: the page belongs to one node, and puts that one to
+// sleep or wakes it (`swarm sleep` / `swarm wake` on its machine).
+const sleepBtn = byId('node-sleep');
+
+function renderSleepButton(me) {
+  if (!me) return;
+  const asleep = Boolean(me.asleep);
+  const key = `${asleep}|${me.name}`;
+  if (sleepBtn.dataset.key === key) return;
+  sleepBtn.dataset.key = key;
+  sleepBtn.dataset.asleep = asleep;
+  sleepBtn.replaceChildren(icon(asleep ? 'sun' : 'moon'), asleep ? 'Wake this node' : 'Sleep this node');
+  sleepBtn.title = asleep
+    ? `${me.name} is asleep ${me.asleep}: wake it to take tasks again`
+    : `Stop ${me.name} taking new tasks (renders under way finish); it still serves its files and this page`;
+  sleepBtn.hidden = false;
+}
+
+sleepBtn.addEventListener('click', async () => {
+  const waking = sleepBtn.dataset.asleep === 'true';
+  try {
+    const me = await (waking ? api.wake() : api.sleep());
+    toast(waking ? `${me.name} is awake: it takes tasks.` : `${me.name} is asleep: it takes no new tasks.`, 'ok');
+    state.nodes = state.nodes.map((n) => (n.me ? { ...n, ...me, history: n.history } : n));
+    invalidate('nodes', 'header');
+  } catch (e) {
+    toast(e.message, 'error');
+  }
+});
+
 /** Take an archived job off the page; snapshots leave it out from now on. */
 function dropJob(id) {
   state.jobs = state.jobs.filter((j) => j.id !== id);
@@ -183,7 +213,10 @@ function renderHeader() {
   setText(byId('st-nodes'), fmt.int(alive.length));
   setText(byId('st-nodes-total'), `/ ${fmt.int(state.nodes.length)}`);
   const rendering = alive.filter((n) => n.tasks.length);
-  setText(byId('st-nodes-sub'), `${rendering.length} rendering · ${alive.length - rendering.length} idle`);
+  const asleep = alive.filter((n) => n.asleep && !n.tasks.length).length;
+  const idle = alive.length - rendering.length - asleep;
+  setText(byId('st-nodes-sub'), `${rendering.length} rendering · ${idle} idle${asleep ? ` · ${asleep} asleep` : ''}`);
+  renderSleepButton(state.nodes.find((n) => n.me));
   const frames = rendering.reduce((a, n) => a + n.tasks.reduce((b, t) => b + (t.frames ? t.frames.length : 1), 0), 0);
   setText(byId('st-frames'), fmt.int(frames));
   const slots = alive.reduce((a, n) => a + (n.slots || 1), 0);

@@ -10,7 +10,7 @@
 import { h, setText, setAttr, fmt } from './util.js';
 import { sparkline, segBar, WINDOW_MS } from './charts.js';
 
-const STATES = ['rendering', 'idle', 'offline'];
+const STATES = ['rendering', 'idle', 'asleep', 'offline'];
 const SPARK_EVERY = 4;
 
 export class NodesView {
@@ -90,7 +90,7 @@ export class NodesView {
   render(nodes, now) {
     this.turn = (this.turn + 1) % SPARK_EVERY;
     const seen = new Set();
-    const counts = { all: nodes.length, rendering: 0, idle: 0, offline: 0 };
+    const counts = { all: nodes.length, rendering: 0, idle: 0, asleep: 0, offline: 0 };
     for (const n of nodes) {
       seen.add(n.id);
       counts[STATES.includes(n.state) ? n.state : 'offline'] += 1;
@@ -162,6 +162,8 @@ export class NodesView {
       setAttr(r.el, 'data-state', n.state);
       setAttr(r.dot, 'title', n.state);
     }
+    // A sleeping node that still finishes renders says so beside them.
+    r.el.toggleAttribute('data-asleep', Boolean(n.asleep) && n.state === 'rendering');
     const nameKey = `${n.name}|${n.me}`;
     if (r.nameKey !== nameKey) {
       r.nameKey = nameKey;
@@ -195,7 +197,7 @@ export class NodesView {
     r.task = tasks[0] || null;
     if (!tasks.length) {
       r.taskEl.classList.add('idle');
-      setText(r.taskLabel, n.state === 'offline' ? `offline for ${fmt.ago(n.last_seen_ms)}` : 'idle');
+      setText(r.taskLabel, idleLabel(n));
       setText(r.taskPct, '');
       if (!r.bar.el.hidden) r.bar.el.hidden = true;
       return;
@@ -222,6 +224,13 @@ export class NodesView {
   }
 }
 
+/** What a row without a task says: idle, asleep and why, or offline. */
+function idleLabel(n) {
+  if (n.state === 'offline') return `offline for ${fmt.ago(n.last_seen_ms)}`;
+  if (n.asleep) return `asleep ${n.asleep}`;
+  return 'idle';
+}
+
 function gpuOf(t) {
   const g = (t && t.gpus) || [];
   if (!g.length) return null;
@@ -240,5 +249,6 @@ function nodeTitle(n, t) {
   if (g) lines.push(g.name);
   if (n.rtt_ms != null) lines.push(`round trip ${n.rtt_ms.toFixed(1)} ms`);
   if (n.web) lines.push(`page: ${n.web}`);
+  if (n.asleep) lines.push(`asleep ${n.asleep}: takes no new tasks`);
   return lines.join('\n');
 }
