@@ -41,12 +41,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Code
     decode_borrowed(bytes, limit)
 }
 
-/// [`decode`] into a value that may borrow from `bytes` (byte strings are
-/// not copied out).
-pub fn decode_borrowed<'a, T: Deserialize<'a>>(
-    bytes: &'a [u8],
-    limit: usize,
-) -> Result<T, CodecError> {
+/// [`decode`] that reads the value at the front and ignores what follows:
+/// for a message whose later versions add fields at its end, so that a
+/// node reads a newer node's message (its new fields unread).
+pub fn decode_front<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, CodecError> {
+    let body = checked_body(bytes, limit)?;
+    let (value, _later_fields) =
+        postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    Ok(value)
+}
+
+/// The body after the version byte, if the size and the version are right.
+fn checked_body(bytes: &[u8], limit: usize) -> Result<&[u8], CodecError> {
     if bytes.len() > limit {
         return Err(CodecError::TooLarge {
             len: bytes.len(),
@@ -57,6 +63,16 @@ pub fn decode_borrowed<'a, T: Deserialize<'a>>(
     if version != VERSION {
         return Err(CodecError::Version(version));
     }
+    Ok(body)
+}
+
+/// [`decode`] into a value that may borrow from `bytes` (byte strings are
+/// not copied out).
+pub fn decode_borrowed<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    limit: usize,
+) -> Result<T, CodecError> {
+    let body = checked_body(bytes, limit)?;
     let (value, rest) =
         postcard::take_from_bytes(body).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if !rest.is_empty() {

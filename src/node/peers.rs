@@ -56,8 +56,24 @@ pub struct Heartbeat {
     pub alerts: Vec<(AlertId, u32)>,
     /// Wall clock at sending, ms since the Unix epoch: shown, never trusted.
     pub sent_ms: u64,
-    /// Why it takes no new tasks now (see `sleep`); `None` while it does.
+    /// Why it takes no new tasks now (see `sleep`); `None` while it does,
+    /// and from nodes of versions before sleep, whose heartbeats end
+    /// before it. A field added later goes after it, read the same way.
+    #[serde(deserialize_with = "absent_is_none")]
     pub asleep: Option<String>,
+}
+
+/// An optional field at the end of a message that an earlier version did
+/// not send: the input ends where it would be, and it reads as `None`.
+/// (Postcard has no field names or lengths; a field that is there but does
+/// not decode reads as `None` too, and what follows it is ignored with the
+/// rest of a later version's fields.)
+fn absent_is_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d).unwrap_or(None))
 }
 
 /// Telemetry samples kept per peer: ten minutes at one per second.
@@ -300,6 +316,33 @@ mod tests {
             alerts: vec![],
             sent_ms: 0,
             asleep: None,
+        }
+    }
+
+    #[test]
+    fn heartbeats_of_earlier_and_later_versions_read() {
+        use super::super::wire::{decode_heartbeat, encode};
+        let asleep = Heartbeat {
+            asleep: Some("by hand".into()),
+            ..hb("n", 7, &[(JobId::default(), 2, 1)])
+        };
+        let bytes = encode(&asleep);
+        assert_eq!(decode_heartbeat(&bytes).unwrap(), asleep);
+        // A later version's fields after ours are left unread.
+        let mut later = bytes.clone();
+        later.extend([1, 5, b'l', b'a', b't', b'e', b'r', 9, 9]);
+        assert_eq!(decode_heartbeat(&later).unwrap(), asleep);
+        // A node from before sleep sends no `asleep` (its None is one 0).
+        let awake = Heartbeat {
+            asleep: None,
+            ..asleep.clone()
+        };
+        let mut earlier = encode(&awake);
+        assert_eq!(earlier.pop(), Some(0));
+        assert_eq!(decode_heartbeat(&earlier).unwrap(), awake);
+        // Cut anywhere before the end, a heartbeat is refused, not guessed.
+        for cut in 1..earlier.len() {
+            assert!(decode_heartbeat(&earlier[..cut]).is_err(), "cut at {cut}");
         }
     }
 

@@ -241,8 +241,15 @@ pub fn decode_delta(b: &[u8]) -> Result<DeltaMsg, CodecError> {
     codec::decode(b, MAX_GOSSIP)
 }
 
+/// A heartbeat of another version reads too, so a studio can upgrade its
+/// nodes one at a time without each seeing the others dead: fields a later
+/// version added at the end are ignored, and fields added since sleep are
+/// read as absent from an earlier node's (see `peers::absent_is_none`).
+/// This holds from the version that added sleep on: nodes before it refuse
+/// any heartbeat longer than theirs, and gossipsub then stops relaying
+/// between the two (a mixed swarm of those sees each other dead).
 pub fn decode_heartbeat(b: &[u8]) -> Result<Heartbeat, CodecError> {
-    codec::decode(b, MAX_GOSSIP)
+    codec::decode_front(b, MAX_GOSSIP)
 }
 
 pub fn decode_sync_request(b: &[u8]) -> Result<SyncRequest, CodecError> {
