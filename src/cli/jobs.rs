@@ -115,6 +115,9 @@ fn print_job(j: &JobView) -> Result<()> {
     if let Some(eta) = j.eta_secs {
         writeln!(out, "eta      {eta} s")?;
     }
+    if let Some(why) = &j.waiting {
+        writeln!(out, "waiting  {why}")?;
+    }
     writeln!(out)?;
     writeln!(
         out,

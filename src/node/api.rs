@@ -151,6 +151,10 @@ impl Node {
             let rec = jobs.get(&id)?;
             let p = rec.progress(id, live);
             let mut view = job_view(id, rec, &p, live_nodes);
+            let open = matches!(view.status, JobStatus::Pending | JobStatus::Running);
+            if open && p.tasks_running == 0 && p.tasks_pending > 0 {
+                view.waiting = self.why_no_node_takes(rec, peers, now);
+            }
             if with_tasks {
                 let name_of = |n: &crate::ledger::NodeId| {
                     if *n == inner.id {
@@ -168,6 +172,40 @@ impl Node {
                 view.tasks = Some(task_views(id, rec, live, &name_of, &progress_of));
             }
             Some(view)
+        })
+    }
+
+    /// Why no node will take a job's pending tasks now, if none will: every
+    /// live node that can run it is asleep, or none can.
+    fn why_no_node_takes(
+        &self,
+        rec: &JobRecord,
+        peers: &super::peers::PeerTable,
+        now: Instant,
+    ) -> Option<String> {
+        let inner = &self.inner;
+        let can_run = |engines: &[String], tags: &[String]| {
+            engines.contains(&rec.spec.engine)
+                && rec.spec.requirements.iter().all(|r| tags.contains(r))
+        };
+        let my_tags: Vec<String> = inner.cfg.tags.iter().cloned().collect();
+        let me = can_run(&inner.engines.names(), &my_tags).then(|| inner.sleep.asleep());
+        let others = peers
+            .alive(now)
+            .filter(|p| p.heartbeat.node != inner.id)
+            .map(|p| &p.heartbeat)
+            .filter(|hb| can_run(&hb.engines, &hb.tags))
+            .map(|hb| hb.asleep.is_some());
+        // Whether each node that can run the job is asleep.
+        let capable: Vec<bool> = me.into_iter().chain(others).collect();
+        if capable.contains(&false) {
+            return None;
+        }
+        let asleep = capable.len();
+        Some(match asleep {
+            0 => "no live node can run it (engine or tags missing)".to_string(),
+            1 => "the one node that can run it is asleep".to_string(),
+            n => format!("all {n} nodes that can run it are asleep"),
         })
     }
 
@@ -561,6 +599,7 @@ fn job_view(id: JobId, rec: &JobRecord, p: &JobProgress, live_nodes: u64) -> Job
         renders_wasted: p.renders_wasted,
         mean_render_ms: mean,
         eta_secs,
+        waiting: None,
         collect_dir: rec.spec.collect_dir.clone(),
         collected: rec.collected.0,
         archived: rec.archived.0,

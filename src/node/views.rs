@@ -68,6 +68,11 @@ pub struct JobView {
     pub mean_render_ms: Option<u64>,
     /// Seconds until done at the current pace, while running.
     pub eta_secs: Option<u64>,
+    /// Why tasks are pending with none running, when no node will take
+    /// them now: every node that can run the job is asleep, or no live node
+    /// can run it at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     pub collect_dir: Option<String>,
     pub collected: bool,
     /// Put away (`swarm archive`): left out of job lists unless asked for.

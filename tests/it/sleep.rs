@@ -57,6 +57,8 @@ fn a_sleeping_node_takes_no_tasks_until_it_is_woken() {
         &engine,
         "--sleep-schedule",
         "daily",
+        "--tags",
+        "night",
         "--peer",
         &peer,
     ];
@@ -79,10 +81,24 @@ fn a_sleeping_node_takes_no_tasks_until_it_is_woken() {
         "{peers}"
     );
 
-    // Woken by hand: it takes tasks again.
+    // A job only it can run waits, and says why.
+    let night = submit(&a, "1-2", &["--require", "night"]);
+    let why = "the one node that can run it is asleep";
+    a.wait_job(&night.id, "the job says why it waits", |j| {
+        j.waiting.as_deref() == Some(why)
+    });
+    let shown = stdout(&a.cli(&["job", &night.id]));
+    assert!(shown.contains(&format!("waiting  {why}")), "{shown}");
+
+    // Woken by hand: it takes tasks again, that job's first.
     let said = stdout(&b.cli(&["wake"]));
     assert!(said.contains("is awake"), "{said}");
     wait_view(&a, &b.id, "a sees b awake", |n| n.asleep.is_none());
+    let done = a.wait_job(&night.id, "the night job is done", |j| {
+        j.status == JobStatus::Done
+    });
+    assert_eq!(renderers(&done), BTreeSet::from([b.id.clone()]));
+    assert_eq!(done.waiting, None);
     let events = b.get("/api/v1/events").to_string();
     for said in [
         "is asleep by its schedule: it takes no new tasks",
@@ -143,4 +159,10 @@ fn sleep_now_gives_the_renders_under_way_back_without_costing_an_attempt() {
         .filter(|t| t.attempts == 2)
         .count();
     assert_eq!(given_back, 1, "one task was started on b, then again on a");
+
+    // A job no node can run says so too.
+    let nowhere = submit(a, "1", &["--require", "nowhere"]);
+    a.wait_job(&nowhere.id, "the job says why it waits", |j| {
+        j.waiting.as_deref() == Some("no live node can run it (engine or tags missing)")
+    });
 }

@@ -111,7 +111,8 @@ export class JobsView {
     r.bar.set(j.tasks_done / total, j.tasks_failed / total, j.tasks_running / total);
     setText(r.progDone, `${fmt.int(j.frames_done)} / ${fmt.int(j.frames_total)}`);
     setText(r.progPct, fmt.pct(j.frames_total ? j.frames_done / j.frames_total : 0));
-    setText(r.eta, j.status === 'running' || j.status === 'pending' ? (j.eta_secs != null ? fmt.duration(j.eta_secs) : '—') : '');
+    setText(r.eta, etaText(j));
+    setAttr(r.eta, 'title', j.waiting ? `Waiting: ${j.waiting}` : '');
     const pend = this.pendingPrio.get(j.id);
     setText(r.prioVal, pend ? pend.base + pend.delta : j.priority);
     const final = FINAL.has(j.status);
@@ -156,4 +157,11 @@ export class JobsView {
     const next = e.key === 'ArrowDown' ? tr.nextElementSibling : e.key === 'ArrowUp' ? tr.previousElementSibling : null;
     if (next) { e.preventDefault(); next.focus(); this.onSelect(next.dataset.id); }
   }
+}
+
+/** Time left while the job runs; why it waits when no node will take it. */
+function etaText(j) {
+  if (j.status !== 'running' && j.status !== 'pending') return '';
+  if (j.waiting) return j.waiting.includes('asleep') ? 'nodes asleep' : 'no node';
+  return j.eta_secs != null ? fmt.duration(j.eta_secs) : '—';
 }
