@@ -495,21 +495,11 @@ async fn engine_missing(inner: &Arc<Inner>) {
     }
     let now = Instant::now();
     let mut caps = lock(&inner.peers).capabilities(now);
-    caps.insert(
-        inner.id.clone(),
-        (
-            inner.engines.names().into_iter().collect(),
-            inner.cfg.tags.clone(),
-        ),
-    );
+    caps.insert(inner.id.clone(), inner.capability());
     let stuck: Vec<(JobId, String, String)> = inner.ledger.read(|jobs| {
         jobs.iter()
             .filter(|(_, r)| !r.cancelled.0 && !r.archived.0 && r.has_tasks_left())
-            .filter(|(_, r)| {
-                !caps
-                    .values()
-                    .any(|(e, t)| e.contains(&r.spec.engine) && r.spec.requirements.is_subset(t))
-            })
+            .filter(|(_, r)| !caps.values().any(|cap| cap.can_run(r)))
             .map(|(id, r)| (*id, r.spec.name.clone(), r.spec.engine.clone()))
             .collect()
     });

@@ -184,18 +184,15 @@ impl Node {
         now: Instant,
     ) -> Option<String> {
         let inner = &self.inner;
-        let can_run = |engines: &[String], tags: &[String]| {
-            engines.contains(&rec.spec.engine)
-                && rec.spec.requirements.iter().all(|r| tags.contains(r))
-        };
-        let my_tags: Vec<String> = inner.cfg.tags.iter().cloned().collect();
-        let me = can_run(&inner.engines.names(), &my_tags).then(|| inner.sleep.asleep());
+        let me = inner
+            .capability()
+            .can_run(rec)
+            .then(|| inner.sleep.asleep());
         let others = peers
-            .alive(now)
-            .filter(|p| p.heartbeat.node != inner.id)
-            .map(|p| &p.heartbeat)
-            .filter(|hb| can_run(&hb.engines, &hb.tags))
-            .map(|hb| hb.asleep.is_some());
+            .capabilities(now)
+            .into_iter()
+            .filter(|(n, cap)| *n != inner.id && cap.can_run(rec))
+            .map(|(n, _)| peers.is_asleep(&n));
         // Whether each node that can run the job is asleep.
         let capable: Vec<bool> = me.into_iter().chain(others).collect();
         if capable.contains(&false) {
@@ -384,10 +381,7 @@ impl Node {
         let inner = &self.inner;
         inner.sleep.set(true)?;
         if now {
-            for r in lock(&inner.running).values() {
-                *lock(&r.cancel_reason) = Some(format!("node {} was put to sleep", inner.cfg.name));
-                r.cancel.cancel();
-            }
+            inner.stop_renders(&format!("node {} was put to sleep", inner.cfg.name));
         }
         Ok(self.self_view(&self.job_names()))
     }

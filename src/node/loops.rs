@@ -313,12 +313,19 @@ pub(crate) fn still_wanted(inner: &Inner, job: JobId) -> bool {
     })
 }
 
+impl Inner {
+    /// What this node can run: its engines and tags.
+    pub(crate) fn capability(&self) -> Capability {
+        Capability {
+            engines: self.engines.names().into_iter().collect(),
+            tags: self.cfg.tags.clone(),
+        }
+    }
+}
+
 /// The scheduler's view of this node and the swarm.
 fn with_view<T>(inner: &Inner, f: impl FnOnce(&scheduler::View<'_>) -> T) -> T {
-    let mine = Capability {
-        engines: inner.engines.names().into_iter().collect(),
-        tags: inner.cfg.tags.clone(),
-    };
+    let mine = inner.capability();
     inner.with_liveness(|live| {
         let busy: HashSet<_> = live.mine.iter().map(|(j, t, _)| (*j, *t)).collect();
         let waiting = inner.jobs_waiting_for_scenes();
@@ -329,7 +336,6 @@ fn with_view<T>(inner: &Inner, f: impl FnOnce(&scheduler::View<'_>) -> T) -> T {
             // A sleeping peer claims nothing: ranking it first for a task
             // would only make the task wait out the steal grace.
             .filter(|(n, _)| *n != inner.id && !live.peers.is_asleep(n))
-            .map(|(n, (engines, tags))| (n, Capability { engines, tags }))
             .collect();
         let view = scheduler::View {
             me: &inner.id,

@@ -290,10 +290,7 @@ impl Node {
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         inner.shutdown.cancel();
-        for r in lock(&inner.running).values() {
-            *lock(&r.cancel_reason) = Some(format!("node {} shut down", inner.cfg.name));
-            r.cancel.cancel();
-        }
+        inner.stop_renders(&format!("node {} shut down", inner.cfg.name));
         inner.tracker.close();
         if tokio::time::timeout(Duration::from_secs(20), inner.tracker.wait())
             .await
@@ -415,6 +412,14 @@ impl Inner {
             net.publish_start(id, &delta);
         }
         Ok(seq)
+    }
+
+    /// Stop every task this node holds, saying `why` in its End.
+    pub fn stop_renders(&self, why: &str) {
+        for r in lock(&self.running).values() {
+            *lock(&r.cancel_reason) = Some(why.to_string());
+            r.cancel.cancel();
+        }
     }
 
     /// Jobs to leave alone for now: their scene could not be fetched.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::scheduler::Capability;
 use super::views::Sample;
 use crate::hash::Hash;
 use crate::ledger::{AlertId, Claim, JobId, Liveness, NodeId, TaskIndex};
@@ -250,17 +251,16 @@ impl PeerTable {
             .is_some_and(|p| p.heartbeat.asleep.is_some())
     }
 
-    /// Engines and tags of every live peer.
-    pub fn capabilities(
-        &self,
-        now: Instant,
-    ) -> BTreeMap<NodeId, (BTreeSet<String>, BTreeSet<String>)> {
+    /// What every live peer can run.
+    pub fn capabilities(&self, now: Instant) -> BTreeMap<NodeId, Capability> {
         self.alive(now)
             .map(|p| {
                 let hb = &p.heartbeat;
-                let engines = hb.engines.iter().cloned().collect();
-                let tags = hb.tags.iter().cloned().collect();
-                (hb.node.clone(), (engines, tags))
+                let cap = Capability {
+                    engines: hb.engines.iter().cloned().collect(),
+                    tags: hb.tags.iter().cloned().collect(),
+                };
+                (hb.node.clone(), cap)
             })
             .collect()
     }
