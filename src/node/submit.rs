@@ -248,6 +248,14 @@ impl Inner {
                 }
             },
         };
+        // Said whether or not a node has ffmpeg: the name is not wrong, the
+        // way of asking is.
+        if engine == ENCODE_ENGINE {
+            return Err(bad(
+                "engine",
+                "`ffmpeg` encodes a job's frames: submit the scene with --encode mp4|prores instead",
+            ));
+        }
         let mut known: BTreeSet<String> = self.engines.names().into_iter().collect();
         let now = std::time::Instant::now();
         let peers = super::lock(&self.peers);
@@ -274,12 +282,6 @@ impl Inner {
         engine: &str,
         frames: FrameRange,
     ) -> Result<JobSpec, SubmitError> {
-        if engine == ENCODE_ENGINE {
-            return Err(bad(
-                "engine",
-                "`ffmpeg` encodes a job's frames: submit the scene with --encode mp4|prores instead",
-            ));
-        }
         let count = frames.count();
         if count > validate::MAX_FRAMES {
             return Err(bad(
