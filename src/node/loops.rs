@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -182,13 +182,16 @@ async fn schedule(inner: Arc<Inner>) {
     let mut changes = inner.ledger.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut look_again: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = inner.shutdown.cancelled() => return,
             _ = changes.changed() => {}
             _ = inner.slot_freed.notified() => {}
             _ = tick.tick() => {}
+            () = at(look_again) => {}
         }
+        look_again = None;
         watchdog(&inner);
         if storage_paused(&inner) || inner.sleep.asleep() {
             continue;
@@ -204,14 +207,75 @@ async fn schedule(inner: Arc<Inner>) {
                 break;
             }
             let Some(pick) = next_pick(&inner) else { break };
-            if held >= inner.cfg.slots
-                && (!pick.ahead || held >= inner.cfg.slots + claims_ahead(&inner, pick.job))
-            {
-                break;
+            let mut due = None;
+            if held >= inner.cfg.slots {
+                if pick.ahead {
+                    if held >= inner.cfg.slots + claims_ahead(&inner, pick.job) {
+                        break;
+                    }
+                } else {
+                    // The tail: only a slot about to free claims, so its
+                    // claim settles while the render before it ends.
+                    let soon = freeing_soon(&inner, Instant::now());
+                    if held >= inner.cfg.slots + soon.count {
+                        look_again = soon.next;
+                        break;
+                    }
+                    due = soon.due;
+                }
             }
-            launch(&inner, pick);
+            launch(&inner, pick, due);
         }
     }
+}
+
+/// Resolves at `when`, or never.
+pub(crate) async fn at(when: Option<Instant>) {
+    match when {
+        Some(when) => tokio::time::sleep_until(when.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The renders of this node that should end within a settle window.
+#[derive(Debug, Default, PartialEq)]
+struct FreeingSoon {
+    /// How many.
+    count: usize,
+    /// When a claim made now for such a slot gives up: the render before
+    /// it ran long, and an idle node should have the task.
+    due: Option<Instant>,
+    /// When the next of the others should be that close to its end.
+    next: Option<Instant>,
+}
+
+/// Which of this node's renders should end within a settle window, from
+/// when each began and how long this node's renders of its job take.
+fn freeing_soon(inner: &Inner, now: Instant) -> FreeingSoon {
+    let settle = inner.settle_window();
+    let renders: Vec<_> = lock(&inner.running)
+        .iter()
+        .filter_map(|((job, _), r)| Some((*r.began.get()?, inner.render_times.of(*job)?)))
+        .collect();
+    freeing_soon_of(&renders, settle, now)
+}
+
+fn freeing_soon_of(renders: &[(Instant, Duration)], settle: Duration, now: Instant) -> FreeingSoon {
+    let mut soon = FreeingSoon::default();
+    for &(began, takes) in renders {
+        let ends = began + takes;
+        if ends <= now + settle {
+            soon.count += 1;
+            // Late by a settle window, or a tenth of the render for long
+            // ones (renders of one job vary), and the claim goes back.
+            let due = ends.max(now) + settle + (takes / 10).max(settle);
+            soon.due = Some(soon.due.map_or(due, |d: Instant| d.min(due)));
+        } else {
+            let at = ends - settle;
+            soon.next = Some(soon.next.map_or(at, |n: Instant| n.min(at)));
+        }
+    }
+    soon
 }
 
 /// How many claims beyond its slots this node holds for `job`. Each claim
@@ -352,7 +416,7 @@ fn with_view<T>(inner: &Inner, f: impl FnOnce(&scheduler::View<'_>) -> T) -> T {
     })
 }
 
-fn launch(inner: &Arc<Inner>, pick: Pick) {
+fn launch(inner: &Arc<Inner>, pick: Pick, due: Option<Instant>) {
     let claim = Claim {
         epoch: pick.epoch,
         lamport: inner.ledger.clock().tick(),
@@ -361,6 +425,7 @@ fn launch(inner: &Arc<Inner>, pick: Pick) {
     let cancel = inner.shutdown.child_token();
     let (progress, progress_rx) = watch::channel(Progress::default());
     let cancel_reason = Arc::new(std::sync::Mutex::new(None));
+    let began = Arc::new(std::sync::OnceLock::new());
     lock(&inner.running).insert(
         (pick.job, pick.task),
         Running {
@@ -369,6 +434,7 @@ fn launch(inner: &Arc<Inner>, pick: Pick) {
             progress: progress_rx,
             cancel: cancel.clone(),
             cancel_reason: cancel_reason.clone(),
+            began: began.clone(),
         },
     );
     let a = Assignment {
@@ -378,6 +444,8 @@ fn launch(inner: &Arc<Inner>, pick: Pick) {
         cancel,
         progress,
         cancel_reason,
+        began,
+        due,
     };
     inner.tracker.spawn(worker::run(inner.clone(), a));
 }
@@ -524,5 +592,37 @@ mod tests {
         }
         assert!(lock(&times.0).len() <= RENDER_TIMES_KEPT);
         assert_eq!(times.of(job(0)), None, "started over when full");
+    }
+
+    #[test]
+    fn only_a_render_ending_within_the_settle_window_frees_its_slot_soon() {
+        let ms = Duration::from_millis;
+        let now = Instant::now();
+        let settle = ms(25);
+        // Began 190 ms ago, takes 200: ends in 10 ms, inside the window.
+        let ending = (now - ms(190), ms(200));
+        // Began 100 ms ago: ends in 100 ms, enters the window in 75.
+        let midway = (now - ms(100), ms(200));
+        let soon = freeing_soon_of(&[ending, midway], settle, now);
+        assert_eq!(soon.count, 1);
+        assert_eq!(soon.next, Some(now + ms(75)));
+        // Ends in 10 ms; late by a settle window past the claim's own
+        // settling, the claim goes back.
+        assert_eq!(soon.due, Some(now + ms(10) + settle + settle));
+        let long = (now - ms(59_990), ms(60_000));
+        let soon = freeing_soon_of(&[long], settle, now);
+        assert_eq!(
+            soon.due,
+            Some(now + ms(10) + settle + ms(6_000)),
+            "a tenth of a long render"
+        );
+        let overdue = (now - ms(300), ms(200));
+        let soon = freeing_soon_of(&[overdue], settle, now);
+        assert_eq!(
+            soon.due,
+            Some(now + settle + settle),
+            "counted from now once overdue"
+        );
+        assert_eq!(freeing_soon_of(&[], settle, now), FreeingSoon::default());
     }
 }

@@ -95,6 +95,8 @@ pub(crate) struct Running {
     pub cancel: CancellationToken,
     /// Why it was cancelled, for the End record.
     pub cancel_reason: Arc<Mutex<Option<String>>>,
+    /// When its engine started; unset while the claim waits.
+    pub began: Arc<std::sync::OnceLock<std::time::Instant>>,
 }
 
 /// The shared state behind a [`Node`] handle.

@@ -18,7 +18,9 @@
 //! 4. An encode job waits until its render job is done, and is left to its
 //!    submitter while that is alive and has ffmpeg (see `encode.rs`).
 //! 5. A first-choice task of a job with plenty of pending work may be
-//!    claimed ahead, before a slot is free (see [`Pick::ahead`]).
+//!    claimed ahead, before a slot is free (see [`Pick::ahead`]); at a
+//!    job's tail only a slot about to free claims (the schedule loop
+//!    knows when its renders should end).
 //!
 //! A pure function of the ledger and what this node sees, so it is tested
 //! without a network. The one thing it remembers between picks is how far
@@ -44,7 +46,9 @@ pub struct Pick {
     /// settles during the current render and it starts the moment a slot
     /// frees: it is this node's first choice and the job has at least
     /// [`AHEAD_PENDING_PER_NODE`] pending tasks per capable node, so no idle
-    /// node is kept waiting for it (at the tail, nothing is claimed ahead).
+    /// node is kept waiting for it. At the tail, a task is claimed only
+    /// for a slot that should free within the claim's settle window, so it
+    /// starts no later than on an idle node.
     pub ahead: bool,
 }
 

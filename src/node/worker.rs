@@ -3,14 +3,15 @@
 //!
 //! 1. Gossip the claim, and make it durable during the settle window (a
 //!    node restarted after a crash still knows the claims it made).
-//! 2. Wait the settle window (a few gossip round trips, measured); if the
-//!    claim still wins, make the task ready: fetch and unpack its scene,
-//!    make its work folder. A claim made ahead does this while the render
+//! 2. Wait the settle window (a few gossip round trips, measured), fetching
+//!    the scene meanwhile; if the claim still wins, make the task ready:
+//!    the scene fetched and unpacked, its work folder made. A claim made ahead does this while the render
 //!    before it still holds the slot, so the next engine starts the moment
 //!    the slot frees rather than after a fetch (seconds or minutes for a
 //!    large scene).
 //! 3. Wait for a free slot, then start only if the claim still wins; a lost
-//!    race costs nothing. Record the start (not waiting for the disk: it is
+//!    race costs nothing. A claim made at a job's tail for a slot about to
+//!    free goes back if the render before it runs long (see `loops.rs`). Record the start (not waiting for the disk: it is
 //!    durable with the next group commit) and run the engine.
 //! 4. Record the outcome: a Done with every frame's output blob, a Failed end
 //!    with the reason, the log tail and the whole log as a blob, or a
@@ -44,6 +45,13 @@ pub(crate) struct Assignment {
     pub cancel: CancellationToken,
     pub progress: watch::Sender<Progress>,
     pub cancel_reason: Arc<std::sync::Mutex<Option<String>>>,
+    /// Set when the engine starts (the scheduler reads it to see which
+    /// slots free soon).
+    pub began: Arc<std::sync::OnceLock<Instant>>,
+    /// A claim made at the tail just before a slot frees goes back if no
+    /// slot has freed by then: the render before it ran long, and an idle
+    /// node can start the task sooner.
+    pub due: Option<Instant>,
 }
 
 enum Outcome {
@@ -89,6 +97,14 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
     let durable = tokio::task::spawn_blocking(move || ledger.flush_to(seq));
     let settle = inner.settle_window();
     tracing::debug!(job = %a.job.short(), task = a.task, "claimed; settling for {settle:?}");
+    // The scene's fetch starts now, not after the settle window: a claim
+    // that wins starts that much sooner, and a node whose claim loses has
+    // the scene for the job's next task (it can run the job).
+    let scene = if settle.is_zero() {
+        None
+    } else {
+        fetch_scene(inner, &base)
+    };
     if !settle.is_zero() {
         tokio::select! {
             _ = tokio::time::sleep(settle) => {}
@@ -102,7 +118,7 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
     if inner.sleep.asleep() {
         return release_unstarted(inner, &base, a, Some(fell_asleep(inner))).await;
     }
-    let ready = match prepare(inner, &base, a).await {
+    let ready = match prepare(inner, &base, a, scene).await {
         Ok(ready) => ready,
         Err(not_yet) => return release_unstarted(inner, &base, a, Some(not_yet)).await,
     };
@@ -112,9 +128,16 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         slot = inner.render_slots.clone().acquire_owned() => slot.ok(),
         _ = a.cancel.cancelled() => None,
         _ = inner.sleep.fallen_asleep() => None,
+        () = super::loops::at(a.due) => None,
     };
     let Some(permit) = slot else {
-        let why = inner.sleep.asleep().then(|| fell_asleep(inner));
+        let why = if inner.sleep.asleep() {
+            Some(fell_asleep(inner))
+        } else {
+            a.due
+                .filter(|&due| Instant::now() >= due)
+                .map(|_| "given back: the render before it on this node ran long".to_string())
+        };
         return release_unstarted(inner, &base, a, why).await;
     };
     if a.cancel.is_cancelled()
@@ -136,6 +159,7 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
     // rather than running (the claim itself is already durable).
     inner.commit_start(a.job, ops::start(&base, a.task, start))?;
     let began = Instant::now();
+    let _ = a.began.set(began);
     inner
         .metrics
         .renders_started
@@ -266,11 +290,34 @@ enum Ready {
     Broken(RenderFailure),
 }
 
-/// Make a claimed task ready for its engine: its scene fetched and
-/// unpacked, its work folder made. `Err` when it cannot be made ready yet
-/// (the scene is not reachable, or the task was cancelled meanwhile): the
-/// task goes back, with that reason.
-async fn prepare(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment) -> Result<Ready, String> {
+/// The fetch of a job's scene, under way in a task of its own (it goes on
+/// if the claim that started it is dropped).
+type SceneFetch = tokio::task::JoinHandle<Result<(), String>>;
+
+/// Start fetching `base`'s scene, unless its engine needs none.
+fn fetch_scene(inner: &Arc<Inner>, base: &JobRecord) -> Option<SceneFetch> {
+    let spec = &base.spec;
+    if spec.engine == crate::render::ENCODE_ENGINE {
+        return None;
+    }
+    let (inner, scene, submitter) = (inner.clone(), spec.scene, spec.submitter.clone());
+    Some(tokio::spawn(async move {
+        inner
+            .ensure_blob(scene, std::slice::from_ref(&submitter))
+            .await
+    }))
+}
+
+/// Make a claimed task ready for its engine: its scene fetched (by `fetch`
+/// if it is under way) and unpacked, its work folder made. `Err` when it
+/// cannot be made ready yet (the scene is not reachable, or the task was
+/// cancelled meanwhile): the task goes back, with that reason.
+async fn prepare(
+    inner: &Arc<Inner>,
+    base: &JobRecord,
+    a: &Assignment,
+    fetch: Option<SceneFetch>,
+) -> Result<Ready, String> {
     let spec = &base.spec;
     if spec.engine == crate::render::ENCODE_ENGINE {
         return Ok(Ready::Encode);
@@ -285,10 +332,17 @@ async fn prepare(inner: &Arc<Inner>, base: &JobRecord, a: &Assignment) -> Result
             )));
         }
     };
-    if let Err(reason) = inner
-        .ensure_blob(spec.scene, std::slice::from_ref(&spec.submitter))
-        .await
-    {
+    let fetched = match fetch {
+        Some(fetch) => fetch
+            .await
+            .unwrap_or_else(|e| Err(format!("fetching the scene: {e}"))),
+        None => {
+            inner
+                .ensure_blob(spec.scene, std::slice::from_ref(&spec.submitter))
+                .await
+        }
+    };
+    if let Err(reason) = fetched {
         // Not the task's fault: no attempt is spent. The task goes back to
         // the swarm, and this node leaves the job alone for a while (a node
         // cut off from every holder of the scene would otherwise claim and
