@@ -264,6 +264,11 @@ fn freeing_soon_of(renders: &[(Instant, Duration)], settle: Duration, now: Insta
     let mut soon = FreeingSoon::default();
     for &(began, takes) in renders {
         let ends = began + takes;
+        if ends + settle < now {
+            // Running long: no telling when it ends. (Counting it would
+            // claim and give back the same task again and again.)
+            continue;
+        }
         if ends <= now + settle {
             soon.count += 1;
             // Late by a settle window, or a tenth of the render for long
@@ -616,13 +621,18 @@ mod tests {
             Some(now + ms(10) + settle + ms(6_000)),
             "a tenth of a long render"
         );
-        let overdue = (now - ms(300), ms(200));
-        let soon = freeing_soon_of(&[overdue], settle, now);
+        let just_late = (now - ms(210), ms(200));
+        let soon = freeing_soon_of(&[just_late], settle, now);
         assert_eq!(
             soon.due,
             Some(now + settle + settle),
-            "counted from now once overdue"
+            "counted from now once late"
         );
+        // Late by more than a settle window: running long, not counted,
+        // so a claim given back for it is not made again.
+        let running_long = (now - ms(300), ms(200));
+        let soon = freeing_soon_of(&[running_long], settle, now);
+        assert_eq!(soon, FreeingSoon::default());
         assert_eq!(freeing_soon_of(&[], settle, now), FreeingSoon::default());
     }
 }

@@ -5,14 +5,15 @@
 //!    node restarted after a crash still knows the claims it made).
 //! 2. Wait the settle window (a few gossip round trips, measured), fetching
 //!    the scene meanwhile; if the claim still wins, make the task ready:
-//!    the scene fetched and unpacked, its work folder made. A claim made ahead does this while the render
-//!    before it still holds the slot, so the next engine starts the moment
-//!    the slot frees rather than after a fetch (seconds or minutes for a
-//!    large scene).
+//!    the scene fetched and unpacked, its work folder made. A claim made
+//!    ahead does this while the render before it still holds the slot, so
+//!    the next engine starts the moment the slot frees rather than after a
+//!    fetch (seconds or minutes for a large scene).
 //! 3. Wait for a free slot, then start only if the claim still wins; a lost
 //!    race costs nothing. A claim made at a job's tail for a slot about to
-//!    free goes back if the render before it runs long (see `loops.rs`). Record the start (not waiting for the disk: it is
-//!    durable with the next group commit) and run the engine.
+//!    free goes back if the render before it runs long (see `loops.rs`).
+//!    Record the start (not waiting for the disk: it is durable with the
+//!    next group commit) and run the engine.
 //! 4. Record the outcome: a Done with every frame's output blob, a Failed end
 //!    with the reason, the log tail and the whole log as a blob, or a
 //!    Released end when the render was stopped (lost claim, cancel, shutdown).
