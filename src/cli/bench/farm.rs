@@ -244,8 +244,9 @@ impl Runs {
     }
 
     /// Where the time between submit and the last exit went: the first
-    /// start and the last node's first start, the engine runs, the gaps between one run's end and the next
-    /// start on the same node, and how far apart the nodes finished.
+    /// start and the last node's first start, the engine runs, the gaps
+    /// between one run's end and the next start on the same node, and how
+    /// far apart the nodes finished.
     fn timeline(&self, t0: u128) -> String {
         let ms = |ns: u128| ns as f64 / 1e6;
         let first = self.0.iter().map(|r| r.1).min().unwrap_or(t0);
