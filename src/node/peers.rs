@@ -136,7 +136,9 @@ impl PeerTable {
         let samples = self.history.entry(hb.node.clone()).or_default();
         if samples
             .back()
-            .is_none_or(|s| hb.sent_ms >= s.t + HISTORY_STEP_MS)
+            // Saturating: a peer's clock (or a hostile peer) may say any
+            // time, up to the last millisecond there is.
+            .is_none_or(|s| hb.sent_ms >= s.t.saturating_add(HISTORY_STEP_MS))
         {
             if samples.len() == HISTORY_SAMPLES {
                 samples.pop_front();
@@ -317,6 +319,22 @@ mod tests {
             sent_ms: 0,
             asleep: None,
         }
+    }
+
+    /// Found by the gossip fuzzer: a heartbeat sent at the last
+    /// millisecond there is, then another, overflowed the history's step.
+    #[test]
+    fn a_heartbeat_stamped_at_the_end_of_time_does_not_overflow() {
+        let mut peers = PeerTable::new(Duration::from_secs(3));
+        let now = Instant::now();
+        for stamp in [1, 2] {
+            let late = Heartbeat {
+                sent_ms: u64::MAX,
+                ..hb("n", stamp, &[])
+            };
+            peers.heard(late, now);
+        }
+        assert!(!peers.history(&NodeId::new("n")).is_empty());
     }
 
     #[test]
