@@ -189,7 +189,7 @@ async fn schedule(inner: Arc<Inner>) {
             _ = changes.changed() => {}
             _ = inner.slot_freed.notified() => {}
             _ = tick.tick() => {}
-            () = at(look_again) => {}
+            () = crate::render::until(look_again.map(Into::into)) => {}
         }
         look_again = None;
         watchdog(&inner);
@@ -226,14 +226,6 @@ async fn schedule(inner: Arc<Inner>) {
             }
             launch(&inner, pick, due);
         }
-    }
-}
-
-/// Resolves at `when`, or never.
-pub(crate) async fn at(when: Option<Instant>) {
-    match when {
-        Some(when) => tokio::time::sleep_until(when.into()).await,
-        None => std::future::pending().await,
     }
 }
 

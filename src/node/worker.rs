@@ -101,11 +101,7 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
     // The scene's fetch starts now, not after the settle window: a claim
     // that wins starts that much sooner, and a node whose claim loses has
     // the scene for the job's next task (it can run the job).
-    let scene = if settle.is_zero() {
-        None
-    } else {
-        fetch_scene(inner, &base)
-    };
+    let scene = fetch_scene(inner, &base);
     if !settle.is_zero() {
         tokio::select! {
             _ = tokio::time::sleep(settle) => {}
@@ -129,7 +125,7 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         slot = inner.render_slots.clone().acquire_owned() => slot.ok(),
         _ = a.cancel.cancelled() => None,
         _ = inner.sleep.fallen_asleep() => None,
-        () = super::loops::at(a.due) => None,
+        () = crate::render::until(a.due.map(Into::into)) => None,
     };
     let Some(permit) = slot else {
         let why = if inner.sleep.asleep() {
@@ -309,8 +305,8 @@ fn fetch_scene(inner: &Arc<Inner>, base: &JobRecord) -> Option<SceneFetch> {
     }))
 }
 
-/// Make a claimed task ready for its engine: its scene fetched (by `fetch`
-/// if it is under way) and unpacked, its work folder made. `Err` when it
+/// Make a claimed task ready for its engine: its scene fetched (by `fetch`,
+/// under way since the claim) and unpacked, its work folder made. `Err` when it
 /// cannot be made ready yet (the scene is not reachable, or the task was
 /// cancelled meanwhile): the task goes back, with that reason.
 async fn prepare(
@@ -337,11 +333,7 @@ async fn prepare(
         Some(fetch) => fetch
             .await
             .unwrap_or_else(|e| Err(format!("fetching the scene: {e}"))),
-        None => {
-            inner
-                .ensure_blob(spec.scene, std::slice::from_ref(&spec.submitter))
-                .await
-        }
+        None => Ok(()),
     };
     if let Err(reason) = fetched {
         // Not the task's fault: no attempt is spent. The task goes back to

@@ -72,6 +72,7 @@ pub use blender_lines::{Tracker as BlenderTracker, Update as BlenderUpdate};
 
 use log::LogBuffer;
 use runner::Limits;
+pub(crate) use runner::until;
 
 /// Default stall limit: Cycles can print nothing for minutes between progress lines.
 pub const DEFAULT_STALL: Duration = Duration::from_secs(10 * 60);
