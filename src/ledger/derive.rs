@@ -203,11 +203,15 @@ impl JobRecord {
                 TaskStatus::Done => {
                     p.tasks_done += 1;
                     p.frames_done += self.spec.task_frame_count(i);
-                    p.render_ms_done += t.winning_done().map_or(0, |d| d.render_ms);
+                    // A peer says how long its render took: any u64.
+                    let ms = t.winning_done().map_or(0, |d| d.render_ms);
+                    p.render_ms_done = p.render_ms_done.saturating_add(ms);
                 }
             }
-            p.renders_started += u32::try_from(t.starts.len()).unwrap_or(u32::MAX);
-            p.renders_wasted += t.wasted(status);
+            // Up to 10,000 starts on each of up to a million tasks.
+            let starts = u32::try_from(t.starts.len()).unwrap_or(u32::MAX);
+            p.renders_started = p.renders_started.saturating_add(starts);
+            p.renders_wasted = p.renders_wasted.saturating_add(t.wasted(status));
         }
         p
     }
@@ -272,5 +276,38 @@ impl JobRecord {
             .values()
             .flat_map(|t| t.ends.iter())
             .filter(move |e| e.kind == EndKind::Failed && e.generation == generation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::Hash;
+    use crate::ledger::types::tests::spec;
+    use crate::ledger::{AllLive, FrameRange, Outputs};
+
+    #[test]
+    fn render_times_a_peer_claims_do_not_overflow_the_progress() {
+        let mut rec = JobRecord::new(spec(
+            FrameRange {
+                start: 1,
+                end: 2,
+                step: 1,
+            },
+            1,
+        ));
+        for task in 0..2 {
+            let done = Done {
+                outputs: Outputs::new(),
+                node: NodeId::new("peer"),
+                epoch: 1,
+                lamport: 1,
+                render_ms: u64::MAX,
+            };
+            rec.tasks.entry(task).or_default().dones.insert(done);
+        }
+        let p = rec.progress(JobId(Hash::of(b"job")), &AllLive);
+        assert_eq!(p.tasks_done, 2);
+        assert_eq!(p.render_ms_done, u64::MAX);
     }
 }
