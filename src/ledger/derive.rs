@@ -69,12 +69,37 @@ impl Liveness for AllLive {
 }
 
 impl TaskState {
-    /// The claim that wins: the highest epoch; within it the earliest
-    /// `(lamport, node)`. Claims sort by `(epoch, lamport, node)`, so it is
-    /// the first claim of the last epoch.
+    /// The claim that wins: the highest epoch; within it a claim whose
+    /// owner has started its render beats one whose owner has not, and
+    /// otherwise the earliest `(lamport, node)` wins. Claims sort by
+    /// `(epoch, lamport, node)`, so it is the first started claim of the
+    /// last epoch, or its first claim.
+    ///
+    /// Two claims share an epoch only when neither owner knew of the other
+    /// claim when it made its own. If the one that sorts last has started
+    /// (the other claim reached it after its settle window), the render
+    /// under way is kept and the other owner, who has not started, gives
+    /// way (`node/worker.rs` waits for such a start when it sees a rival):
+    /// without this both rendered the task, and one render was thrown away.
     pub fn winning_claim(&self) -> Option<&Claim> {
         let top = self.claims.last()?.epoch;
-        self.claims.iter().find(|c| c.epoch == top)
+        let mut at_top = self.claims.iter().filter(|c| c.epoch == top);
+        let first = at_top.clone().next();
+        at_top.find(|c| self.started(c)).or(first)
+    }
+
+    /// Whether the owner of `claim` recorded a start under it.
+    pub fn started(&self, claim: &Claim) -> bool {
+        self.starts
+            .iter()
+            .any(|s| s.epoch == claim.epoch && s.node == claim.node)
+    }
+
+    /// Whether another node claimed the task at the epoch of `claim`.
+    pub fn rivalled(&self, claim: &Claim) -> bool {
+        self.claims
+            .iter()
+            .any(|c| c.epoch == claim.epoch && c.node != claim.node)
     }
 
     /// The result: among several Dones (duplicate renders), the smallest.
@@ -284,7 +309,44 @@ mod tests {
     use super::*;
     use crate::hash::Hash;
     use crate::ledger::types::tests::spec;
-    use crate::ledger::{AllLive, FrameRange, Outputs};
+    use crate::ledger::{AllLive, FrameRange, Outputs, Start};
+
+    fn claim(node: &str, lamport: u64) -> Claim {
+        Claim {
+            epoch: 1,
+            lamport,
+            node: NodeId::new(node),
+        }
+    }
+
+    #[test]
+    fn a_started_claim_beats_an_unstarted_rival_at_its_epoch() {
+        let mut t = TaskState::default();
+        t.claims.insert(claim("a", 5));
+        t.claims.insert(claim("b", 7));
+        assert_eq!(t.winning_claim(), Some(&claim("a", 5)));
+        assert!(t.rivalled(&claim("a", 5)));
+        // b started before a's claim reached it: b's render is kept.
+        t.starts.insert(Start {
+            epoch: 1,
+            node: NodeId::new("b"),
+        });
+        assert_eq!(t.winning_claim(), Some(&claim("b", 7)));
+        // Both started: the order decides, as before.
+        t.starts.insert(Start {
+            epoch: 1,
+            node: NodeId::new("a"),
+        });
+        assert_eq!(t.winning_claim(), Some(&claim("a", 5)));
+        // A later epoch beats every claim before it, started or not.
+        t.claims.insert(Claim {
+            epoch: 2,
+            lamport: 9,
+            node: NodeId::new("c"),
+        });
+        assert_eq!(t.winning_claim().map(|c| c.epoch), Some(2));
+        assert!(!t.rivalled(t.winning_claim().unwrap()));
+    }
 
     #[test]
     fn render_times_a_peer_claims_do_not_overflow_the_progress() {

@@ -4,7 +4,9 @@
 //! 1. Gossip the claim, and make it durable during the settle window (a
 //!    node restarted after a crash still knows the claims it made).
 //! 2. Wait the settle window (a few gossip round trips, measured), fetching
-//!    the scene meanwhile; if the claim still wins, make the task ready:
+//!    the scene meanwhile, and one more if another node claimed the task at
+//!    the same epoch (a rival that has started wins: see
+//!    `TaskState::winning_claim`); if the claim still wins, make the task ready:
 //!    the scene fetched and unpacked, its work folder made. A claim made
 //!    ahead does this while the render before it still holds the slot, so
 //!    the next engine starts the moment the slot frees rather than after a
@@ -109,6 +111,17 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         }
     }
     durable.await.map_err(|_| NodeError::ShuttingDown)??;
+    if !settle.is_zero() && inner.claim_rivalled(a.job, a.task, &a.claim) {
+        // Another node claimed the task at this epoch, not knowing of this
+        // claim. If this claim reached it after its settle window, it has
+        // started, and its render is the one kept: its start is on the way,
+        // so wait one more window for it rather than render the task twice.
+        tracing::debug!(job = %a.job.short(), task = a.task, "a rival claim at this epoch; waiting for its start");
+        tokio::select! {
+            _ = tokio::time::sleep(settle) => {}
+            _ = a.cancel.cancelled() => {}
+        }
+    }
     if a.cancel.is_cancelled() || !inner.claim_wins(a.job, a.task, &a.claim) {
         return release_unstarted(inner, &base, a, None).await;
     }
@@ -155,6 +168,7 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
     // waiting: a start lost in a crash only shows the task as claimed
     // rather than running (the claim itself is already durable).
     inner.commit_start(a.job, ops::start(&base, a.task, start))?;
+    tracing::debug!(job = %a.job.short(), task = a.task, "started");
     let began = Instant::now();
     let _ = a.began.set(began);
     inner
@@ -628,6 +642,15 @@ impl Inner {
             Some(rtt) => (rtt * 2 + Duration::from_millis(5)).clamp(SETTLE_FLOOR, SETTLE_CEILING),
             None => Duration::from_millis(50),
         }
+    }
+
+    /// Whether another node claimed the task at the epoch of `claim`.
+    pub fn claim_rivalled(&self, job: JobId, task: TaskIndex, claim: &Claim) -> bool {
+        self.ledger.read(|jobs| {
+            jobs.get(&job)
+                .and_then(|rec| rec.tasks.get(&task))
+                .is_some_and(|t| t.rivalled(claim))
+        })
     }
 
     /// Whether `claim` is still the task's winning claim and the task is open.

@@ -76,17 +76,29 @@ fn quick_bench_reports_every_figure_as_json_and_markdown() {
             .as_f64()
             .unwrap()
     };
-    // Figures that hold on any machine, loaded or not.
-    assert_eq!(value("4 wasted renders, no faults"), 0.0);
+    // Figures that hold on any machine, loaded or not. The scheduling job's
+    // claims settle with time to spare, so none of its renders is wasted;
+    // the dispatch job's renders take a millisecond, and a rival's claim
+    // that takes longer than a settle window to arrive on a loaded machine
+    // can cost one (BENCHMARKS.md), so its count is reported, not asserted.
+    let detail = |name: &str| {
+        rows.iter().find(|r| r["bench"] == name).unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let wasted = detail("4 wasted renders, no faults");
+    let scheduling = wasted.split("; ").next().unwrap();
+    assert!(
+        scheduling.starts_with("scheduling job: ") && scheduling.ends_with(", 0 wasted"),
+        "{wasted}"
+    );
     assert!(value("1 scheduling efficiency") > 0.3);
     assert!(value("7 dedup: bytes sent for an edited scene") < 50.0);
     assert!(value("5 failover (median)") < 30.0);
     if lab {
-        let detail = rows.iter().find(|r| r["bench"] == LINKS).unwrap()["detail"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        assert!(detail.contains("8 MiB to 2 nodes at once"), "{detail}");
+        let links = detail(LINKS);
+        assert!(links.contains("8 MiB to 2 nodes at once"), "{links}");
     }
     let text = std::fs::read_to_string(&md).unwrap();
     assert!(text.starts_with("# Ours\n\nkept above\n"), "{text}");
