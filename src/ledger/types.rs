@@ -271,9 +271,12 @@ pub struct Claim {
 }
 
 impl Claim {
-    /// Whether `self` beats `other`: a higher epoch wins; within an epoch the
-    /// earlier `(lamport, node)` wins, so a render under way is not
-    /// pre-empted by a later concurrent claim.
+    /// Whether `self` beats `other` by the claims alone: a higher epoch
+    /// wins; within an epoch the earlier `(lamport, node)` wins. The task's
+    /// winner also weighs the starts: within the top epoch a claim whose
+    /// owner has started beats one whose owner has not, so a render under
+    /// way is not pre-empted by a concurrent claim that reached its node
+    /// too late (`TaskState::winning_claim`).
     pub fn beats(&self, other: &Claim) -> bool {
         if self.epoch != other.epoch {
             return self.epoch > other.epoch;
