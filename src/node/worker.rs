@@ -105,10 +105,7 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
     // the scene for the job's next task (it can run the job).
     let scene = fetch_scene(inner, &base);
     if !settle.is_zero() {
-        tokio::select! {
-            _ = tokio::time::sleep(settle) => {}
-            _ = a.cancel.cancelled() => {}
-        }
+        wait_unless_cancelled(a, settle).await;
     }
     durable.await.map_err(|_| NodeError::ShuttingDown)??;
     if !settle.is_zero() && inner.claim_rivalled(a.job, a.task, &a.claim) {
@@ -117,10 +114,7 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         // started, and its render is the one kept: its start is on the way,
         // so wait one more window for it rather than render the task twice.
         tracing::debug!(job = %a.job.short(), task = a.task, "a rival claim at this epoch; waiting for its start");
-        tokio::select! {
-            _ = tokio::time::sleep(settle) => {}
-            _ = a.cancel.cancelled() => {}
-        }
+        wait_unless_cancelled(a, settle).await;
     }
     if a.cancel.is_cancelled() || !inner.claim_wins(a.job, a.task, &a.claim) {
         return release_unstarted(inner, &base, a, None).await;
@@ -204,6 +198,14 @@ async fn attempt(inner: &Arc<Inner>, a: &Assignment) -> Result<(), NodeError> {
         pause_for_the_disk(inner, a, &f.reason);
     }
     record(inner, &base, a, outcome, began.elapsed()).await
+}
+
+/// Waits `window` (a settle window), or until the claim is cancelled.
+async fn wait_unless_cancelled(a: &Assignment, window: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(window) => {}
+        _ = a.cancel.cancelled() => {}
+    }
 }
 
 /// Why a claim is given back unstarted: the node fell asleep.
