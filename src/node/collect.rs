@@ -38,7 +38,9 @@ pub(crate) async fn collect(inner: Arc<Inner>) {
             // Retry frames whose blobs were not reachable yet.
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
-        for p in pending(&inner, &written) {
+        let pending = pending(&inner, &written);
+        fetch_together(&inner, &pending).await;
+        for p in pending {
             match write_frame(&inner, &p).await {
                 Ok(()) => {
                     written.entry(p.job).or_default().insert(p.frame);
@@ -108,6 +110,18 @@ pub fn collected_name(engine: &str, frame: u32, ext: &str) -> String {
         format!("movie.{ext}")
     } else {
         frame_file_name(frame, ext)
+    }
+}
+
+/// Fetches the frames each renderer made in a few requests rather than two
+/// per frame (`fetch_many.rs`); `write_frame` fetches what this missed.
+async fn fetch_together(inner: &Arc<Inner>, pending: &[Pending]) {
+    let mut by_node: HashMap<&crate::ledger::NodeId, Vec<crate::hash::Hash>> = HashMap::new();
+    for p in pending.iter().filter(|p| p.node != inner.id) {
+        by_node.entry(&p.node).or_default().push(p.output.blob);
+    }
+    for (node, blobs) in by_node {
+        inner.fetch_many(node, blobs).await;
     }
 }
 

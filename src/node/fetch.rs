@@ -618,7 +618,7 @@ impl Inner {
 
     /// Ask providers in turn for a batch until every chunk is stored;
     /// returns the chunks stored and who sent them.
-    async fn fetch_batch(
+    pub(super) async fn fetch_batch(
         self: &Arc<Self>,
         batch: &[Hash],
         order: &[PeerId],
@@ -712,39 +712,59 @@ impl Inner {
     /// scene took 1.4-1.8 s to sync here when the render waited for it;
     /// ~50 ms since each chunk's writeback starts as it is written.
     fn sync_then_hold(self: &Arc<Self>, blob: Hash, written: Vec<Hash>) {
-        *lock(&self.syncing).entry(blob).or_default() += 1;
+        self.sync_then_hold_all(vec![blob], written);
+    }
+
+    /// [`Inner::sync_then_hold`] for several blobs fetched together, with
+    /// one sync of every chunk written for them.
+    pub(super) fn sync_then_hold_all(self: &Arc<Self>, blobs: Vec<Hash>, written: Vec<Hash>) {
+        {
+            let mut syncing = lock(&self.syncing);
+            for &blob in &blobs {
+                *syncing.entry(blob).or_default() += 1;
+            }
+        }
         let inner = self.clone();
         tokio::spawn(async move {
             let began = std::time::Instant::now();
             let store = inner.store.clone();
+            let checked = blobs.clone();
             let synced = tokio::task::spawn_blocking(move || {
                 store.sync_chunks(&written).map_err(|e| e.to_string())?;
                 // Evicted meanwhile (a full disk trims at once): not held.
-                Ok(store.has_blob(blob))
+                Ok(checked
+                    .iter()
+                    .map(|b| store.has_blob(*b))
+                    .collect::<Vec<_>>())
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
-            // Another sync of the blob (evicted and fetched again during
-            // this one) keeps it unheld until that one ends too.
+            // Another sync of a blob (evicted and fetched again during this
+            // one) keeps it unheld until that one ends too.
             {
                 let mut syncing = lock(&inner.syncing);
-                if let Some(n) = syncing.get_mut(&blob) {
-                    *n -= 1;
-                    if *n == 0 {
-                        syncing.remove(&blob);
+                for blob in &blobs {
+                    if let Some(n) = syncing.get_mut(blob) {
+                        *n -= 1;
+                        if *n == 0 {
+                            syncing.remove(blob);
+                        }
                     }
                 }
             }
-            match synced {
-                Ok(true) => {
+            let here = match synced {
+                Ok(here) => here,
+                Err(e) => {
+                    tracing::warn!("making {} fetched blob(s) durable: {e}", blobs.len());
+                    vec![false; blobs.len()]
+                }
+            };
+            for (blob, here) in blobs.into_iter().zip(here) {
+                if here {
                     tracing::debug!("synced blob {} in {:?}", blob.short(12), began.elapsed());
                     inner.hold_blob(blob);
-                }
-                unheld => {
+                } else {
                     lock(&inner.fetches_shared).remove(&blob);
-                    if let Err(e) = unheld {
-                        tracing::warn!("making blob {} durable: {e}", blob.short(12));
-                    }
                 }
             }
         });
@@ -772,8 +792,8 @@ impl Inner {
 /// What one batch's requests got: the chunks stored, and the peers that
 /// sent at least one of them.
 #[derive(Debug, Default, PartialEq)]
-struct Fetched {
-    stored: Vec<Hash>,
+pub(super) struct Fetched {
+    pub(super) stored: Vec<Hash>,
     servers: Vec<PeerId>,
 }
 

@@ -22,6 +22,7 @@ pub mod config;
 mod encode;
 pub mod events;
 mod fetch;
+mod fetch_many;
 mod have;
 mod inbound;
 mod loops;

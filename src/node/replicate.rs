@@ -10,14 +10,15 @@
 //! rendezvous order on the output's hash. When a keeper dies the next one
 //! in that order takes a copy from whoever still has it. Every node computes
 //! the same keepers from the same ledger and liveness, so no more than the
-//! needed copies are made.
+//! needed copies are made. The frames one renderer finished since the last
+//! look are copied together, in a few requests (`fetch_many.rs`).
 //!
 //! Scenes are copied too, sooner: every node that can run an open job
 //! fetches its scene as soon as it learns of the job, so the engine starts
 //! without a transfer on the critical path, and a submitter that dies right
 //! after submitting does not take the only copy of the scene with it.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,16 +72,37 @@ async fn keep_copies(inner: Arc<Inner>) {
             // Liveness changes without ledger changes: look again now and then.
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
-        for c in copies_for_me(&inner) {
+        for (renderer, blobs) in by_renderer(copies_for_me(&inner)) {
             if inner.shutdown.is_cancelled() {
                 return;
             }
-            if let Err(e) = inner
-                .ensure_blob(c.blob, std::slice::from_ref(&c.renderer))
-                .await
-            {
-                tracing::debug!("keeping a second copy of output {}: {e}", c.blob.short(12));
-            }
+            copy_outputs(&inner, &renderer, blobs).await;
+        }
+    }
+}
+
+/// The copies to take, the frames of each renderer together.
+fn by_renderer(copies: Vec<Copy>) -> BTreeMap<NodeId, Vec<Hash>> {
+    let mut out: BTreeMap<NodeId, Vec<Hash>> = BTreeMap::new();
+    for c in copies {
+        out.entry(c.renderer).or_default().push(c.blob);
+    }
+    out
+}
+
+/// Copies of outputs one renderer made: all at once from the renderer
+/// (`fetch_many.rs`), then any it could not give blob by blob from
+/// whoever has them.
+async fn copy_outputs(inner: &Arc<Inner>, renderer: &NodeId, blobs: Vec<Hash>) {
+    for blob in inner.fetch_many(renderer, blobs).await {
+        if inner.shutdown.is_cancelled() {
+            return;
+        }
+        if let Err(e) = inner
+            .ensure_blob(blob, std::slice::from_ref(renderer))
+            .await
+        {
+            tracing::debug!("keeping a second copy of output {}: {e}", blob.short(12));
         }
     }
 }
@@ -120,7 +142,7 @@ fn scenes_to_prefetch(inner: &Inner) -> Vec<(Hash, NodeId)> {
 }
 
 /// Whether `blob` is held here, or fetched with its sync under way.
-fn held_or_syncing(inner: &Inner, blob: Hash) -> bool {
+pub(super) fn held_or_syncing(inner: &Inner, blob: Hash) -> bool {
     let held = lock(&inner.complete_blobs).contains(&blob);
     held || lock(&inner.syncing).contains_key(&blob)
 }

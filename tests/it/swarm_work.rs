@@ -226,6 +226,43 @@ fn outputs_survive_the_loss_of_their_renderer_before_collection() {
     }
 }
 
+/// The submitter keeps a second copy of every frame a renderer finished,
+/// fetched a renderer's frames at a time: a few requests for many frames,
+/// not a manifest request and a chunk request for each.
+#[test]
+fn second_copies_of_many_frames_take_few_requests() {
+    const FRAMES: u32 = 80;
+    let engine = writer("w", "0");
+    let nodes = submitter_and_renderers(&engine, "farm", 1);
+    let submitter = &nodes[0];
+    let before = metric(submitter, "renderswarm_requests_total");
+    let orbit = example("orbit.toml");
+    let job = submitter.submit(&[
+        orbit.to_str().unwrap(),
+        "--frames",
+        &format!("1-{FRAMES}"),
+        "--engine",
+        "w",
+        "--require",
+        "farm",
+    ]);
+    submitter.wait_job(&job.id, "the renderer finishes", |j| {
+        j.status == JobStatus::Done
+    });
+    wait_for("the submitter holds a copy of every frame", || {
+        let held =
+            (1..=FRAMES).all(|f| store_holds(&submitter.data, format!("frame {f}\n").as_bytes()));
+        held.then_some(())
+    })
+    .expect("the submitter keeps a copy of every frame");
+    let asked = metric(submitter, "renderswarm_requests_total") - before;
+    println!("second copies of {FRAMES} frames: {asked} requests from the submitter");
+    assert!(
+        asked < f64::from(FRAMES),
+        "{asked} requests for {FRAMES} frames: copies went one frame at a time"
+    );
+}
+
 /// Whether the store under `data` holds a chunk with exactly `content`.
 fn store_holds(data: &std::path::Path, content: &[u8]) -> bool {
     let hash = blake3::hash(content).to_hex().to_string();
