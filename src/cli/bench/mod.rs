@@ -149,6 +149,10 @@ struct Machine {
     kernel: String,
     build: &'static str,
     version: &'static str,
+    /// Of all CPU time over the run, the share the hypervisor gave to other
+    /// guests (`steal` in `/proc/stat`), in per cent: how much a shared VM
+    /// slowed this run. `None` where the kernel does not say.
+    stolen_percent: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -182,6 +186,7 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
         quick: args.quick,
     };
     let started = Instant::now();
+    let cpu_before = CpuTimes::read();
     let rows = match run_groups(&ctx, &args, &want).await {
         Ok(rows) => rows,
         Err(e) => {
@@ -194,7 +199,10 @@ pub async fn run(args: BenchArgs) -> Result<i32> {
     } else {
         let _ = std::fs::remove_dir_all(&base);
     }
-    let machine = machine();
+    let mut machine = machine();
+    machine.stolen_percent = cpu_before
+        .zip(CpuTimes::read())
+        .and_then(|(a, b)| b.stolen_since(&a));
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let report = Report {
         machine: &machine,
@@ -288,7 +296,7 @@ const END: &str = "<!-- swarm bench: end -->";
 fn write_markdown(path: &Path, report: &Report<'_>) -> Result<()> {
     let m = report.machine;
     let mut md = format!(
-        "{BEGIN}\n\nMeasured {} with `{}` ({} build, {:.0} s) on {} × {} ({:.0} GiB, Linux {}), renderswarm {}.\n\n",
+        "{BEGIN}\n\nMeasured {} with `{}` ({} build, {:.0} s) on {} × {} ({:.0} GiB, Linux {}), renderswarm {}{}.\n\n",
         utc_now(),
         report.command,
         m.build,
@@ -297,7 +305,10 @@ fn write_markdown(path: &Path, report: &Report<'_>) -> Result<()> {
         m.cpu,
         m.memory_gib,
         m.kernel,
-        m.version
+        m.version,
+        m.stolen_percent.map_or(String::new(), |p| format!(
+            "; the hypervisor gave {p:.1} % of the CPU time to other guests during the run (steal)"
+        )),
     );
     md.push_str("| benchmark | figure | unit | target | met | detail |\n");
     md.push_str("|---|---:|---|---|---|---|\n");
@@ -352,6 +363,44 @@ fn machine() -> Machine {
             "release"
         },
         version: env!("CARGO_PKG_VERSION"),
+        stolen_percent: None,
+    }
+}
+
+/// The whole machine's CPU time so far, from the first line of
+/// `/proc/stat`, in clock ticks.
+#[derive(Debug, PartialEq)]
+struct CpuTimes {
+    total: u64,
+    steal: u64,
+}
+
+impl CpuTimes {
+    fn read() -> Option<CpuTimes> {
+        CpuTimes::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// `cpu  user nice system idle iowait irq softirq steal ...`
+    fn parse(stat: &str) -> Option<CpuTimes> {
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        Some(CpuTimes {
+            // guest and guest_nice (fields 9, 10) are counted in user and
+            // nice already.
+            total: fields.iter().take(8).sum(),
+            steal: *fields.get(7)?,
+        })
+    }
+
+    fn stolen_since(&self, before: &CpuTimes) -> Option<f64> {
+        let total = self.total.checked_sub(before.total).filter(|&t| t > 0)?;
+        let steal = self.steal.checked_sub(before.steal)?;
+        Some(100.0 * steal as f64 / total as f64)
     }
 }
 
@@ -547,6 +596,23 @@ mod tests {
         assert_eq!(Target::AtLeast(0.97).check(0.98), Some(true));
         assert_eq!(Target::AtLeast(0.97).check(0.9), Some(false));
         assert_eq!(Target::AtMost(3.0).check(3.5), Some(false));
+    }
+
+    #[test]
+    fn stolen_time_is_a_share_of_all_cpu_time_between_two_readings() {
+        let before = CpuTimes::parse("cpu  100 0 50 800 10 0 5 35 7 0\ncpu0 1 2 3\n").unwrap();
+        assert_eq!(
+            before,
+            CpuTimes {
+                total: 1000,
+                steal: 35
+            },
+            "guest time is in user time already"
+        );
+        let after = CpuTimes::parse("cpu  300 0 100 1350 10 0 5 235 9 0\n").unwrap();
+        assert_eq!(after.stolen_since(&before), Some(20.0));
+        assert_eq!(before.stolen_since(&before), None, "no time passed");
+        assert_eq!(CpuTimes::parse("intr 5\n"), None);
     }
 
     #[test]
