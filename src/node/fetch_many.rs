@@ -1,5 +1,6 @@
 //! Many small blobs from one peer in a few requests: the second copies of
-//! the frames a renderer made.
+//! the frames a renderer made, and the frames a submitter collects for a
+//! `--out` job (`collect.rs`).
 //!
 //! [`Inner::fetch_blob`] is shaped for one blob that may be large (a
 //! scene): its own lock, rounds of asking what is missing, sweeps shared
