@@ -34,6 +34,18 @@ impl Hash {
     }
 }
 
+/// `len` deterministic pseudo-random bytes from `seed` (blake3's XOF:
+/// fast, and incompressible as far as any layer below cares): the
+/// benchmarks' scenes and the tests' content that chunks must cut.
+pub fn random_bytes(seed: &str, len: usize) -> Vec<u8> {
+    let mut out = vec![0; len];
+    blake3::Hasher::new()
+        .update(seed.as_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
 impl From<blake3::Hash> for Hash {
     fn from(h: blake3::Hash) -> Hash {
         Hash(*h.as_bytes())

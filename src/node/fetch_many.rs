@@ -154,11 +154,7 @@ mod tests {
         let copy = there.import_bytes(b"frame c").unwrap();
         assert_eq!(held, copy);
         // 16 MiB that FastCDC cuts into well over MOST_CHUNKS chunks.
-        let mut noise = vec![0; 16 << 20];
-        blake3::Hasher::new()
-            .update(b"a large frame")
-            .finalize_xof()
-            .fill(&mut noise);
+        let noise = crate::hash::random_bytes("a large frame", 16 << 20);
         let large = there.import_bytes(&noise).unwrap();
         // Nothing is here of a, b and the large one: their manifests are
         // asked for first, a blob held already asks nothing, a blob named

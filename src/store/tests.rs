@@ -53,15 +53,7 @@ pub(super) fn write_files(root: &Path, files: &[(&str, Vec<u8>)]) {
     }
 }
 
-/// `len` deterministic pseudo-random bytes (blake3 XOF of `seed`).
-pub(super) fn random_bytes(seed: &str, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(seed.as_bytes())
-        .finalize_xof()
-        .fill(&mut out);
-    out
-}
+pub(super) use crate::hash::random_bytes;
 
 pub(super) fn file_chunks(store: &Store, blob: Hash) -> (u64, Vec<ChunkRef>) {
     match store.manifest(blob).unwrap() {

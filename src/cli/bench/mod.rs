@@ -557,17 +557,6 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// `bytes` of pseudo-random data from `seed` (blake3's XOF: fast, and
-/// incompressible as far as any layer below cares).
-fn random_bytes(seed: &str, bytes: usize) -> Vec<u8> {
-    let mut out = vec![0; bytes];
-    blake3::Hasher::new()
-        .update(seed.as_bytes())
-        .finalize_xof()
-        .fill(&mut out);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

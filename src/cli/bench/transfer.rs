@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use super::{Ctx, Row, Target, metric, random_bytes, wait_done};
+use super::{Ctx, Row, Target, metric, wait_done};
 use crate::cli::Api;
 use crate::cli::local_swarm::{LocalNode, start_swarm};
+use crate::hash::random_bytes;
 use crate::node::views::JobView;
 use crate::node::{NodeInfo, SubmitRequest};
 use crate::web::bench::{RawReply, RawRequest};
