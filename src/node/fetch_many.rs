@@ -57,23 +57,28 @@ impl Inner {
         }
         let mut written: Vec<Hash> = Vec::new();
         let mut large: Vec<Hash> = Vec::new();
+        let mut whole: Vec<Hash> = Vec::new();
         let began = std::time::Instant::now();
-        for _ in 0..ROUNDS {
+        // Each look says what is whole as well as what to ask for; the
+        // loop ends on a look taken after the last chunk stored, so the
+        // last look's whole blobs are the ones to hold.
+        for round in 0..=ROUNDS {
             let store = self.store.clone();
             let asked = blobs.clone();
-            let Ok(Wanted { want, too_many }) =
+            let Ok(wanted) =
                 tokio::task::spawn_blocking(move || missing_of_all(&store, &asked)).await
             else {
                 blobs.extend(large);
                 return blobs;
             };
-            blobs.retain(|b| !too_many.contains(b));
-            large.extend(too_many);
-            if want.is_empty() {
+            blobs.retain(|b| !wanted.too_many.contains(b));
+            large.extend(wanted.too_many);
+            whole = wanted.complete;
+            if wanted.want.is_empty() || round == ROUNDS {
                 break;
             }
             let before = written.len();
-            for batch in want.chunks(MAX_CHUNKS_PER_REQUEST) {
+            for batch in wanted.want.chunks(MAX_CHUNKS_PER_REQUEST) {
                 let got = self.fetch_batch(batch, &[from], None).await;
                 written.extend(got.stored);
             }
@@ -81,18 +86,7 @@ impl Inner {
                 break;
             }
         }
-        let store = self.store.clone();
-        let asked = blobs.clone();
-        let Ok((whole, mut rest)) = tokio::task::spawn_blocking(move || {
-            asked
-                .into_iter()
-                .partition::<Vec<Hash>, _>(|b| store.has_blob(*b))
-        })
-        .await
-        else {
-            blobs.extend(large);
-            return blobs;
-        };
+        let mut rest: Vec<Hash> = blobs.into_iter().filter(|b| !whole.contains(b)).collect();
         rest.extend(large);
         tracing::debug!(
             %from,
@@ -116,6 +110,8 @@ struct Wanted {
     want: Vec<Hash>,
     /// Blobs missing more than [`MOST_CHUNKS`] chunks, left out of `want`.
     too_many: Vec<Hash>,
+    /// Blobs missing nothing.
+    complete: Vec<Hash>,
 }
 
 /// What `blobs` miss, marking each as used (held), as a fetch does.
@@ -124,7 +120,11 @@ fn missing_of_all(store: &Store, blobs: &[Hash]) -> Wanted {
     let mut wanted = Wanted::default();
     for &blob in blobs {
         let missing = match store.missing_chunks(blob) {
-            Ok(Missing::Nothing) | Err(_) => continue,
+            Ok(Missing::Nothing) => {
+                wanted.complete.push(blob);
+                continue;
+            }
+            Err(_) => continue,
             Ok(Missing::Manifest(h)) => vec![h],
             Ok(Missing::Chunks(list)) if list.len() > MOST_CHUNKS => {
                 wanted.too_many.push(blob);
@@ -162,6 +162,7 @@ mod tests {
         let first = missing_of_all(&here, &[a, held, large, b, a]);
         assert_eq!(first.want, vec![a, large, b]);
         assert!(first.too_many.is_empty());
+        assert_eq!(first.complete, vec![held], "and is said to be whole");
         for blob in [a, b, large] {
             here.write_chunk(blob, &there.read_chunk(blob).unwrap())
                 .unwrap();
@@ -175,6 +176,7 @@ mod tests {
         both.extend(chunk_of(b));
         let second = missing_of_all(&here, &[a, large, b]);
         assert_eq!(second.want, both, "then the small ones' chunks");
+        assert!(second.complete.is_empty());
         assert_eq!(
             second.too_many,
             vec![large],
