@@ -116,12 +116,12 @@ pub fn collected_name(engine: &str, frame: u32, ext: &str) -> String {
 /// Fetches the frames each renderer made in a few requests rather than two
 /// per frame (`fetch_many.rs`); `write_frame` fetches what this missed.
 async fn fetch_together(inner: &Arc<Inner>, pending: &[Pending]) {
-    let mut by_node: HashMap<&crate::ledger::NodeId, Vec<crate::hash::Hash>> = HashMap::new();
-    for p in pending.iter().filter(|p| p.node != inner.id) {
-        by_node.entry(&p.node).or_default().push(p.output.blob);
-    }
-    for (node, blobs) in by_node {
-        inner.fetch_many(node, blobs).await;
+    let elsewhere = pending
+        .iter()
+        .filter(|p| p.node != inner.id)
+        .map(|p| (p.node.clone(), p.output.blob));
+    for (node, blobs) in super::fetch_many::by_node(elsewhere) {
+        inner.fetch_many(&node, blobs).await;
     }
 }
 

@@ -14,7 +14,7 @@
 //! cut short and no more came) is left to the caller, which fetches it
 //! blob by blob from every provider as before.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -101,6 +101,17 @@ impl Inner {
         }
         rest
     }
+}
+
+/// Blobs grouped by the node to fetch them from, for [`Inner::fetch_many`].
+pub(super) fn by_node(
+    blobs: impl IntoIterator<Item = (NodeId, Hash)>,
+) -> BTreeMap<NodeId, Vec<Hash>> {
+    let mut out: BTreeMap<NodeId, Vec<Hash>> = BTreeMap::new();
+    for (node, blob) in blobs {
+        out.entry(node).or_default().push(blob);
+    }
+    out
 }
 
 /// What a round asks for.

@@ -18,7 +18,7 @@
 //! without a transfer on the critical path, and a submitter that dies right
 //! after submitting does not take the only copy of the scene with it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,22 +72,16 @@ async fn keep_copies(inner: Arc<Inner>) {
             // Liveness changes without ledger changes: look again now and then.
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
-        for (renderer, blobs) in by_renderer(copies_for_me(&inner)) {
+        let copies = copies_for_me(&inner)
+            .into_iter()
+            .map(|c| (c.renderer, c.blob));
+        for (renderer, blobs) in super::fetch_many::by_node(copies) {
             if inner.shutdown.is_cancelled() {
                 return;
             }
             copy_outputs(&inner, &renderer, blobs).await;
         }
     }
-}
-
-/// The copies to take, the frames of each renderer together.
-fn by_renderer(copies: Vec<Copy>) -> BTreeMap<NodeId, Vec<Hash>> {
-    let mut out: BTreeMap<NodeId, Vec<Hash>> = BTreeMap::new();
-    for c in copies {
-        out.entry(c.renderer).or_default().push(c.blob);
-    }
-    out
 }
 
 /// Copies of outputs one renderer made: all at once from the renderer
