@@ -163,19 +163,9 @@ impl Db {
             out.insert(id, rec);
         }
         let tasks = txn.open_table(TASKS).map_err(storage("reading tasks"))?;
-        for row in tasks.iter().map_err(storage("reading tasks"))? {
-            let (k, v) = row.map_err(storage("reading tasks"))?;
-            let Some((id, index)) = parse_task_key(k.value()) else {
-                continue;
-            };
-            let task: TaskState =
-                codec::decode(v.value(), ROW_LIMIT).map_err(|source| DbError::Decode {
-                    job: id.to_string(),
-                    source,
-                })?;
-            if let Some(rec) = out.get_mut(&id) {
-                rec.tasks.insert(index, task);
-            }
+        // An archived job's tasks stay on disk, not even read (`tasks_of`).
+        for (id, rec) in out.iter_mut().filter(|(_, r)| !r.archived.0) {
+            rec.tasks = Self::tasks_in(&tasks, id)?;
         }
         let clock = Self::meta_u64(&txn)?;
         let mut alerts = BTreeMap::new();
@@ -195,6 +185,34 @@ impl Db {
             alerts,
             clock,
         })
+    }
+
+    /// The tasks of job `id` as written: for an archived job, whose tasks
+    /// are not kept in memory.
+    pub fn tasks_of(&self, id: &JobId) -> Result<BTreeMap<TaskIndex, TaskState>, DbError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(storage("reading tasks"))?;
+            let tasks = txn.open_table(TASKS).map_err(storage("reading tasks"))?;
+            Self::tasks_in(&tasks, id)
+        })
+    }
+
+    fn tasks_in(
+        tasks: &redb::ReadOnlyTable<&[u8], &[u8]>,
+        id: &JobId,
+    ) -> Result<BTreeMap<TaskIndex, TaskState>, DbError> {
+        let (first, last) = (task_key(id, 0), task_key(id, TaskIndex::MAX));
+        let rows = tasks
+            .range(first.as_slice()..=last.as_slice())
+            .map_err(storage("reading tasks"))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (k, v) = row.map_err(storage("reading tasks"))?;
+            if let Some((_, index)) = parse_task_key(k.value()) {
+                out.insert(index, decode_task(id, v.value())?);
+            }
+        }
+        Ok(out)
     }
 
     fn meta_u64(txn: &redb::ReadTransaction) -> Result<u64, DbError> {
@@ -258,6 +276,13 @@ impl Db {
             txn.commit().map_err(storage("committing meta"))
         })
     }
+}
+
+pub(super) fn decode_task(id: &JobId, bytes: &[u8]) -> Result<TaskState, DbError> {
+    codec::decode(bytes, ROW_LIMIT).map_err(|source| DbError::Decode {
+        job: id.to_string(),
+        source,
+    })
 }
 
 /// A record's header: everything but its tasks.

@@ -16,6 +16,14 @@
 //! of deltas costs one fsync (group commit). A node flushes its *own*
 //! changes before gossiping them, so a node that crashes right after
 //! announcing a claim still knows it made it.
+//!
+//! An archived job keeps only its header in memory: its tasks, a kilobyte
+//! or so each, stay in the file, read back when someone looks at the job
+//! (`Ledger::read_job`). A node that runs for a year would otherwise hold
+//! every task it ever rendered. Its tasks are frozen there: a task delta
+//! that arrives after the archive (a late claim or end from a node that was
+//! away) changes nothing, since archived jobs are finished and no longer
+//! synced; the header still merges, so the flag reaches every node.
 
 pub mod alerts;
 mod clock;
@@ -98,6 +106,9 @@ struct State {
     hashes: HashMap<JobId, Hash>,
     /// The latest changes, for listeners that want to know which jobs moved.
     recent: std::collections::VecDeque<(u64, JobId)>,
+    /// Task rows of jobs archived since the last flush, encoded as their
+    /// tasks left memory.
+    shelved: Vec<(JobId, TaskIndex, Vec<u8>)>,
 }
 
 /// Changes remembered for [`Ledger::changed_since`].
@@ -173,9 +184,40 @@ impl Ledger {
         f(&self.lock().jobs)
     }
 
-    /// A copy of one record.
-    pub fn job(&self, id: JobId) -> Option<JobRecord> {
-        self.lock().jobs.get(&id).cloned()
+    /// Read one record with all its tasks, an archived job's read back
+    /// from the file; `None` if the job is unknown.
+    pub fn read_job<R>(
+        &self,
+        id: JobId,
+        f: impl FnOnce(&JobRecord) -> R,
+    ) -> Result<Option<R>, LedgerError> {
+        let (mut full, shelved) = {
+            let state = self.lock();
+            let Some(rec) = state.jobs.get(&id) else {
+                return Ok(None);
+            };
+            if !rec.archived.0 {
+                return Ok(Some(f(rec)));
+            }
+            let shelved: Vec<(TaskIndex, Vec<u8>)> = state
+                .shelved
+                .iter()
+                .filter(|(job, _, _)| *job == id)
+                .map(|(_, index, bytes)| (*index, bytes.clone()))
+                .collect();
+            (rec.clone(), shelved)
+        };
+        full.tasks = self.db.tasks_of(&id)?;
+        // Rows not flushed yet are newer than the file's.
+        for (index, bytes) in shelved {
+            full.tasks.insert(index, db::decode_task(&id, &bytes)?);
+        }
+        Ok(Some(f(&full)))
+    }
+
+    /// A copy of one record with all its tasks (see [`Ledger::read_job`]).
+    pub fn job(&self, id: JobId) -> Result<Option<JobRecord>, LedgerError> {
+        self.read_job(id, JobRecord::clone)
     }
 
     /// Resolve a job id or a unique prefix of one.
@@ -223,6 +265,15 @@ impl Ledger {
 
     fn merge_checked(&self, id: JobId, rec: &JobRecord) -> Result<bool, LedgerError> {
         let mut state = self.lock();
+        let archived = state.jobs.get(&id).is_some_and(|r| r.archived.0);
+        let header;
+        // An archived job's tasks are frozen (see the module's opening).
+        let rec = if archived && !rec.tasks.is_empty() {
+            header = rec.header();
+            &header
+        } else {
+            rec
+        };
         let touched = merge::merge_into(&mut state.jobs, id, rec)?;
         if !touched.any() {
             return Ok(false);
@@ -231,6 +282,7 @@ impl Ledger {
         let dirty = state.dirty.entry(id).or_default();
         dirty.header |= touched.header;
         dirty.tasks.extend(touched.tasks);
+        shelve_if_archived(&mut state, id);
         state.hashes.remove(&id);
         state.seq += 1;
         let seq = state.seq;
@@ -296,16 +348,19 @@ impl Ledger {
     /// Make every change so far durable, in one transaction.
     pub fn flush(&self) -> Result<(), LedgerError> {
         let _one_at_a_time = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (batch, seq, dirty, dirty_alerts) = {
+        let (batch, seq, dirty, dirty_alerts, shelved) = {
             let mut state = self.lock();
             let dirty = std::mem::take(&mut state.dirty);
             let dirty_alerts = std::mem::take(&mut state.dirty_alerts);
             let mut batch = encode_batch(&state.jobs, &dirty, self.clock.now());
+            // Shelved rows stay where `read_job` finds them until written.
+            let shelved = state.shelved.len();
+            batch.tasks.extend(state.shelved.iter().cloned());
             batch.alerts = dirty_alerts
                 .iter()
                 .filter_map(|id| state.alerts.get(id).map(|r| (*id, codec::encode(r))))
                 .collect();
-            (batch, state.seq, dirty, dirty_alerts)
+            (batch, state.seq, dirty, dirty_alerts, shelved)
         };
         if batch.headers.is_empty() && batch.tasks.is_empty() && batch.alerts.is_empty() {
             self.persisted.fetch_max(seq, Ordering::SeqCst);
@@ -322,6 +377,8 @@ impl Ledger {
             state.dirty_alerts.extend(dirty_alerts);
             return Err(e.into());
         }
+        // Later archives only append.
+        self.lock().shelved.drain(..shelved);
         self.persisted.fetch_max(seq, Ordering::SeqCst);
         Ok(())
     }
@@ -413,6 +470,25 @@ impl Ledger {
 
     pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), LedgerError> {
         Ok(self.db.meta_put(key, value)?)
+    }
+}
+
+/// Moves an archived job's tasks out of memory: the ones not written yet
+/// go to `shelved` for the next flush, the rest are in the file already.
+fn shelve_if_archived(state: &mut State, id: JobId) {
+    let Some(rec) = state.jobs.get_mut(&id) else {
+        return;
+    };
+    if !rec.archived.0 || rec.tasks.is_empty() {
+        return;
+    }
+    let tasks = std::mem::take(&mut rec.tasks);
+    if let Some(dirty) = state.dirty.get_mut(&id) {
+        for i in std::mem::take(&mut dirty.tasks) {
+            if let Some(t) = tasks.get(&i) {
+                state.shelved.push((id, i, codec::encode(t)));
+            }
+        }
     }
 }
 

@@ -147,8 +147,7 @@ impl Node {
             .filter(|p| p.heartbeat.asleep.is_none())
             .count();
         let live_nodes = (awake + usize::from(!inner.sleep.asleep())) as u64;
-        inner.ledger.read(|jobs| {
-            let rec = jobs.get(&id)?;
+        self.read_job(id, |rec| {
             let p = rec.progress(id, live);
             let mut view = job_view(id, rec, &p, live_nodes);
             let open = matches!(view.status, JobStatus::Pending | JobStatus::Running);
@@ -171,7 +170,16 @@ impl Node {
                 };
                 view.tasks = Some(task_views(id, rec, live, &name_of, &progress_of));
             }
-            Some(view)
+            view
+        })
+    }
+
+    /// Reads one job with all its tasks (an archived job's from the ledger
+    /// file); a file that cannot be read is logged and reads as no job.
+    fn read_job<R>(&self, id: JobId, f: impl FnOnce(&JobRecord) -> R) -> Option<R> {
+        self.inner.ledger.read_job(id, f).unwrap_or_else(|e| {
+            tracing::warn!("reading job {}: {e}", id.short());
+            None
         })
     }
 
@@ -209,8 +217,7 @@ impl Node {
     /// Every task's state in one character each (see [`super::views::GridView`]).
     pub fn grid(&self, id: JobId) -> Option<super::views::GridView> {
         self.inner.with_liveness(|live| {
-            self.inner.ledger.read(|jobs| {
-                let rec = jobs.get(&id)?;
+            self.read_job(id, |rec| {
                 let empty = TaskState::default();
                 let states = (0..rec.spec.task_count())
                     .map(|i| {
@@ -226,13 +233,13 @@ impl Node {
                     })
                     .collect();
                 let f = rec.spec.frames;
-                Some(super::views::GridView {
+                super::views::GridView {
                     id: id.to_string(),
                     frames_per_task: rec.spec.frames_per_task,
                     task_count: rec.spec.task_count(),
                     frames: [f.start, f.end, f.step],
                     states,
-                })
+                }
             })
         })
     }
@@ -259,8 +266,12 @@ impl Node {
             status: status.as_str(),
             action,
         };
-        if base.archived.0 && !matches!(action, Action::Archive) {
-            return Err(refuse_archived(&base, action_name(action)));
+        if base.archived.0 {
+            // Its status is not derived here: its tasks are not in memory.
+            return match action {
+                Action::Archive => Ok(()),
+                _ => Err(refuse_archived(&base, action_name(action))),
+            };
         }
         let delta = match action {
             Action::Pause | Action::Resume if status.is_final() => {
@@ -312,8 +323,7 @@ impl Node {
 
     /// The output of `frame` of job `id`, if the frame is done.
     pub fn output(&self, id: JobId, frame: u32) -> Option<crate::ledger::Output> {
-        self.inner.ledger.read(|jobs| {
-            let rec = jobs.get(&id)?;
+        self.read_job(id, |rec| {
             let task = rec.spec.task_of_frame(frame)?;
             rec.tasks
                 .get(&task)?
@@ -322,6 +332,7 @@ impl Node {
                 .get(&frame)
                 .cloned()
         })
+        .flatten()
     }
 
     /// Whether this node serves and uses the bench protocol.

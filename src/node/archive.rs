@@ -10,7 +10,7 @@
 //! submitter's clock dates the job; a day's skew does not matter at a
 //! retention counted in days. `swarm archive JOB` does it by hand.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +50,9 @@ fn due_now(inner: &Inner, after: Duration) -> Vec<JobId> {
     })
 }
 
-/// The jobs to archive at `now_ms`, given each unarchived job's status.
+/// The jobs to archive at `now_ms`, given each unarchived job's status. A
+/// render job whose encode job is still to finish is not due: the encode
+/// job reads its frames, which leave memory with the archive.
 pub(crate) fn due(
     jobs: &BTreeMap<JobId, JobRecord>,
     statuses: &BTreeMap<JobId, JobStatus>,
@@ -58,10 +60,17 @@ pub(crate) fn due(
     after: Duration,
 ) -> Vec<JobId> {
     let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+    let is_final = |id: &JobId| statuses.get(id).is_some_and(|s| s.is_final());
+    let read_by_open_encodes: HashSet<JobId> = jobs
+        .iter()
+        .filter(|(id, r)| !r.archived.0 && !is_final(id))
+        .filter_map(|(_, r)| super::encode::parent_of(&r.spec))
+        .collect();
     jobs.iter()
         .filter(|(id, r)| {
             !r.archived.0
-                && statuses.get(id).is_some_and(|s| s.is_final())
+                && is_final(id)
+                && !read_by_open_encodes.contains(id)
                 && (r.spec.collect_dir.is_none() || r.collected.0)
                 && now_ms.saturating_sub(r.spec.submitted_ms) >= after_ms
         })
@@ -158,5 +167,27 @@ mod tests {
         want.sort();
         assert_eq!(due(&jobs, &statuses, now, after), want);
         assert!(due(&jobs, &statuses, now, Duration::from_secs(3650 * 24 * 3600)).is_empty());
+    }
+
+    #[test]
+    fn a_render_job_waits_for_its_encode_job_to_finish() {
+        let now = 100 * DAY;
+        let after = Duration::from_secs(30 * 24 * 3600);
+        let (render, render_rec) = job(1, 31, false, false);
+        let encode_spec = crate::node::encode::encode_spec(
+            render,
+            &render_rec.spec,
+            crate::render::Codec::Mp4,
+            24,
+        );
+        let encode = job_id(&encode_spec);
+        let jobs = BTreeMap::from([(render, render_rec), (encode, JobRecord::new(encode_spec))]);
+        let mut statuses =
+            BTreeMap::from([(render, JobStatus::Done), (encode, JobStatus::Pending)]);
+        assert!(due(&jobs, &statuses, now, after).is_empty());
+        statuses.insert(encode, JobStatus::Done);
+        let mut both = vec![render, encode];
+        both.sort();
+        assert_eq!(due(&jobs, &statuses, now, after), both);
     }
 }

@@ -122,7 +122,8 @@ pub(crate) async fn lay_out_inputs(
         .ok_or_else(|| LayoutError::Broken("the encode job names no render job".into()))?;
     let frames = inner
         .ledger
-        .read(|jobs| jobs.get(&parent).map(frames_of))
+        .read_job(parent, frames_of)
+        .map_err(|e| LayoutError::Broken(format!("render job {}: {e}", parent.short())))?
         .ok_or_else(|| LayoutError::Broken(format!("render job {} is unknown", parent.short())))?;
     std::fs::create_dir_all(dir).map_err(|e| LayoutError::Broken(e.to_string()))?;
     let text = toml::to_string(&settings).map_err(|e| LayoutError::Broken(e.to_string()))?;
