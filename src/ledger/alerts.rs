@@ -10,6 +10,15 @@
 //! epoch, then earliest stamp) sends and records a `Sent`; a claim whose
 //! owner dies expires with its lease and another node claims the next
 //! epoch. A `Sent` absorbs: the alert is delivered.
+//!
+//! Alerts do not stay forever: every sync sends a hash of each alert a node
+//! holds, and a failure's alert carries its log's tail, so a farm's year of
+//! alerts would make each sync megabytes and each node hold them all. An
+//! alert is offered in sync for [`ALERT_KEEP_MS`] after it happened, and
+//! dropped by every node a day later ([`ALERT_GRACE_MS`], so that a peer
+//! whose clock runs behind does not hand it back meanwhile). Every node
+//! applies the same rule to the alert's own time, so they agree without a
+//! message.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -127,6 +136,38 @@ impl Crdt for AlertRecord {
         changed |= self.sent.merge(&other.sent);
         changed
     }
+}
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// How long after it happened an alert is offered in sync: 30 days.
+pub const ALERT_KEEP_MS: u64 = 30 * DAY_MS;
+
+/// How long after that a node still takes the alert from a peer, then
+/// drops it: a day, more than any clock skew that matters here.
+pub const ALERT_GRACE_MS: u64 = DAY_MS;
+
+impl AlertRecord {
+    /// Whether sync offers the alert at `now_ms` (ms since the Unix epoch).
+    pub fn offered_at(&self, now_ms: u64) -> bool {
+        self.entry.0.time_ms.saturating_add(ALERT_KEEP_MS) >= now_ms
+    }
+
+    /// Whether the alert has left the ledger at `now_ms`.
+    pub fn expired_at(&self, now_ms: u64) -> bool {
+        self.entry
+            .0
+            .time_ms
+            .saturating_add(ALERT_KEEP_MS + ALERT_GRACE_MS)
+            < now_ms
+    }
+}
+
+/// The wall clock in ms since the Unix epoch, as alerts are dated.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Text an alert may carry.

@@ -29,6 +29,13 @@ const ALERTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("alerts")
 /// Largest row we will decode: a header or one task.
 const ROW_LIMIT: usize = 16 << 20;
 
+/// redb's page cache. Its default, 1 GiB, lets every page read stay: the
+/// unarchived jobs' rows read at start, and after a crash the whole file,
+/// which redb reads through to check before it opens. The ledger's records
+/// are in memory anyway; the cache only spares re-reading the B-tree pages
+/// a commit rewrites.
+const CACHE_BYTES: usize = 16 << 20;
+
 /// A storage failure, with what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -42,6 +49,8 @@ pub enum DbError {
         doing: &'static str,
         message: String,
     },
+    #[error("the ledger database is closed: the node is shutting down")]
+    Closed,
     #[error(
         "ledger row for job {job} does not decode: {source}; the database was written by a newer renderswarm or is damaged"
     )]
@@ -85,6 +94,8 @@ pub struct Db {
     /// error (a full disk) until the database is opened again, so the next
     /// write reopens it, and the ledger heals once space returns.
     db: Mutex<Option<Database>>,
+    /// Set by [`Db::close`]: nothing opens it again.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 fn task_key(id: &JobId, index: TaskIndex) -> [u8; 36] {
@@ -107,14 +118,28 @@ impl Db {
         Ok(Db {
             path: path.to_path_buf(),
             db: Mutex::new(Some(db)),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     fn create(path: &Path) -> Result<Database, DbError> {
-        let db = Database::create(path).map_err(|source| DbError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let shown = path.display().to_string();
+        let warned = std::sync::atomic::AtomicBool::new(false);
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .set_repair_callback(move |_| {
+                if !warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        path = %shown,
+                        "the ledger database was not closed cleanly (a crash, a kill or a power cut): checking it"
+                    );
+                }
+            })
+            .create(path)
+            .map_err(|source| DbError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
         let txn = db.begin_write().map_err(storage("creating tables"))?;
         txn.open_table(JOBS).map_err(storage("creating tables"))?;
         txn.open_table(TASKS).map_err(storage("creating tables"))?;
@@ -132,6 +157,9 @@ impl Db {
     /// write closed it; a failed `f` closes it (see [`Db::db`]).
     fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T, DbError>) -> Result<T, DbError> {
         let mut guard = self.lock();
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(DbError::Closed);
+        }
         if guard.is_none() {
             *guard = Some(Self::create(&self.path)?);
             tracing::info!(path = %self.path.display(), "ledger database opened again after a failed write");
@@ -141,6 +169,17 @@ impl Db {
             *guard = None;
         }
         result
+    }
+
+    /// Closes the database cleanly, so that the next open need not check
+    /// every page of it; later reads and writes fail with [`DbError::Closed`].
+    pub fn close(&self) -> Result<(), DbError> {
+        let mut guard = self.lock();
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        match guard.take() {
+            Some(db) => db.close().map_err(storage("closing")),
+            None => Ok(()),
+        }
     }
 
     /// Every record and the persisted clock.
@@ -253,6 +292,36 @@ impl Db {
                 .map_err(storage("writing the clock"))?;
         }
         txn.commit().map_err(storage("committing"))
+    }
+
+    /// Deletes the alert rows `expired` says are past their time, in one
+    /// transaction (none when there are none).
+    pub fn remove_alerts(&self, expired: impl Fn(&AlertRecord) -> bool) -> Result<usize, DbError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(storage("removing alerts"))?;
+            let removed = {
+                let mut table = txn.open_table(ALERTS).map_err(storage("removing alerts"))?;
+                let mut gone = Vec::new();
+                for row in table.iter().map_err(storage("reading alerts"))? {
+                    let (k, v) = row.map_err(storage("reading alerts"))?;
+                    // A row that does not decode is left for `load` to report.
+                    let rec = codec::decode::<AlertRecord>(v.value(), ROW_LIMIT);
+                    if rec.is_ok_and(|r| expired(&r)) {
+                        gone.push(*k.value());
+                    }
+                }
+                for key in &gone {
+                    table.remove(key).map_err(storage("removing an alert"))?;
+                }
+                gone.len()
+            };
+            if removed == 0 {
+                txn.abort().map_err(storage("removing alerts"))?;
+            } else {
+                txn.commit().map_err(storage("removing alerts"))?;
+            }
+            Ok(removed)
+        })
     }
 
     /// A node-local setting (its key, its name).

@@ -138,7 +138,7 @@ impl Ledger {
         }
         let state = State {
             jobs: loaded.jobs,
-            alerts: loaded.alerts,
+            alerts: unexpired(loaded.alerts, alerts::now_ms()),
             ..State::default()
         };
         Ok(Ledger {
@@ -309,6 +309,9 @@ impl Ledger {
 
     fn merge_alert(&self, id: AlertId, rec: &AlertRecord) -> bool {
         use crdt::Crdt;
+        if rec.expired_at(alerts::now_ms()) {
+            return false;
+        }
         let mut state = self.lock();
         let changed = match state.alerts.get_mut(&id) {
             Some(mine) => mine.merge(rec),
@@ -336,13 +339,37 @@ impl Ledger {
         f(&self.lock().alerts)
     }
 
-    /// Per-alert record hashes, for sync.
+    /// Per-alert record hashes of the alerts sync offers now.
     pub fn alert_digest(&self) -> BTreeMap<AlertId, Hash> {
+        let now = alerts::now_ms();
         self.lock()
             .alerts
             .iter()
+            .filter(|(_, r)| r.offered_at(now))
             .map(|(id, r)| (*id, Hash::of(&codec::encode(r))))
             .collect()
+    }
+
+    /// Drops the alerts past their time at `now` (ms since the Unix epoch;
+    /// see `alerts.rs`) from memory and from the file; returns how many
+    /// left memory.
+    pub fn expire_alerts(&self, now: u64) -> Result<usize, LedgerError> {
+        let gone = {
+            let mut state = self.lock();
+            let before = state.alerts.len();
+            state.alerts.retain(|_, r| !r.expired_at(now));
+            let State {
+                alerts,
+                dirty_alerts,
+                ..
+            } = &mut *state;
+            dirty_alerts.retain(|id| alerts.contains_key(id));
+            before - state.alerts.len()
+        };
+        // The file may hold more: alerts that expired while the node was
+        // down were never loaded.
+        self.db.remove_alerts(|r| r.expired_at(now))?;
+        Ok(gone)
     }
 
     /// Make every change so far durable, in one transaction.
@@ -381,6 +408,15 @@ impl Ledger {
         self.lock().shelved.drain(..shelved);
         self.persisted.fetch_max(seq, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Flush, then close the file cleanly: a node that stops closes its
+    /// ledger so that its next start need not check every page of it.
+    /// Changes after this stay in memory only; flushes fail.
+    pub fn close(&self) -> Result<(), LedgerError> {
+        self.flush()?;
+        let _one_at_a_time = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(self.db.close()?)
     }
 
     /// Flush unless change `seq` is already durable.
@@ -471,6 +507,14 @@ impl Ledger {
     pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), LedgerError> {
         Ok(self.db.meta_put(key, value)?)
     }
+}
+
+fn unexpired(
+    mut all: BTreeMap<AlertId, AlertRecord>,
+    now_ms: u64,
+) -> BTreeMap<AlertId, AlertRecord> {
+    all.retain(|_, r| !r.expired_at(now_ms));
+    all
 }
 
 /// Moves an archived job's tasks out of memory: the ones not written yet

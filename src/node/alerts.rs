@@ -141,6 +141,10 @@ fn replay_recent(inner: &Inner, logged: &mut HashSet<AlertId>) {
 
 fn log_new(inner: &Inner, logged: &mut HashSet<AlertId>) {
     let mut fresh: Vec<(AlertId, AlertEntry)> = inner.ledger.read_alerts(|a| {
+        // Alerts past their time leave the ledger; their ids go too.
+        if logged.len() > a.len() {
+            logged.retain(|id| a.contains_key(id));
+        }
         a.iter()
             .filter(|(id, _)| !logged.contains(id))
             .map(|(id, r)| (*id, r.entry.0.clone()))

@@ -9,6 +9,9 @@
 //! is a lattice, so several nodes archiving one job at once agree. The
 //! submitter's clock dates the job; a day's skew does not matter at a
 //! retention counted in days. `swarm archive JOB` does it by hand.
+//!
+//! Alerts leave the ledger the same way, by their own time and a fixed
+//! rule every node shares (`ledger/alerts.rs`): this only makes it happen.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -32,6 +35,27 @@ pub(crate) async fn archive_when_due(inner: Arc<Inner>) {
         }
         for id in due_now(&inner, after) {
             archive(&inner, id).await;
+        }
+    }
+}
+
+/// Until shutdown: drop the alerts past their time, at start and now and
+/// then.
+pub(crate) async fn expire_alerts(inner: Arc<Inner>) {
+    loop {
+        let ledger = inner.ledger.clone();
+        match tokio::task::spawn_blocking(move || {
+            ledger.expire_alerts(crate::ledger::alerts::now_ms())
+        })
+        .await
+        {
+            Ok(Ok(0)) | Err(_) => {}
+            Ok(Ok(n)) => tracing::debug!("{n} alerts past their time left the ledger"),
+            Ok(Err(e)) => tracing::warn!("dropping old alerts: {e}"),
+        }
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(EVERY) => {}
         }
     }
 }

@@ -28,6 +28,7 @@ pub(crate) fn spawn_all(inner: &Arc<Inner>, net: Option<NetEvents>) {
     t.spawn(super::cache::keep_within_size(inner.clone()));
     t.spawn(super::memory::give_back_when_idle(inner.clone()));
     t.spawn(super::archive::archive_when_due(inner.clone()));
+    t.spawn(super::archive::expire_alerts(inner.clone()));
     t.spawn(super::sleep::watch(inner.clone()));
     if let Some((nodes, frames)) = inner.cfg.synthetic {
         t.spawn(super::synthetic::run(inner.clone(), nodes, frames));

@@ -320,6 +320,12 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(200)).await;
             net.close().await;
         }
+        // Whatever still holds the node when the process exits, the file is
+        // closed cleanly (redb would otherwise check all of it next start).
+        let ledger = inner.ledger.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || ledger.close()).await {
+            tracing::error!("closing the ledger failed: {e}");
+        }
         tracing::info!("node stopped");
     }
 

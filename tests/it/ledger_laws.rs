@@ -410,6 +410,74 @@ fn an_archived_job_takes_no_task_deltas_and_replicas_agree() {
     assert_eq!(a.root_digest(), b.root_digest());
 }
 
+fn alert_at(time_ms: u64, what: &str) -> (AlertId, AlertRecord) {
+    let entry = AlertEntry {
+        time_ms,
+        node: NodeId::new("n1"),
+        kind: "task_failed".into(),
+        severity: "warning".into(),
+        node_name: "n1".into(),
+        job: None,
+        job_name: None,
+        frames: vec![1],
+        reason: Some(what.into()),
+        log_tail: Some("the log's last lines\n".repeat(50)),
+        message: what.into(),
+    };
+    (
+        AlertId::of("task_failed", &[what.as_bytes()]),
+        AlertRecord::new(entry),
+    )
+}
+
+/// Alerts are offered in sync for 30 days after they happened, taken from a
+/// peer for a day more, then dropped from memory and from the file.
+#[test]
+fn alerts_leave_the_ledger_after_their_time() {
+    use renderswarm::ledger::alerts::{ALERT_GRACE_MS, ALERT_KEEP_MS, now_ms};
+    const HOUR: u64 = 3600 * 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    let ledger = Ledger::open(&path, NodeId::new("n0")).unwrap();
+    let now = now_ms();
+    let (fresh, fresh_rec) = alert_at(now, "fresh");
+    let (late, late_rec) = alert_at(now - ALERT_KEEP_MS - HOUR, "in the grace day");
+    let (gone, gone_rec) = alert_at(now - ALERT_KEEP_MS - ALERT_GRACE_MS - HOUR, "gone");
+    assert!(ledger.apply_alert_remote(fresh, &fresh_rec).unwrap());
+    assert!(ledger.apply_alert_remote(late, &late_rec).unwrap());
+    assert!(
+        !ledger.apply_alert_remote(gone, &gone_rec).unwrap(),
+        "taken after its time"
+    );
+    let held = |l: &Ledger| l.read_alerts(|a| a.keys().copied().collect::<BTreeSet<_>>());
+    assert_eq!(held(&ledger), BTreeSet::from([fresh, late]));
+    let offered: BTreeSet<AlertId> = ledger.alert_digest().into_keys().collect();
+    assert_eq!(
+        offered,
+        BTreeSet::from([fresh]),
+        "sync offers only the fresh one"
+    );
+    ledger.flush().unwrap();
+
+    // A day later by this clock the late one is past its grace day.
+    assert_eq!(ledger.expire_alerts(now + ALERT_GRACE_MS).unwrap(), 1);
+    assert_eq!(held(&ledger), BTreeSet::from([fresh]));
+    // Its row went too: a reopened ledger (now) would still keep it.
+    drop(ledger);
+    let again = Ledger::open(&path, NodeId::new("n0")).unwrap();
+    assert_eq!(held(&again), BTreeSet::from([fresh]));
+    // And the fresh one, when its time comes.
+    assert_eq!(
+        again
+            .expire_alerts(now + ALERT_KEEP_MS + ALERT_GRACE_MS + HOUR)
+            .unwrap(),
+        1
+    );
+    drop(again);
+    let empty = Ledger::open(&path, NodeId::new("n0")).unwrap();
+    assert!(held(&empty).is_empty());
+}
+
 /// A record whose spec does not hash to its id is refused, and nothing of it is kept.
 #[test]
 fn forged_id_is_refused() {

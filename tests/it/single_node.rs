@@ -201,6 +201,11 @@ fn kill_9_mid_job_then_restart_loses_nothing() {
     std::fs::write(&gate, b"").unwrap();
 
     let node = NodeProc::start_in(&data, &["--engine-command", slow]);
+    assert!(
+        node.log_text().contains(NOT_CLOSED_CLEANLY),
+        "a node killed mid-job leaves its ledger to be checked: {}",
+        node.log_text()
+    );
     let after = node.wait_job(&job.id, "job finishes after restart", |j| {
         j.status == JobStatus::Done
     });
@@ -230,6 +235,35 @@ fn kill_9_mid_job_then_restart_loses_nothing() {
         assert_eq!(again.outputs.len(), again.frames.len(), "{again:?}");
     }
     assert_eq!(after.frames_done, 12);
+}
+
+/// What a node logs when it opens a ledger file that was not closed.
+const NOT_CLOSED_CLEANLY: &str = "the ledger database was not closed cleanly";
+
+/// A node stopped by SIGTERM closes its ledger file, so its next start opens
+/// it at once instead of checking every page of it (as after `kill -9`,
+/// above), and finds everything it had.
+#[test]
+fn a_node_stopped_by_sigterm_closes_its_ledger() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut node = NodeProc::start_in(&data, &[]);
+    let orbit = example("orbit.toml");
+    let job = node.submit(&[orbit.to_str().unwrap(), "--frames", "1-3"]);
+    let before = node.wait_job(&job.id, "the job done", |j| j.status == JobStatus::Done);
+    assert!(node.terminate().success(), "{}", node.log_text());
+    assert!(
+        node.log_text().contains("node stopped"),
+        "{}",
+        node.log_text()
+    );
+
+    let again = NodeProc::start_in(&data, &[]);
+    let log = again.log_text();
+    assert!(!log.contains(NOT_CLOSED_CLEANLY), "{log}");
+    let after = again.job(&job.id);
+    assert_eq!(after.status, JobStatus::Done);
+    assert_eq!(after.frames_done, before.frames_done);
 }
 
 /// A task claimed ahead is made ready while the render before it runs: its
