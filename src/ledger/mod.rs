@@ -396,6 +396,13 @@ impl Ledger {
         if let Err(e) = self.db.write(&batch) {
             // Keep the rows dirty so the next flush tries again.
             let mut state = self.lock();
+            // A job archived meanwhile has no tasks in memory to encode
+            // again: its rows of this batch are shelved, ahead of those
+            // its archive shelved (which are newer).
+            let mut rows = batch.tasks;
+            rows.truncate(rows.len() - shelved);
+            rows.retain(|(id, _, _)| state.jobs.get(id).is_some_and(|r| r.archived.0));
+            state.shelved.splice(0..0, rows);
             for (id, d) in dirty {
                 let mine = state.dirty.entry(id).or_default();
                 mine.header |= d.header;

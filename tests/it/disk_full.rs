@@ -190,6 +190,40 @@ fn a_node_on_a_nearly_full_disk_gives_its_cache_back() {
 }
 
 /// Each task's status and output blobs, as JSON.
+/// A job archived while the disk is full loses none of its tasks: the rows
+/// not yet written when they left memory wait for a write that succeeds.
+#[test]
+fn a_job_archived_on_a_full_disk_keeps_its_tasks() {
+    use renderswarm::ledger::{Ledger, NodeId, ops};
+    if !root_or_skip() {
+        return;
+    }
+    let fs = Tmpfs::new("4m");
+    let path = fs.path().join("ledger.redb");
+    let ledger = Ledger::open(&path, NodeId::new("n0")).unwrap();
+    let mut spec = crate::ledger_laws::spec(5);
+    spec.frames.end = 2000;
+    spec.frames_per_task = 1;
+    let (id, rec) = ledger.submit(spec).unwrap();
+    ledger.flush().unwrap();
+    crate::ledger_laws::render_all(&ledger, id, &rec);
+    let whole = ledger.job(id).unwrap().unwrap();
+    let filler = fill(fs.path(), 0);
+    ledger.apply_local(id, &ops::archive(&rec)).unwrap();
+    assert!(ledger.flush().is_err(), "the full disk took 2,000 tasks");
+    assert!(ledger.read(|jobs| jobs[&id].tasks.is_empty()));
+
+    for f in filler {
+        std::fs::remove_file(f).unwrap();
+    }
+    ledger.flush().unwrap();
+    drop(ledger);
+    let again = Ledger::open(&path, NodeId::new("n0")).unwrap();
+    let kept = again.job(id).unwrap().unwrap();
+    assert!(kept.archived.0);
+    assert_eq!(kept.tasks, whole.tasks, "every task's row was written");
+}
+
 fn outputs(job: &renderswarm::node::views::JobView) -> String {
     let tasks: Vec<_> = job
         .tasks

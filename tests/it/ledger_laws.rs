@@ -12,7 +12,7 @@ use renderswarm::hash::Hash;
 use renderswarm::ledger::crdt::{Flag, Lww, Max};
 use renderswarm::ledger::*;
 
-fn spec(seed: u8) -> JobSpec {
+pub(crate) fn spec(seed: u8) -> JobSpec {
     JobSpec {
         name: format!("job{seed}"),
         scene: Hash::of(&[seed]),
@@ -284,7 +284,7 @@ fn persistence_round_trip() {
 }
 
 /// A claim and a done for every task of `rec`'s job, made on `ledger`.
-fn render_all(ledger: &Ledger, id: JobId, rec: &JobRecord) {
+pub(crate) fn render_all(ledger: &Ledger, id: JobId, rec: &JobRecord) {
     let me = ledger.node().clone();
     for task in 0..rec.spec.task_count() {
         let claim = Claim {
