@@ -120,12 +120,15 @@ impl Node {
     pub fn job(&self, id: JobId, with_tasks: bool) -> Option<JobView> {
         let inner = &self.inner;
         let progress = self.local_progress();
-        inner.with_liveness(|live| self.job_with(id, with_tasks, live, &progress))
+        let archived = self.archived_record(id);
+        inner
+            .with_liveness(|live| self.job_with(id, archived.as_ref(), with_tasks, live, &progress))
     }
 
     fn job_with(
         &self,
         id: JobId,
+        archived: Option<&JobRecord>,
         with_tasks: bool,
         live: &NodeLiveness<'_>,
         progress: &std::collections::HashMap<(JobId, u32), f32>,
@@ -147,7 +150,7 @@ impl Node {
             .filter(|p| p.heartbeat.asleep.is_none())
             .count();
         let live_nodes = (awake + usize::from(!inner.sleep.asleep())) as u64;
-        self.read_job(id, |rec| {
+        self.with_job(id, archived, |rec| {
             let p = rec.progress(id, live);
             let mut view = job_view(id, rec, &p, live_nodes);
             let open = matches!(view.status, JobStatus::Pending | JobStatus::Running);
@@ -172,6 +175,30 @@ impl Node {
             }
             view
         })
+    }
+
+    /// An archived job's whole record, read back from the ledger file
+    /// before the peer table is locked (`with_liveness`): reading a long
+    /// job's tasks takes a while. `None` for any other job.
+    fn archived_record(&self, id: JobId) -> Option<JobRecord> {
+        let ledger = &self.inner.ledger;
+        let archived = ledger.read(|jobs| jobs.get(&id).is_some_and(|r| r.archived.0));
+        archived
+            .then(|| self.read_job(id, JobRecord::clone))
+            .flatten()
+    }
+
+    /// `f` of the job: of `archived` if read already, else as `read_job`.
+    fn with_job<R>(
+        &self,
+        id: JobId,
+        archived: Option<&JobRecord>,
+        f: impl FnOnce(&JobRecord) -> R,
+    ) -> Option<R> {
+        match archived {
+            Some(rec) => Some(f(rec)),
+            None => self.read_job(id, f),
+        }
     }
 
     /// Reads one job with all its tasks (an archived job's from the ledger
@@ -216,8 +243,9 @@ impl Node {
 
     /// Every task's state in one character each (see [`super::views::GridView`]).
     pub fn grid(&self, id: JobId) -> Option<super::views::GridView> {
+        let archived = self.archived_record(id);
         self.inner.with_liveness(|live| {
-            self.read_job(id, |rec| {
+            self.with_job(id, archived.as_ref(), |rec| {
                 let empty = TaskState::default();
                 let states = (0..rec.spec.task_count())
                     .map(|i| {
