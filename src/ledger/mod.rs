@@ -104,6 +104,8 @@ struct State {
     seq: u64,
     /// Record hashes, dropped when a record changes.
     hashes: HashMap<JobId, Hash>,
+    /// Alert record hashes, likewise: every sync sends one per alert.
+    alert_hashes: HashMap<AlertId, Hash>,
     /// The latest changes, for listeners that want to know which jobs moved.
     recent: std::collections::VecDeque<(u64, JobId)>,
     /// Task rows of jobs archived since the last flush, encoded as their
@@ -326,6 +328,7 @@ impl Ledger {
         for c in &rec.claims {
             self.clock.observe(c.lamport);
         }
+        state.alert_hashes.remove(&id);
         state.dirty_alerts.insert(id);
         state.seq += 1;
         let seq = state.seq;
@@ -342,11 +345,21 @@ impl Ledger {
     /// Per-alert record hashes of the alerts sync offers now.
     pub fn alert_digest(&self) -> BTreeMap<AlertId, Hash> {
         let now = alerts::now_ms();
-        self.lock()
-            .alerts
+        let mut state = self.lock();
+        let State {
+            alerts,
+            alert_hashes,
+            ..
+        } = &mut *state;
+        alerts
             .iter()
             .filter(|(_, r)| r.offered_at(now))
-            .map(|(id, r)| (*id, Hash::of(&codec::encode(r))))
+            .map(|(id, r)| {
+                (
+                    *id,
+                    *alert_hashes.entry(*id).or_insert_with(|| alert_hash(r)),
+                )
+            })
             .collect()
     }
 
@@ -361,9 +374,11 @@ impl Ledger {
             let State {
                 alerts,
                 dirty_alerts,
+                alert_hashes,
                 ..
             } = &mut *state;
             dirty_alerts.retain(|id| alerts.contains_key(id));
+            alert_hashes.retain(|id, _| alerts.contains_key(id));
             before - state.alerts.len()
         };
         // The file may hold more: alerts that expired while the node was
@@ -501,7 +516,10 @@ impl Ledger {
         let alerts: Vec<(AlertId, Hash)> = state
             .alerts
             .iter()
-            .map(|(id, r)| (*id, Hash::of(&codec::encode(r))))
+            .map(|(id, r)| {
+                let cached = state.alert_hashes.get(id).copied();
+                (*id, cached.unwrap_or_else(|| alert_hash(r)))
+            })
             .collect();
         Hash::of(&codec::encode(&(all, alerts)))
     }
@@ -514,6 +532,10 @@ impl Ledger {
     pub fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), LedgerError> {
         Ok(self.db.meta_put(key, value)?)
     }
+}
+
+fn alert_hash(rec: &AlertRecord) -> Hash {
+    Hash::of(&codec::encode(rec))
 }
 
 fn unexpired(

@@ -478,6 +478,29 @@ fn alerts_leave_the_ledger_after_their_time() {
     assert!(held(&empty).is_empty());
 }
 
+/// The alert digest's hashes (cached between syncs) follow every change of
+/// the record: a stale one would make sync think two nodes agree.
+#[test]
+fn an_alerts_digest_entry_follows_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("l.redb"), NodeId::new("n0")).unwrap();
+    let (id, rec) = alert_at(renderswarm::ledger::alerts::now_ms(), "one");
+    ledger.apply_alert_remote(id, &rec).unwrap();
+    let hash_now = |l: &Ledger| l.read_alerts(|a| Hash::of(&codec::encode(&a[&id])));
+    let first = ledger.alert_digest()[&id];
+    assert_eq!(first, hash_now(&ledger));
+    let mut sent = rec.empty_like();
+    sent.sent.insert(Sent {
+        epoch: 1,
+        node: NodeId::new("n1"),
+        lamport: 7,
+    });
+    assert!(ledger.apply_alert_remote(id, &sent).unwrap());
+    let second = ledger.alert_digest()[&id];
+    assert_ne!(second, first);
+    assert_eq!(second, hash_now(&ledger));
+}
+
 /// A record whose spec does not hash to its id is refused, and nothing of it is kept.
 #[test]
 fn forged_id_is_refused() {
