@@ -6,7 +6,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -48,13 +47,8 @@ pub struct EventLog {
     live: broadcast::Sender<Event>,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// Milliseconds since the Unix epoch: the clock alerts are dated by.
+pub use crate::ledger::alerts::now_ms;
 
 impl EventLog {
     pub fn new(node: NodeId) -> EventLog {
