@@ -86,7 +86,11 @@ impl Inner {
                 break;
             }
         }
-        let mut rest: Vec<Hash> = blobs.into_iter().filter(|b| !whole.contains(b)).collect();
+        let whole_set: HashSet<Hash> = whole.iter().copied().collect();
+        let mut rest: Vec<Hash> = blobs
+            .into_iter()
+            .filter(|b| !whole_set.contains(b))
+            .collect();
         rest.extend(large);
         tracing::debug!(
             %from,
