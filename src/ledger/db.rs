@@ -10,13 +10,14 @@
 //! row, not the whole record. The encoded full record (what digests hash) is
 //! unchanged; only its storage is split.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::alerts::{AlertId, AlertRecord};
+use super::derive::Summary;
 use super::types::{JobId, JobRecord, TaskIndex, TaskState};
 use crate::codec;
 use crate::hash::Hash;
@@ -25,6 +26,9 @@ const JOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("jobs");
 const TASKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tasks");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const ALERTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("alerts");
+/// An archived job's [`Summary`], with the hash of the header row it was
+/// derived under: a row whose header has changed since is not used.
+const SUMMARIES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("summaries");
 
 /// Largest row we will decode: a header or one task.
 const ROW_LIMIT: usize = 16 << 20;
@@ -76,6 +80,8 @@ pub struct Batch {
     pub tasks: Vec<(JobId, TaskIndex, Vec<u8>)>,
     /// Encoded alert records.
     pub alerts: Vec<(AlertId, Vec<u8>)>,
+    /// Encoded summaries of archived jobs (`encode_summary`).
+    pub summaries: Vec<(JobId, Vec<u8>)>,
     /// The clock, so a restarted node never reissues a stamp.
     pub clock: u64,
 }
@@ -83,6 +89,8 @@ pub struct Batch {
 /// What a ledger file holds.
 pub struct Loaded {
     pub jobs: BTreeMap<JobId, JobRecord>,
+    /// The archived jobs' summaries that still match their headers.
+    pub summaries: HashMap<JobId, Summary>,
     pub alerts: BTreeMap<AlertId, AlertRecord>,
     pub clock: u64,
 }
@@ -145,6 +153,8 @@ impl Db {
         txn.open_table(TASKS).map_err(storage("creating tables"))?;
         txn.open_table(META).map_err(storage("creating tables"))?;
         txn.open_table(ALERTS).map_err(storage("creating tables"))?;
+        txn.open_table(SUMMARIES)
+            .map_err(storage("creating tables"))?;
         txn.commit().map_err(storage("creating tables"))?;
         Ok(db)
     }
@@ -206,6 +216,7 @@ impl Db {
         for (id, rec) in out.iter_mut().filter(|(_, r)| !r.archived.0) {
             rec.tasks = Self::tasks_in(&tasks, id)?;
         }
+        let summaries = Self::summaries_in(&txn, &out)?;
         let clock = Self::meta_u64(&txn)?;
         let mut alerts = BTreeMap::new();
         let table = txn.open_table(ALERTS).map_err(storage("reading alerts"))?;
@@ -221,9 +232,35 @@ impl Db {
         }
         Ok(Loaded {
             jobs: out,
+            summaries,
             alerts,
             clock,
         })
+    }
+
+    /// The summaries of the archived jobs in `jobs` whose rows were
+    /// written under their present headers. A row that does not decode or
+    /// no longer matches is left out: a summary is derived, and is derived
+    /// again when asked for.
+    fn summaries_in(
+        txn: &redb::ReadTransaction,
+        jobs: &BTreeMap<JobId, JobRecord>,
+    ) -> Result<HashMap<JobId, Summary>, DbError> {
+        let table = txn
+            .open_table(SUMMARIES)
+            .map_err(storage("reading summaries"))?;
+        let mut out = HashMap::new();
+        for (id, rec) in jobs.iter().filter(|(_, r)| r.archived.0) {
+            let row = table.get(&id.0.0).map_err(storage("reading a summary"))?;
+            let Some(row) = row else { continue };
+            let decoded = codec::decode::<(Hash, Summary)>(row.value(), ROW_LIMIT);
+            if let Ok((under, summary)) = decoded
+                && under == Hash::of(&encode_header(rec))
+            {
+                out.insert(*id, summary);
+            }
+        }
+        Ok(out)
     }
 
     /// The tasks of job `id` as written: for an archived job, whose tasks
@@ -233,6 +270,18 @@ impl Db {
             let txn = db.begin_read().map_err(storage("reading tasks"))?;
             let tasks = txn.open_table(TASKS).map_err(storage("reading tasks"))?;
             Self::tasks_in(&tasks, id)
+        })
+    }
+
+    /// One task of job `id` as written: for an archived job.
+    pub fn task(&self, id: &JobId, index: TaskIndex) -> Result<Option<TaskState>, DbError> {
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(storage("reading a task"))?;
+            let tasks = txn.open_table(TASKS).map_err(storage("reading a task"))?;
+            let row = tasks
+                .get(task_key(id, index).as_slice())
+                .map_err(storage("reading a task"))?;
+            row.map(|r| decode_task(id, r.value())).transpose()
         })
     }
 
@@ -286,6 +335,14 @@ impl Db {
                 alerts
                     .insert(&id.0.0, bytes.as_slice())
                     .map_err(storage("writing an alert"))?;
+            }
+            let mut summaries = txn
+                .open_table(SUMMARIES)
+                .map_err(storage("writing summaries"))?;
+            for (id, bytes) in &batch.summaries {
+                summaries
+                    .insert(&id.0.0, bytes.as_slice())
+                    .map_err(storage("writing a summary"))?;
             }
             let mut meta = txn.open_table(META).map_err(storage("writing meta"))?;
             meta.insert("clock", batch.clock.to_be_bytes().as_slice())
@@ -357,4 +414,10 @@ pub(super) fn decode_task(id: &JobId, bytes: &[u8]) -> Result<TaskState, DbError
 /// A record's header: everything but its tasks.
 pub fn encode_header(rec: &JobRecord) -> Vec<u8> {
     codec::encode(&rec.header())
+}
+
+/// An archived job's summary row, tied to the header row `header` it was
+/// derived under.
+pub fn encode_summary(header: &[u8], summary: &Summary) -> Vec<u8> {
+    codec::encode(&(Hash::of(header), summary))
 }

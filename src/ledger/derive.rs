@@ -68,6 +68,16 @@ impl Liveness for AllLive {
     }
 }
 
+/// No claim holds: an archived job's view, where nothing runs any more
+/// (a task claimed but never ended reads as pending, on every node alike).
+pub struct NoneHold;
+
+impl Liveness for NoneHold {
+    fn holds(&self, _: JobId, _: TaskIndex, _: &Claim) -> bool {
+        false
+    }
+}
+
 impl TaskState {
     /// The claim that wins: the highest epoch; within it a claim whose
     /// owner has started its render beats one whose owner has not, and
@@ -180,8 +190,18 @@ impl TaskState {
     }
 }
 
+/// What a list of jobs shows of an archived job: kept beside its header
+/// (`Ledger::summary`), so that listing archived jobs reads none of their
+/// tasks from the file. Derived with [`NoneHold`], so every node derives
+/// the same from the same record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub progress: JobProgress,
+    pub status: JobStatus,
+}
+
 /// Counts over a job's tasks, and the job's status.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobProgress {
     pub tasks_total: u32,
     pub tasks_pending: u32,
@@ -255,6 +275,15 @@ impl JobRecord {
             JobStatus::Pending
         } else {
             JobStatus::Running
+        }
+    }
+
+    /// The counts and status of an archived job (see [`Summary`]).
+    pub fn summary(&self, id: JobId) -> Summary {
+        let progress = self.progress(id, &NoneHold);
+        Summary {
+            status: self.status_of(&progress),
+            progress,
         }
     }
 

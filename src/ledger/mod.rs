@@ -19,8 +19,10 @@
 //!
 //! An archived job keeps only its header in memory: its tasks, a kilobyte
 //! or so each, stay in the file, read back when someone looks at the job
-//! (`Ledger::read_job`). A node that runs for a year would otherwise hold
-//! every task it ever rendered. Its tasks are frozen there: a task delta
+//! (`Ledger::read_job`), and a summary of them (`Summary`: counts and
+//! status) kept beside the header, so a list of a year's archives reads no
+//! task. A node that runs for a year would otherwise hold every task it
+//! ever rendered. Its tasks are frozen there: a task delta
 //! that arrives after the archive (a late claim or end from a node that was
 //! away) changes nothing, since archived jobs are finished and no longer
 //! synced; the header still merges, so the flag reaches every node.
@@ -45,7 +47,7 @@ use tokio::sync::watch;
 pub use alerts::{AlertEntry, AlertId, AlertRecord, Sent};
 pub use clock::Clock;
 pub use db::DbError;
-pub use derive::{AllLive, JobProgress, JobStatus, Liveness, TaskStatus};
+pub use derive::{AllLive, JobProgress, JobStatus, Liveness, NoneHold, Summary, TaskStatus};
 pub use merge::{SpecConflict, Touched, merge_into};
 pub use ops::Delta;
 pub use types::*;
@@ -111,6 +113,9 @@ struct State {
     /// Task rows of jobs archived since the last flush, encoded as their
     /// tasks left memory.
     shelved: Vec<(JobId, TaskIndex, Vec<u8>)>,
+    /// Archived jobs' summaries, written with their headers; one whose
+    /// header changed is dropped and derived again when asked for.
+    summaries: HashMap<JobId, Summary>,
 }
 
 /// Changes remembered for [`Ledger::changed_since`].
@@ -140,6 +145,7 @@ impl Ledger {
         }
         let state = State {
             jobs: loaded.jobs,
+            summaries: loaded.summaries,
             alerts: unexpired(loaded.alerts, alerts::now_ms()),
             ..State::default()
         };
@@ -217,6 +223,54 @@ impl Ledger {
         Ok(Some(f(&full)))
     }
 
+    /// A copy of task `index` of job `id`, `None` if either is unknown:
+    /// an archived job's task is read from the file alone, not with all of
+    /// its job's.
+    pub fn task(&self, id: JobId, index: TaskIndex) -> Result<Option<TaskState>, LedgerError> {
+        {
+            let state = self.lock();
+            let Some(rec) = state.jobs.get(&id) else {
+                return Ok(None);
+            };
+            if !rec.archived.0 {
+                return Ok(rec.tasks.get(&index).cloned());
+            }
+            // Rows not flushed yet are newer than the file's.
+            let mut newest_first = state.shelved.iter().rev();
+            if let Some((_, _, bytes)) = newest_first.find(|(j, i, _)| *j == id && *i == index) {
+                return Ok(Some(db::decode_task(&id, bytes)?));
+            }
+        }
+        Ok(self.db.task(&id, index)?)
+    }
+
+    /// What a list shows of an archived job (see [`Summary`]), without
+    /// reading its tasks once it has been derived; `None` for any job not
+    /// archived.
+    pub fn summary(&self, id: JobId) -> Result<Option<Summary>, LedgerError> {
+        {
+            let state = self.lock();
+            if !state.jobs.get(&id).is_some_and(|r| r.archived.0) {
+                return Ok(None);
+            }
+            if let Some(s) = state.summaries.get(&id) {
+                return Ok(Some(s.clone()));
+            }
+        }
+        // Archived before summaries were kept, or its header changed since.
+        let Some((header, summary)) = self.read_job(id, |rec| (rec.header(), rec.summary(id)))?
+        else {
+            return Ok(None);
+        };
+        let mut state = self.lock();
+        if state.jobs.get(&id).is_some_and(|r| r.header() == header) {
+            state.summaries.insert(id, summary.clone());
+            // Written with the header at the next flush.
+            state.dirty.entry(id).or_default().header = true;
+        }
+        Ok(Some(summary))
+    }
+
     /// A copy of one record with all its tasks (see [`Ledger::read_job`]).
     pub fn job(&self, id: JobId) -> Result<Option<JobRecord>, LedgerError> {
         self.read_job(id, JobRecord::clone)
@@ -284,6 +338,9 @@ impl Ledger {
         let dirty = state.dirty.entry(id).or_default();
         dirty.header |= touched.header;
         dirty.tasks.extend(touched.tasks);
+        if archived && touched.header {
+            state.summaries.remove(&id);
+        }
         shelve_if_archived(&mut state, id);
         state.hashes.remove(&id);
         state.seq += 1;
@@ -394,7 +451,7 @@ impl Ledger {
             let mut state = self.lock();
             let dirty = std::mem::take(&mut state.dirty);
             let dirty_alerts = std::mem::take(&mut state.dirty_alerts);
-            let mut batch = encode_batch(&state.jobs, &dirty, self.clock.now());
+            let mut batch = encode_batch(&state, &dirty, self.clock.now());
             // Shelved rows stay where `read_job` finds them until written.
             let shelved = state.shelved.len();
             batch.tasks.extend(state.shelved.iter().cloned());
@@ -546,8 +603,9 @@ fn unexpired(
     all
 }
 
-/// Moves an archived job's tasks out of memory: the ones not written yet
-/// go to `shelved` for the next flush, the rest are in the file already.
+/// Moves an archived job's tasks out of memory, its summary taken first:
+/// the ones not written yet go to `shelved` for the next flush, the rest
+/// are in the file already.
 fn shelve_if_archived(state: &mut State, id: JobId) {
     let Some(rec) = state.jobs.get_mut(&id) else {
         return;
@@ -555,6 +613,7 @@ fn shelve_if_archived(state: &mut State, id: JobId) {
     if !rec.archived.0 || rec.tasks.is_empty() {
         return;
     }
+    state.summaries.insert(id, rec.summary(id));
     let tasks = std::mem::take(&mut rec.tasks);
     if let Some(dirty) = state.dirty.get_mut(&id) {
         for i in std::mem::take(&mut dirty.tasks) {
@@ -565,19 +624,23 @@ fn shelve_if_archived(state: &mut State, id: JobId) {
     }
 }
 
-fn encode_batch(
-    jobs: &BTreeMap<JobId, JobRecord>,
-    dirty: &BTreeMap<JobId, Dirty>,
-    clock: u64,
-) -> Batch {
+fn encode_batch(state: &State, dirty: &BTreeMap<JobId, Dirty>, clock: u64) -> Batch {
     let mut batch = Batch {
         clock,
         ..Batch::default()
     };
     for (id, d) in dirty {
-        let Some(rec) = jobs.get(id) else { continue };
+        let Some(rec) = state.jobs.get(id) else {
+            continue;
+        };
         if d.header {
-            batch.headers.push((*id, db::encode_header(rec)));
+            let header = db::encode_header(rec);
+            if let Some(summary) = state.summaries.get(id).filter(|_| rec.archived.0) {
+                batch
+                    .summaries
+                    .push((*id, db::encode_summary(&header, summary)));
+            }
+            batch.headers.push((*id, header));
         }
         for i in &d.tasks {
             if let Some(t) = rec.tasks.get(i) {

@@ -11,7 +11,8 @@ use super::views::{JobView, NodeTaskView, NodeView, OutputView, TaskView};
 use super::{Inner, Node, NodeError, Severity, SubmitError, SubmitRequest, lock};
 use crate::hash::Hash;
 use crate::ledger::{
-    Control, JobId, JobProgress, JobRecord, JobStatus, Liveness, Lookup, TaskState, TaskStatus, ops,
+    Control, JobId, JobProgress, JobRecord, JobStatus, Liveness, Lookup, NoneHold, TaskState,
+    TaskStatus, ops,
 };
 
 /// A change a person makes to a job.
@@ -118,6 +119,9 @@ impl Node {
 
     /// One job.
     pub fn job(&self, id: JobId, with_tasks: bool) -> Option<JobView> {
+        if !with_tasks && let Some(view) = self.archived_view(id) {
+            return Some(view);
+        }
         let inner = &self.inner;
         let progress = self.local_progress();
         let archived = self.archived_record(id);
@@ -151,8 +155,9 @@ impl Node {
             .count();
         let live_nodes = (awake + usize::from(!inner.sleep.asleep())) as u64;
         self.with_job(id, archived, |rec| {
+            let live = judged(rec, live);
             let p = rec.progress(id, live);
-            let mut view = job_view(id, rec, &p, live_nodes);
+            let mut view = job_view(id, rec, &p, rec.status_of(&p), live_nodes);
             let open = matches!(view.status, JobStatus::Pending | JobStatus::Running);
             if open && p.tasks_running == 0 && p.tasks_pending > 0 {
                 view.waiting = self.why_no_node_takes(rec, peers, now);
@@ -175,6 +180,19 @@ impl Node {
             }
             view
         })
+    }
+
+    /// An archived job without its tasks: its header and the summary the
+    /// ledger keeps of it, so a list of a year's archives reads no task.
+    /// `None` for any other job.
+    fn archived_view(&self, id: JobId) -> Option<JobView> {
+        let ledger = &self.inner.ledger;
+        let summary = ledger.summary(id).unwrap_or_else(|e| {
+            tracing::warn!("reading the summary of job {}: {e}", id.short());
+            None
+        })?;
+        let header = ledger.read(|jobs| jobs.get(&id).map(JobRecord::header))?;
+        Some(job_view(id, &header, &summary.progress, summary.status, 0))
     }
 
     /// An archived job's whole record, read back from the ledger file
@@ -246,6 +264,7 @@ impl Node {
         let archived = self.archived_record(id);
         self.inner.with_liveness(|live| {
             self.with_job(id, archived.as_ref(), |rec| {
+                let live = judged(rec, live);
                 let empty = TaskState::default();
                 let states = (0..rec.spec.task_count())
                     .map(|i| {
@@ -351,16 +370,13 @@ impl Node {
 
     /// The output of `frame` of job `id`, if the frame is done.
     pub fn output(&self, id: JobId, frame: u32) -> Option<crate::ledger::Output> {
-        self.read_job(id, |rec| {
-            let task = rec.spec.task_of_frame(frame)?;
-            rec.tasks
-                .get(&task)?
-                .winning_done()?
-                .outputs
-                .get(&frame)
-                .cloned()
-        })
-        .flatten()
+        let ledger = &self.inner.ledger;
+        let task = ledger.read(|jobs| jobs.get(&id)?.spec.task_of_frame(frame))?;
+        let state = ledger.task(id, task).unwrap_or_else(|e| {
+            tracing::warn!("reading task {task} of job {}: {e}", id.short());
+            None
+        })?;
+        state.winning_done()?.outputs.get(&frame).cloned()
     }
 
     /// Whether this node serves and uses the bench protocol.
@@ -599,8 +615,19 @@ fn refuse_archived(base: &JobRecord, action: &'static str) -> ActionError {
     }
 }
 
-fn job_view(id: JobId, rec: &JobRecord, p: &JobProgress, live_nodes: u64) -> JobView {
-    let status = rec.status_of(p);
+/// Whose leases count in a view of `rec`: none in an archived job's, where
+/// nothing runs any more (as in its [`crate::ledger::Summary`]).
+fn judged<'a>(rec: &JobRecord, live: &'a dyn Liveness) -> &'a dyn Liveness {
+    if rec.archived.0 { &NoneHold } else { live }
+}
+
+fn job_view(
+    id: JobId,
+    rec: &JobRecord,
+    p: &JobProgress,
+    status: JobStatus,
+    live_nodes: u64,
+) -> JobView {
     let mean = (p.tasks_done > 0).then(|| p.render_ms_done / u64::from(p.tasks_done));
     let remaining = u64::from(p.tasks_pending + p.tasks_running);
     let eta_secs = match (status, mean) {

@@ -72,8 +72,8 @@ async fn grid(
     Path(job): Path<String>,
 ) -> Result<Json<crate::node::views::GridView>, ApiError> {
     let id = s.node.resolve(&job)?;
-    s.node
-        .grid(id)
+    blocking(&s, move |node| node.grid(id))
+        .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no job {job}")))
 }
@@ -104,13 +104,29 @@ struct ListQuery {
     archived: Option<bool>,
 }
 
-async fn list_jobs(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Json<Vec<JobView>> {
+async fn list_jobs(
+    State(s): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<JobView>>, ApiError> {
     let tasks = q.tasks.unwrap_or(true);
-    Json(if q.archived.unwrap_or(false) {
-        s.node.all_jobs(tasks)
+    let jobs = if q.archived.unwrap_or(false) {
+        blocking(&s, move |node| node.all_jobs(tasks)).await?
     } else {
         s.node.jobs(tasks)
-    })
+    };
+    Ok(Json(jobs))
+}
+
+/// Runs `f` on tokio's blocking threads: what reads an archived job's
+/// tasks reads the ledger file.
+async fn blocking<T: Send + 'static>(
+    s: &AppState,
+    f: impl FnOnce(&crate::node::Node) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let node = s.node.clone();
+    tokio::task::spawn_blocking(move || f(&node))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 async fn submit(
@@ -136,12 +152,12 @@ async fn show_job(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<JobView>, ApiError> {
     let id = s.node.resolve(&job)?;
-    view(&s, id, q.tasks.unwrap_or(true))
+    view(&s, id, q.tasks.unwrap_or(true)).await
 }
 
-fn view(s: &AppState, id: JobId, tasks: bool) -> Result<Json<JobView>, ApiError> {
-    s.node
-        .job(id, tasks)
+async fn view(s: &AppState, id: JobId, tasks: bool) -> Result<Json<JobView>, ApiError> {
+    blocking(s, move |node| node.job(id, tasks))
+        .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no job {}", id.short())))
 }
@@ -165,7 +181,7 @@ async fn act(
     };
     let id = s.node.resolve(&job)?;
     s.node.act(id, action).await?;
-    view(&s, id, q.tasks.unwrap_or(true))
+    view(&s, id, q.tasks.unwrap_or(true)).await
 }
 
 #[derive(Deserialize)]
@@ -182,7 +198,7 @@ async fn set_priority(
     let Json(body) = body.map_err(|e| ApiError::json("priority", "send {\"priority\": N}", &e))?;
     let id = s.node.resolve(&job)?;
     s.node.act(id, Action::Priority(body.priority)).await?;
-    view(&s, id, q.tasks.unwrap_or(true))
+    view(&s, id, q.tasks.unwrap_or(true)).await
 }
 
 #[derive(Deserialize)]
@@ -201,7 +217,8 @@ async fn frame(
     let frame: u32 = frame
         .parse()
         .map_err(|_| ApiError::bad("frame", format!("`{frame}` is not a frame number")))?;
-    let output = s.node.output(id, frame).ok_or_else(|| {
+    let output = blocking(&s, move |node| node.output(id, frame)).await?;
+    let output = output.ok_or_else(|| {
         ApiError::not_found(format!(
             "frame {frame} of job {} is not rendered (yet)",
             id.short()
@@ -268,9 +285,8 @@ async fn task_log(
     Path((job, task)): Path<(String, u32)>,
 ) -> Result<Response, ApiError> {
     let id = s.node.resolve(&job)?;
-    let view = s
-        .node
-        .job(id, true)
+    let view = blocking(&s, move |node| node.job(id, true))
+        .await?
         .ok_or_else(|| ApiError::not_found("no such job"))?;
     let log = view
         .tasks

@@ -364,6 +364,67 @@ fn an_archived_job_keeps_its_tasks_on_disk_only() {
     );
 }
 
+/// Deletes every task row of job `id` from a closed ledger file, as if
+/// they could not be read: what still answers did not read them.
+fn delete_task_rows(path: &std::path::Path, id: JobId) {
+    let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("tasks");
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut tasks = txn.open_table(table).unwrap();
+        let first = [id.0.0.as_slice(), &[0; 4]].concat();
+        let last = [id.0.0.as_slice(), &[0xff; 4]].concat();
+        tasks
+            .retain_in(first.as_slice()..=last.as_slice(), |_, _| false)
+            .unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+/// An archived job's summary (what a list of jobs shows: its counts and
+/// status) is taken as its tasks leave memory and kept in the file beside
+/// its header, so a reopened ledger lists it without reading a task; a
+/// header that changes after the archive (a cancel from a node that had
+/// not heard of it) makes the summary be derived again, never reused.
+#[test]
+fn an_archived_jobs_summary_is_kept_beside_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    let me = NodeId::new("n0");
+    let ledger = Ledger::open(&path, me.clone()).unwrap();
+    let (id, rec) = ledger.submit(spec(5)).unwrap();
+    render_all(&ledger, id, &rec);
+    assert_eq!(ledger.summary(id).unwrap(), None, "not archived");
+    let whole = ledger.job(id).unwrap().unwrap();
+    ledger.apply_local(id, &ops::archive(&rec)).unwrap();
+    let summary = ledger.summary(id).unwrap().unwrap();
+    assert_eq!(summary, whole.summary(id));
+    assert_eq!(summary.status, JobStatus::Done);
+    assert_eq!(
+        (summary.progress.tasks_done, summary.progress.frames_done),
+        (4, 8)
+    );
+    ledger.close().unwrap();
+    drop(ledger);
+
+    delete_task_rows(&path, id);
+    let again = Ledger::open(&path, me.clone()).unwrap();
+    assert!(
+        again.job(id).unwrap().unwrap().tasks.is_empty(),
+        "rows gone"
+    );
+    assert_eq!(again.summary(id).unwrap(), Some(summary.clone()), "kept");
+
+    // A cancel merged after the archive: the kept row no longer matches.
+    again.apply_remote(id, &ops::cancel(&rec)).unwrap();
+    again.close().unwrap();
+    drop(again);
+    let third = Ledger::open(&path, me).unwrap();
+    let derived = third.summary(id).unwrap().unwrap();
+    assert_eq!(derived.status, JobStatus::Cancelled, "derived again");
+    assert_eq!(derived.progress.tasks_pending, 4, "from the rows left");
+}
+
 /// A task delta for an archived job changes nothing, in memory or in the
 /// file; the archive itself reaches a replica that still holds the tasks,
 /// which then agrees with the first on the ledger's digest.

@@ -189,6 +189,26 @@ fn every_endpoint_answers_and_refuses_clearly() {
     };
     assert!(!listed("").contains(&bad_id), "an archived job is listed");
     assert!(listed("&archived=true").contains(&bad_id));
+    // Without its tasks the job is shown from the summary the ledger kept
+    // at its archive; with them, from its tasks read back: the same.
+    let (_, whole) = status(c.get(format!("{api}/jobs/{bad_id}")).send().unwrap());
+    let (_, brief) = status(
+        c.get(format!("{api}/jobs/{bad_id}?tasks=false"))
+            .send()
+            .unwrap(),
+    );
+    assert!(whole["tasks"].is_array() && brief["tasks"].is_null());
+    for k in ["status", "tasks_pending", "tasks_running", "tasks_done"] {
+        assert_eq!(whole[k], brief[k], "{k}: {whole} against {brief}");
+    }
+    for k in [
+        "tasks_failed",
+        "frames_done",
+        "renders_started",
+        "renders_wasted",
+    ] {
+        assert_eq!(whole[k], brief[k], "{k}: {whole} against {brief}");
+    }
     conflict("retry", "is archived: retry does not apply");
     let out = node.cli(&["jobs"]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&bad_id[..12]));
