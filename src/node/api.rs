@@ -370,13 +370,31 @@ impl Node {
 
     /// The output of `frame` of job `id`, if the frame is done.
     pub fn output(&self, id: JobId, frame: u32) -> Option<crate::ledger::Output> {
-        let ledger = &self.inner.ledger;
-        let task = ledger.read(|jobs| jobs.get(&id)?.spec.task_of_frame(frame))?;
-        let state = ledger.task(id, task).unwrap_or_else(|e| {
+        let task = self
+            .inner
+            .ledger
+            .read(|jobs| jobs.get(&id)?.spec.task_of_frame(frame))?;
+        self.task(id, task)?
+            .winning_done()?
+            .outputs
+            .get(&frame)
+            .cloned()
+    }
+
+    /// The log blob of the last failed attempt of task `task` of job `id`,
+    /// if it left one.
+    pub fn failure_log(&self, id: JobId, task: u32) -> Option<crate::hash::Hash> {
+        self.task(id, task)?.last_failure()?.log
+    }
+
+    /// One task of a job (of an archived job, its row alone is read from
+    /// the ledger file); a file that cannot be read is logged and reads as
+    /// no task.
+    fn task(&self, id: JobId, task: u32) -> Option<TaskState> {
+        self.inner.ledger.task(id, task).unwrap_or_else(|e| {
             tracing::warn!("reading task {task} of job {}: {e}", id.short());
             None
-        })?;
-        state.winning_done()?.outputs.get(&frame).cloned()
+        })
     }
 
     /// Whether this node serves and uses the bench protocol.

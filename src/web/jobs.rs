@@ -285,24 +285,14 @@ async fn task_log(
     Path((job, task)): Path<(String, u32)>,
 ) -> Result<Response, ApiError> {
     let id = s.node.resolve(&job)?;
-    let view = blocking(&s, move |node| node.job(id, true))
+    let blob = blocking(&s, move |node| node.failure_log(id, task))
         .await?
-        .ok_or_else(|| ApiError::not_found("no such job"))?;
-    let log = view
-        .tasks
-        .unwrap_or_default()
-        .into_iter()
-        .find(|t| t.index == task)
-        .and_then(|t| t.log)
         .ok_or_else(|| {
             ApiError::not_found(format!(
                 "task {task} of job {} has no failure log",
                 id.short()
             ))
         })?;
-    let blob: Hash = log.parse().map_err(|e: crate::hash::ParseHashError| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    })?;
     s.node
         .ensure_blob(blob)
         .await

@@ -198,17 +198,23 @@ fn every_endpoint_answers_and_refuses_clearly() {
             .unwrap(),
     );
     assert!(whole["tasks"].is_array() && brief["tasks"].is_null());
-    for k in ["status", "tasks_pending", "tasks_running", "tasks_done"] {
-        assert_eq!(whole[k], brief[k], "{k}: {whole} against {brief}");
-    }
-    for k in [
+    let counts = [
+        "tasks_pending",
+        "tasks_running",
+        "tasks_done",
         "tasks_failed",
-        "frames_done",
-        "renders_started",
-        "renders_wasted",
-    ] {
+    ];
+    let more = ["status", "frames_done", "renders_started", "renders_wasted"];
+    for k in counts.into_iter().chain(more) {
         assert_eq!(whole[k], brief[k], "{k}: {whole} against {brief}");
     }
+    // Its task's log is still served, the task read back from the file.
+    let log = c
+        .get(format!("{api}/jobs/{bad_id}/tasks/0/log"))
+        .send()
+        .unwrap();
+    assert_eq!(log.status(), StatusCode::OK);
+    assert!(log.text().unwrap().contains("it broke"));
     conflict("retry", "is archived: retry does not apply");
     let out = node.cli(&["jobs"]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&bad_id[..12]));
