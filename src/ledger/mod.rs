@@ -555,29 +555,33 @@ impl Ledger {
     /// One hash over every record, archived ones included: equal on two
     /// nodes exactly when their ledgers are identical.
     pub fn root_digest(&self) -> Hash {
-        let state = self.lock();
-        let all: Vec<(JobId, Hash)> = state
-            .jobs
-            .iter()
-            .map(|(id, rec)| {
-                (
-                    *id,
-                    state
-                        .hashes
-                        .get(id)
-                        .copied()
-                        .unwrap_or_else(|| record_hash(rec)),
-                )
-            })
-            .collect();
-        let alerts: Vec<(AlertId, Hash)> = state
-            .alerts
-            .iter()
-            .map(|(id, r)| {
-                let cached = state.alert_hashes.get(id).copied();
-                (*id, cached.unwrap_or_else(|| alert_hash(r)))
-            })
-            .collect();
+        // Hashed after the lock is let go.
+        let (all, alerts) = {
+            let mut state = self.lock();
+            let State {
+                jobs,
+                hashes,
+                alerts,
+                alert_hashes,
+                ..
+            } = &mut *state;
+            // Cached as `digest` caches them (archived records too: `/node`
+            // asks for this, and a year's archives are thousands of records).
+            let all: Vec<(JobId, Hash)> = jobs
+                .iter()
+                .map(|(id, rec)| (*id, *hashes.entry(*id).or_insert_with(|| record_hash(rec))))
+                .collect();
+            let alerts: Vec<(AlertId, Hash)> = alerts
+                .iter()
+                .map(|(id, r)| {
+                    (
+                        *id,
+                        *alert_hashes.entry(*id).or_insert_with(|| alert_hash(r)),
+                    )
+                })
+                .collect();
+            (all, alerts)
+        };
         Hash::of(&codec::encode(&(all, alerts)))
     }
 

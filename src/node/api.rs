@@ -481,7 +481,8 @@ impl Node {
         }
     }
 
-    fn cache_info(&self) -> CacheInfo {
+    /// The blob store's size and trims, as `info` gives them.
+    pub fn cache_info(&self) -> CacheInfo {
         let m = &self.inner.metrics;
         CacheInfo {
             bytes: m.cache_bytes.load(Ordering::Relaxed),

@@ -156,7 +156,7 @@ fn local_figures(node: &Node, f: &mut Family<'_>) {
         "Renders this node stopped because its claim lost, the task was done elsewhere, or the job was cancelled.",
         m.renders_lost.load(Ordering::Relaxed),
     );
-    let cache = node.info().cache;
+    let cache = node.cache_info();
     f.head(
         "renderswarm_cache_bytes",
         "gauge",

@@ -425,6 +425,35 @@ fn an_archived_jobs_summary_is_kept_beside_its_header() {
     assert_eq!(derived.progress.tasks_pending, 4, "from the rows left");
 }
 
+/// The root digest keeps each record's hash until the record changes: after
+/// every change it equals the digest of a replica that never cached one.
+#[test]
+fn the_root_digest_follows_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Ledger::open(&dir.path().join("a.redb"), NodeId::new("n0")).unwrap();
+    let (id, rec) = a.submit(spec(6)).unwrap();
+    let mut seen = vec![a.root_digest()];
+    let archive = || {
+        a.apply_local(id, &ops::archive(&rec)).unwrap();
+    };
+    let steps: [&dyn Fn(); 2] = [&|| render_all(&a, id, &rec), &archive];
+    for (n, step) in steps.iter().enumerate() {
+        step();
+        let digest = a.root_digest();
+        assert!(
+            !seen.contains(&digest),
+            "step {n} left the digest as it was"
+        );
+        seen.push(digest);
+        let fresh =
+            Ledger::open(&dir.path().join(format!("b{n}.redb")), NodeId::new("n1")).unwrap();
+        fresh
+            .apply_remote(id, &a.job(id).unwrap().unwrap())
+            .unwrap();
+        assert_eq!(fresh.root_digest(), digest, "step {n}");
+    }
+}
+
 /// A task delta for an archived job changes nothing, in memory or in the
 /// file; the archive itself reaches a replica that still holds the tasks,
 /// which then agrees with the first on the ledger's digest.
