@@ -107,6 +107,9 @@ async fn trim(inner: &Arc<Inner>, size: u64) -> Result<(), String> {
     for blob in &report.blobs_evicted {
         inner.forget_blob(*blob);
     }
+    inner.scenes.prune(&needed.scenes).await;
+    // Counted once the whole pass is over: whoever sees the figures move
+    // sees the unpacked scenes pruned too.
     let m = &inner.metrics;
     m.cache_trims.fetch_add(1, Ordering::Relaxed);
     m.cache_bytes.store(report.bytes_kept, Ordering::Relaxed);
@@ -128,7 +131,6 @@ async fn trim(inner: &Arc<Inner>, size: u64) -> Result<(), String> {
             inner.cfg.cache_size
         );
     }
-    inner.scenes.prune(&needed.scenes).await;
     Ok(())
 }
 
