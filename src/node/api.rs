@@ -187,9 +187,8 @@ impl Node {
     /// `None` for any other job.
     fn archived_view(&self, id: JobId) -> Option<JobView> {
         let ledger = &self.inner.ledger;
-        let summary = ledger.summary(id).unwrap_or_else(|e| {
-            tracing::warn!("reading the summary of job {}: {e}", id.short());
-            None
+        let summary = logged(ledger.summary(id), || {
+            format!("the summary of job {}", id.short())
         })?;
         let header = ledger.read(|jobs| jobs.get(&id).map(JobRecord::header))?;
         Some(job_view(id, &header, &summary.progress, summary.status, 0))
@@ -222,9 +221,8 @@ impl Node {
     /// Reads one job with all its tasks (an archived job's from the ledger
     /// file); a file that cannot be read is logged and reads as no job.
     fn read_job<R>(&self, id: JobId, f: impl FnOnce(&JobRecord) -> R) -> Option<R> {
-        self.inner.ledger.read_job(id, f).unwrap_or_else(|e| {
-            tracing::warn!("reading job {}: {e}", id.short());
-            None
+        logged(self.inner.ledger.read_job(id, f), || {
+            format!("job {}", id.short())
         })
     }
 
@@ -391,9 +389,8 @@ impl Node {
     /// the ledger file); a file that cannot be read is logged and reads as
     /// no task.
     fn task(&self, id: JobId, task: u32) -> Option<TaskState> {
-        self.inner.ledger.task(id, task).unwrap_or_else(|e| {
-            tracing::warn!("reading task {task} of job {}: {e}", id.short());
-            None
+        logged(self.inner.ledger.task(id, task), || {
+            format!("task {task} of job {}", id.short())
         })
     }
 
@@ -632,6 +629,17 @@ fn refuse_archived(base: &JobRecord, action: &'static str) -> ActionError {
         status: "archived",
         action,
     }
+}
+
+/// A read of the ledger file that failed, logged; it reads as nothing.
+fn logged<T>(
+    read: Result<Option<T>, crate::ledger::LedgerError>,
+    what: impl FnOnce() -> String,
+) -> Option<T> {
+    read.unwrap_or_else(|e| {
+        tracing::warn!("reading {}: {e}", what());
+        None
+    })
 }
 
 /// Whose leases count in a view of `rec`: none in an archived job's, where
