@@ -238,6 +238,27 @@ main(async (browser) => {
     await shot(page, 'swarm-07-archived');
   });
 
+  await step('“Archived” lists it with no action to take; selected, it shows every frame done', async () => {
+    await page.click('#jobs-filter [data-filter="archived"]');
+    const row = page.locator(`#jobs-body tr[data-id="${job.id}"]`);
+    await row.waitFor({ timeout: DEADLINE_MS });
+    const actions = await row.locator('button:visible:not([disabled])').count();
+    expect(actions === 0, `the archived row offers ${actions} action(s)`);
+    const count = await page.textContent('#jobs-count');
+    expect(/^\d+ archived$/.test(count), `the list's count says “${count}”`);
+    const { frames_total: total } = (await api.get('/jobs?tasks=false&archived=true')).find((j) => j.id === job.id);
+    await row.click();
+    await page.waitForFunction((n) => document.getElementById('d-name').textContent === n, jobName);
+    const seen = await waitLegend(page, job.id, { finishedMin: total });
+    expect(seen.done + seen.wasted === total, `the grid shows ${seen.done + seen.wasted} of ${total} frames done`);
+    const pill = await page.textContent('#d-status');
+    expect(pill === 'Done · archived', `the detail's status says “${pill}”`);
+    expect(await page.isHidden('#retry-failed'), 'an archived job offers a retry');
+    await shot(page, 'swarm-07b-archived-list');
+    await page.click('#jobs-filter [data-filter="active"]');
+    await row.waitFor({ state: 'detached', timeout: DEADLINE_MS });
+  });
+
   await step('sleep this node through its button: its row and the API say asleep; wake it again', async () => {
     const me = async () => (await api.get('/nodes')).find((n) => n.me);
     await page.click('#node-sleep');

@@ -131,6 +131,8 @@ export const api = {
   node: () => request('/node'),
   nodes: (history = false) => request(`/nodes${history ? '?history=true' : ''}`),
   jobs: () => request('/jobs?tasks=false'),
+  /** Every job, archived ones too (an archived one from its summary). */
+  allJobs: () => request('/jobs?tasks=false&archived=true'),
   job: (id) => request(`/jobs/${enc(id)}`),
   grid: (id) => request(`/jobs/${enc(id)}/grid`),
   events: (since = 0) => request(`/events?since=${since}`),

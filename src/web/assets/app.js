@@ -27,6 +27,8 @@ const state = {
   info: null,
   jobs: [],
   jobsById: new Map(),
+  /** The archived jobs, as last fetched for the jobs list's "Archived". */
+  archivedById: new Map(),
   nodes: [],
   selected: null,
   conn: 'connecting',
@@ -63,7 +65,7 @@ function flush() {
   part('detail', () => {
     if (!state.selected) return;
     detail.setRunning(runningOf(state.selected));
-    detail.update(state.jobsById.get(state.selected));
+    detail.update(jobOf(state.selected));
   });
   // For perf.mjs: the cost of one batched DOM update.
   measure('rs:flush', t0, [...parts].join(','));
@@ -79,6 +81,7 @@ const jobs = new JobsView({
   onSelect: (id) => select(id),
   onAction: (id, action) => act(id, action),
   onPriority: (id, value) => setPriority(id, value),
+  onShowArchived: () => loadArchived(),
 });
 
 const detail = new DetailView({
@@ -111,21 +114,36 @@ const submit = new SubmitDialog({
 
 // --------------------------------------------------------------- actions
 
+/** A job on the page: from the snapshots, or archived. */
+const jobOf = (id) => state.jobsById.get(id) || state.archivedById.get(id);
+
+/** The archived jobs, fetched afresh (the jobs list's "Archived"). */
+async function loadArchived() {
+  try {
+    const archived = (await api.allJobs()).filter((j) => j.archived);
+    state.archivedById = new Map(archived.map((j) => [j.id, j]));
+    return archived;
+  } catch (e) {
+    toast(e.message, 'error');
+    return [...state.archivedById.values()];
+  }
+}
+
 function select(id) {
   if (!id) return;
-  if (!state.jobsById.has(id)) {
+  if (!jobOf(id)) {
     toast('That job is not in the ledger any more.', 'error');
     return;
   }
   state.selected = id;
   if (location.hash !== `#job=${id}`) history.replaceState(null, '', `#job=${id}`);
-  detail.select(id, state.jobsById.get(id));
+  detail.select(id, jobOf(id));
   invalidate('jobs', 'detail');
 }
 
 const CONFIRM = {
   cancel: (j) => ({ title: `Cancel ${j.name}?`, text: `Renders under way are stopped and no more tasks are handed out. ${fmt.int(j.frames_done)} of ${fmt.int(j.frames_total)} frames are done; a cancelled job cannot be resumed.`, yes: 'Cancel job' }),
-  archive: (j) => ({ title: `Archive ${j.name}?`, text: `It leaves this list on every node’s page (swarm jobs --archived still shows it), and its frames and logs may then leave the nodes’ caches: collect what you need first.`, yes: 'Archive job' }),
+  archive: (j) => ({ title: `Archive ${j.name}?`, text: `It leaves this list on every node’s page (“Archived” and swarm jobs --archived still show it), and its frames and logs may then leave the nodes’ caches: collect what you need first.`, yes: 'Archive job' }),
 };
 
 async function act(id, action) {
@@ -295,7 +313,7 @@ function applySnapshot({ jobs: js, nodes: ns }) {
     nodes.ingest(ns, now);
   }
   invalidate('jobs', 'nodes', 'header', 'detail');
-  if (state.selected && !state.jobsById.has(state.selected)) {
+  if (state.selected && !jobOf(state.selected)) {
     // Gone (another node's page, or a fresh ledger): show something else.
     state.selected = null;
     detail.select(null);

@@ -268,7 +268,7 @@ export class DetailView {
 
   renderRetry() {
     const j = this.job;
-    byId('retry-failed').hidden = !(byId('pane-frames').hidden && j && j.tasks_failed > 0 && j.status !== 'cancelled');
+    byId('retry-failed').hidden = !(byId('pane-frames').hidden && j && j.tasks_failed > 0 && j.status !== 'cancelled' && !j.archived);
   }
 
   fitGrid() {
@@ -282,7 +282,7 @@ export class DetailView {
     setText(byId('d-name'), j.name);
     const pill = byId('d-status');
     setAttr(pill, 'data-status', j.status);
-    setText(pill, j.status[0].toUpperCase() + j.status.slice(1));
+    setText(pill, j.status[0].toUpperCase() + j.status.slice(1) + (j.archived ? ' · archived' : ''));
     const who = this.nodeName(j.submitter) || shortId(j.submitter);
     const parts = [j.engine, j.scene_file, `frames ${j.frames}`, `${j.frames_per_task} frame${j.frames_per_task === 1 ? '' : 's'}/task`,
       `priority ${j.priority}`, `${j.max_attempts} attempts`, `submitted ${fmt.when(j.submitted_ms)} on ${who}`];

@@ -1,5 +1,7 @@
 // The jobs table: progress, ETA, status and the actions a person takes
 // (pause, resume, cancel, retry failed tasks, priority up and down).
+// "Archived" lists the jobs put away, fetched when chosen (snapshots carry
+// only the others); they take no actions.
 //
 // Rows are keyed by job id, built once and patched. Priority clicks are
 // gathered for a moment and sent as one request (five quick clicks make
@@ -12,18 +14,20 @@ import { segBar } from './charts.js';
 const FINAL = new Set(['done', 'failed', 'cancelled']);
 
 export class JobsView {
-  constructor({ body, emptyEl, countEl, filterEl, onSelect, onAction, onPriority }) {
-    Object.assign(this, { body, emptyEl, countEl, onSelect, onAction, onPriority });
+  constructor({ body, emptyEl, countEl, filterEl, onSelect, onAction, onPriority, onShowArchived }) {
+    Object.assign(this, { body, emptyEl, countEl, onSelect, onAction, onPriority, onShowArchived });
     this.rows = new Map();
     this.filter = 'active';
     this.order = '';
     this.pendingPrio = new Map();
     this.jobs = [];
-    filterEl.addEventListener('click', (e) => {
+    this.archived = [];
+    filterEl.addEventListener('click', async (e) => {
       const chip = e.target.closest('[data-filter]');
       if (!chip) return;
       this.filter = chip.dataset.filter;
       for (const c of filterEl.querySelectorAll('[data-filter]')) setAttr(c, 'aria-pressed', c === chip);
+      if (this.filter === 'archived') this.archived = await this.onShowArchived();
       this.render(this.jobs, this.selected, this.finished);
     });
     body.addEventListener('keydown', (e) => this.onKey(e));
@@ -42,7 +46,8 @@ export class JobsView {
     this.jobs = jobs;
     this.selected = selected;
     this.finished = finished;
-    const shown = this.filter === 'all' ? jobs : jobs.filter((j) => this.isActive(j, finished) || j.id === selected);
+    const shown = this.filter === 'archived' ? this.archived
+      : this.filter === 'all' ? jobs : jobs.filter((j) => this.isActive(j, finished) || j.id === selected);
     const keep = new Set();
     for (const j of shown) {
       keep.add(j.id);
@@ -59,11 +64,15 @@ export class JobsView {
       this.body.append(...shown.map((j) => this.rows.get(j.id).el));
     }
     this.emptyEl.hidden = shown.length > 0;
-    if (!shown.length && jobs.length) {
+    if (!shown.length && this.filter === 'archived') {
+      this.emptyEl.textContent = 'No archived jobs.';
+    } else if (!shown.length && jobs.length) {
       this.emptyEl.textContent = `No active jobs. ${jobs.length} finished or cancelled under “All”.`;
     }
     const running = jobs.filter((j) => j.status === 'running').length;
-    setText(this.countEl, jobs.length ? `${running} running · ${jobs.length} in all` : '');
+    const count = this.filter === 'archived' ? `${this.archived.length} archived`
+      : jobs.length ? `${running} running · ${jobs.length} in all` : '';
+    setText(this.countEl, count);
   }
 
   buildRow(j) {
@@ -126,10 +135,12 @@ export class JobsView {
     setAttr(r.pause, 'aria-label', pauseTitle);
     r.pause.disabled = final;
     r.retry.disabled = !(j.tasks_failed > 0) || j.status === 'cancelled';
+    // An archived job takes no action at all.
+    r.pause.hidden = r.retry.hidden = Boolean(j.archived);
     // A finished job cannot be stopped but can be put away: one place for both.
-    r.cancel.hidden = final;
-    r.archive.hidden = !final;
-    r.up.disabled = r.down.disabled = final;
+    r.cancel.hidden = final || j.archived;
+    r.archive.hidden = !final || j.archived;
+    r.up.disabled = r.down.disabled = final || j.archived;
   }
 
   bumpPriority(r, by) {
