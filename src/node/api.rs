@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::peers::NodeLiveness;
+use super::peers::{HeldTask, NodeLiveness};
 use super::views::{JobView, NodeTaskView, NodeView, OutputView, TaskView};
 use super::{Inner, Node, NodeError, Severity, SubmitError, SubmitRequest, lock};
 use crate::hash::Hash;
 use crate::ledger::{
-    Control, JobId, JobProgress, JobRecord, JobStatus, Liveness, Lookup, NoneHold, TaskState,
-    TaskStatus, ops,
+    Control, JobId, JobProgress, JobRecord, JobStatus, Liveness, Lookup, NodeId, NoneHold,
+    TaskState, TaskStatus, ops,
 };
 
 /// A change a person makes to a job.
@@ -547,7 +547,9 @@ impl Node {
             .filter(|p| p.heartbeat.node != inner.id)
             .map(|p| {
                 let rtt = peers.rtt(&p.heartbeat.node);
-                peer_view(p, rtt, now, &names, inner.cfg.lease, &|j, t| {
+                let held =
+                    |h: &HeldTask| inner.still_held(&p.heartbeat.node, h.job, h.task, h.epoch);
+                peer_view(p, rtt, now, &names, inner.cfg.lease, &held, &|j, t| {
                     inner.task_frames(j, t)
                 })
             })
@@ -567,14 +569,21 @@ impl Node {
 
     fn self_view(&self, names: &std::collections::HashMap<JobId, String>) -> NodeView {
         let inner = &self.inner;
-        let tasks: Vec<NodeTaskView> = lock(&inner.running)
+        // Read out of the running list first: the ledger is read with no
+        // other lock held.
+        let running: Vec<(JobId, u32, u32, f32)> = lock(&inner.running)
             .iter()
-            .map(|((job, task), r)| NodeTaskView {
+            .map(|((job, task), r)| (*job, *task, r.epoch, r.progress.borrow().fraction))
+            .collect();
+        let tasks: Vec<NodeTaskView> = running
+            .into_iter()
+            .filter(|&(job, task, epoch, _)| inner.still_held(&inner.id, job, task, epoch))
+            .map(|(job, task, _, progress)| NodeTaskView {
                 job: job.to_string(),
-                job_name: names.get(job).cloned().unwrap_or_default(),
-                task: *task,
-                frames: inner.task_frames(*job, *task),
-                progress: r.progress.borrow().fraction,
+                job_name: names.get(&job).cloned().unwrap_or_default(),
+                task,
+                frames: inner.task_frames(job, task),
+                progress,
             })
             .collect();
         let t = self.telemetry();
@@ -604,6 +613,17 @@ impl Node {
 }
 
 impl Inner {
+    /// Whether `node` still holds `task` of `job` under its claim of
+    /// `epoch`, as far as the ledger knows. A heartbeat says what its node
+    /// holds up to a heartbeat late, and a node's own list keeps a task
+    /// until its outcome is written; the Done or End reaches the ledger
+    /// first. A task of a job the ledger does not know yet is taken on the
+    /// heartbeat's word.
+    pub(crate) fn still_held(&self, node: &NodeId, job: JobId, task: u32, epoch: u32) -> bool {
+        self.ledger
+            .read(|jobs| jobs.get(&job).is_none_or(|r| holds(r, task, epoch, node)))
+    }
+
     pub fn task_frames(&self, job: JobId, task: u32) -> Vec<u32> {
         self.ledger
             .read(|jobs| jobs.get(&job).map(|r| r.spec.task_frames(task)))
@@ -746,6 +766,18 @@ fn task_views(
         .collect()
 }
 
+/// Whether the ledger's record `rec` leaves `task` held by `node` under
+/// its claim of `epoch`: not done, that attempt not ended, the job not
+/// archived (an archived job is finished; its tasks are not in memory).
+fn holds(rec: &JobRecord, task: u32, epoch: u32, node: &NodeId) -> bool {
+    if rec.archived.0 {
+        return false;
+    }
+    rec.tasks.get(&task).is_none_or(|t| {
+        t.dones.is_empty() && !t.ends.iter().any(|e| e.epoch == epoch && &e.node == node)
+    })
+}
+
 /// A node's state in one word, as the page filters by it.
 fn node_state(alive: bool, rendering: bool, asleep: bool) -> &'static str {
     match (alive, rendering, asleep) {
@@ -763,6 +795,7 @@ fn peer_view(
     now: Instant,
     names: &std::collections::HashMap<JobId, String>,
     lease: std::time::Duration,
+    still_held: &dyn Fn(&HeldTask) -> bool,
     frames: &dyn Fn(JobId, u32) -> Vec<u32>,
 ) -> NodeView {
     let hb = &p.heartbeat;
@@ -771,6 +804,7 @@ fn peer_view(
     let tasks: Vec<NodeTaskView> = hb
         .held
         .iter()
+        .filter(|h| still_held(h))
         .map(|h| NodeTaskView {
             job: h.job.to_string(),
             job_name: names.get(&h.job).cloned().unwrap_or_default(),
@@ -800,5 +834,102 @@ fn peer_view(
         rtt_ms: rtt.map(|r| r.as_secs_f64() * 1000.0),
         telemetry: hb.telemetry.clone(),
         history: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ledger::types::tests::spec;
+    use crate::ledger::{Claim, Done, End, EndKind, FrameRange, Start};
+
+    /// What a peer renders as the API shows it, its heartbeat saying it
+    /// holds tasks 0, 1 and 2 of a job (epoch 1) after the ledger heard
+    /// task 0 is done and the peer's attempt at task 1 ended.
+    fn shown(rec: &JobRecord, job: JobId, peer: &NodeId) -> Vec<u32> {
+        let held: Vec<_> = (0..3).map(|t| (job, t, 1)).collect();
+        let mut table = super::super::peers::PeerTable::new(Duration::from_secs(3));
+        let now = Instant::now();
+        table.heard(super::super::peers::tests::hb(peer.as_str(), 1, &held), now);
+        let p = table.get(peer).expect("heard");
+        let still = |h: &HeldTask| holds(rec, h.task, h.epoch, peer);
+        let view = peer_view(
+            p,
+            None,
+            now,
+            &HashMap::new(),
+            Duration::from_secs(3),
+            &still,
+            &|_, _| vec![],
+        );
+        assert_eq!(
+            view.state,
+            if view.tasks.is_empty() {
+                "idle"
+            } else {
+                "rendering"
+            }
+        );
+        view.tasks.iter().map(|t| t.task).collect()
+    }
+
+    #[test]
+    fn a_peers_finished_tasks_leave_its_view_before_its_next_heartbeat() {
+        let peer = NodeId::new("peer");
+        let frames = FrameRange {
+            start: 1,
+            end: 3,
+            step: 1,
+        };
+        let mut rec = JobRecord::new(spec(frames, 1));
+        let job = JobId(Hash::of(b"job"));
+        for task in 0..3 {
+            let t = rec.tasks.entry(task).or_default();
+            t.claims.insert(Claim {
+                epoch: 1,
+                lamport: 1,
+                node: peer.clone(),
+            });
+            t.starts.insert(Start {
+                epoch: 1,
+                node: peer.clone(),
+            });
+        }
+        assert_eq!(shown(&rec, job, &peer), vec![0, 1, 2], "all three held");
+        rec.tasks.entry(0).or_default().dones.insert(Done {
+            outputs: Default::default(),
+            node: peer.clone(),
+            epoch: 1,
+            lamport: 2,
+            render_ms: 1,
+        });
+        let end = |node: &NodeId, epoch| End {
+            epoch,
+            node: node.clone(),
+            generation: 0,
+            kind: EndKind::Failed,
+            reason: "r".into(),
+            log: None,
+        };
+        // Another node's end, or this one's of another attempt, changes nothing.
+        let t1 = rec.tasks.entry(1).or_default();
+        t1.ends.insert(end(&NodeId::new("other"), 1));
+        t1.ends.insert(end(&peer, 2));
+        assert_eq!(shown(&rec, job, &peer), vec![1, 2], "task 0 is done");
+        rec.tasks.entry(1).or_default().ends.insert(end(&peer, 1));
+        assert_eq!(
+            shown(&rec, job, &peer),
+            vec![2],
+            "its attempt at task 1 ended"
+        );
+        rec.archived.0 = true;
+        assert_eq!(
+            shown(&rec, job, &peer),
+            Vec::<u32>::new(),
+            "nothing runs in an archived job"
+        );
     }
 }

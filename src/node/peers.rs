@@ -288,10 +288,10 @@ impl Liveness for NodeLiveness<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn hb(node: &str, stamp: u64, held: &[(JobId, u32, u32)]) -> Heartbeat {
+    pub(in crate::node) fn hb(node: &str, stamp: u64, held: &[(JobId, u32, u32)]) -> Heartbeat {
         Heartbeat {
             node: NodeId::new(node),
             name: node.into(),

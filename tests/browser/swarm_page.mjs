@@ -193,6 +193,11 @@ main(async (browser) => {
     await page.waitForFunction((i) => document.querySelector(`#jobs-body tr[data-id="${i}"]`)?.dataset.status === 'done', job.id);
     const j = await jobFromApi(job.id);
     expect(j.status === 'done' && j.frames_done === job.frames_total, `the API says ${j.status}, ${j.frames_done} done`);
+    // A peer's last heartbeat may still name a task it just finished: the
+    // ledger, which heard the Done first, has the last word.
+    const holding = (await api.get('/nodes')).filter((n) => n.tasks.some((t) => t.job === job.id));
+    expect(holding.length === 0, `the job is done, yet ${holding.map((n) => n.name).join(', ')} still show a task of it`);
+    expect(await page.textContent('#st-frames') === '0', 'the header counts frames rendering in a done job');
     await shot(page, 'swarm-05-done');
   });
 
