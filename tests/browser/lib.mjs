@@ -79,6 +79,16 @@ export function apiAt(base, token) {
       if (!res.ok) throw new Error(`GET /api/v1${path}: ${res.status} ${await res.text()}`);
       return res.json();
     },
+    /** POSTs `body` as JSON, as the page does (with its `x-renderswarm` header). */
+    async post(path, body) {
+      const res = await fetch(new URL(`/api/v1${path}`, base), {
+        method: 'POST',
+        headers: { ...headers, 'content-type': 'application/json', 'x-renderswarm': '1' },
+        body: JSON.stringify(body ?? {}),
+      });
+      if (!res.ok) throw new Error(`POST /api/v1${path}: ${res.status} ${await res.text()}`);
+      return res.json();
+    },
   };
 }
 

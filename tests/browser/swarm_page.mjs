@@ -264,6 +264,20 @@ main(async (browser) => {
     await row.waitFor({ state: 'detached', timeout: DEADLINE_MS });
   });
 
+  await step('a job archived elsewhere joins “Archived” while it is shown', async () => {
+    const requirements = tags ? tags.split(',') : [];
+    const other = await api.post('/jobs', { scene, frames: '1', name: `${jobName}-elsewhere`, requirements });
+    await page.waitForFunction((i) => document.querySelector(`#jobs-body tr[data-id="${i}"]`)?.dataset.status === 'done', other.id, { timeout: DEADLINE_MS });
+    await page.click('#jobs-filter [data-filter="archived"]');
+    await page.locator(`#jobs-body tr[data-id="${job.id}"]`).waitFor({ timeout: DEADLINE_MS });
+    // Archived through the API, as by another node's page: this page did nothing.
+    await api.post(`/jobs/${other.id}/archive`);
+    await page.locator(`#jobs-body tr[data-id="${other.id}"]`).waitFor({ timeout: DEADLINE_MS });
+    const count = await page.textContent('#jobs-count');
+    expect(count === '2 archived', `the list's count says “${count}”`);
+    await page.click('#jobs-filter [data-filter="active"]');
+  });
+
   await step('sleep this node through its button: its row and the API say asleep; wake it again', async () => {
     const me = async () => (await api.get('/nodes')).find((n) => n.me);
     await page.click('#node-sleep');

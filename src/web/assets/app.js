@@ -304,9 +304,13 @@ function runningOf(id) {
 function applySnapshot({ jobs: js, nodes: ns }) {
   const now = Date.now();
   if (Array.isArray(js)) {
+    const before = state.jobsById;
     state.jobs = js;
     state.jobsById = new Map(js.map((j) => [j.id, j]));
     recordPace(now);
+    // Jobs leave the ledger's list only when archived (here, on another
+    // node's page, or by age).
+    if ([...before.keys()].some((id) => !state.jobsById.has(id))) jobs.archivedChanged();
   }
   if (Array.isArray(ns)) {
     state.nodes = ns;

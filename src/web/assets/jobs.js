@@ -1,7 +1,8 @@
 // The jobs table: progress, ETA, status and the actions a person takes
 // (pause, resume, cancel, retry failed tasks, priority up and down).
-// "Archived" lists the jobs put away, fetched when chosen (snapshots carry
-// only the others); they take no actions.
+// "Archived" lists the jobs put away, fetched when chosen and again while
+// shown whenever a job leaves the snapshots (snapshots carry only the
+// others: a job that leaves them was archived); they take no actions.
 //
 // Rows are keyed by job id, built once and patched. Priority clicks are
 // gathered for a moment and sent as one request (five quick clicks make
@@ -31,6 +32,13 @@ export class JobsView {
       this.render(this.jobs, this.selected, this.finished);
     });
     body.addEventListener('keydown', (e) => this.onKey(e));
+  }
+
+  /** Jobs were archived: fetch the "Archived" list again if it is shown. */
+  async archivedChanged() {
+    if (this.filter !== 'archived') return;
+    this.archived = await this.onShowArchived();
+    if (this.filter === 'archived') this.render(this.jobs, this.selected, this.finished);
   }
 
   /** Whether the Active filter shows `j`. */
