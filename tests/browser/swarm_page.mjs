@@ -268,6 +268,8 @@ main(async (browser) => {
     const requirements = tags ? tags.split(',') : [];
     const other = await api.post('/jobs', { scene, frames: '1', name: `${jobName}-elsewhere`, requirements });
     await page.waitForFunction((i) => document.querySelector(`#jobs-body tr[data-id="${i}"]`)?.dataset.status === 'done', other.id, { timeout: DEADLINE_MS });
+    await page.click(`#jobs-body tr[data-id="${other.id}"]`);
+    await page.waitForFunction((n) => document.getElementById('d-name').textContent === n, other.name);
     await page.click('#jobs-filter [data-filter="archived"]');
     await page.locator(`#jobs-body tr[data-id="${job.id}"]`).waitFor({ timeout: DEADLINE_MS });
     // Archived through the API, as by another node's page: this page did nothing.
@@ -275,6 +277,10 @@ main(async (browser) => {
     await page.locator(`#jobs-body tr[data-id="${other.id}"]`).waitFor({ timeout: DEADLINE_MS });
     const count = await page.textContent('#jobs-count');
     expect(count === '2 archived', `the list's count says “${count}”`);
+    // The job on show stays on show, as archived.
+    await page.waitForFunction(() => document.getElementById('d-status').textContent === 'Done · archived');
+    const name = await page.textContent('#d-name');
+    expect(name === other.name, `the detail shows “${name}”, not the job archived elsewhere`);
     await page.click('#jobs-filter [data-filter="active"]');
   });
 

@@ -29,6 +29,8 @@ const state = {
   jobsById: new Map(),
   /** The archived jobs, as last fetched for the jobs list's "Archived". */
   archivedById: new Map(),
+  /** A selected job that left the snapshots, while the archive is asked. */
+  looking: null,
   nodes: [],
   selected: null,
   conn: 'connecting',
@@ -317,12 +319,28 @@ function applySnapshot({ jobs: js, nodes: ns }) {
     nodes.ingest(ns, now);
   }
   invalidate('jobs', 'nodes', 'header', 'detail');
-  if (state.selected && !jobOf(state.selected)) {
-    // Gone (another node's page, or a fresh ledger): show something else.
-    state.selected = null;
-    detail.select(null);
-  }
+  if (state.selected && !jobOf(state.selected)) keepOrDrop(state.selected);
   if (!state.selected) autoSelect();
+}
+
+/**
+ * The selected job left the snapshots. Archived elsewhere (another node's
+ * page, `swarm archive`, its age), it stays on show as archived; gone
+ * altogether (a fresh ledger), something else is shown.
+ */
+async function keepOrDrop(id) {
+  if (state.looking === id) return;
+  state.looking = id;
+  await loadArchived();
+  state.looking = null;
+  if (state.selected !== id) return;
+  if (jobOf(id)) {
+    invalidate('jobs', 'detail');
+    return;
+  }
+  state.selected = null;
+  detail.select(null);
+  autoSelect();
 }
 
 function autoSelect() {
