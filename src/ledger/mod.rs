@@ -25,7 +25,9 @@
 //! ever rendered. Its tasks are frozen there: a task delta
 //! that arrives after the archive (a late claim or end from a node that was
 //! away) changes nothing, since archived jobs are finished and no longer
-//! synced; the header still merges, so the flag reaches every node.
+//! synced; the header still merges, so the flag reaches every node (one
+//! that was away hears of it when its digest lists the job as open: the
+//! node it syncs with sends the whole record, `node/sync.rs`).
 
 pub mod alerts;
 mod clock;

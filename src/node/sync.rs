@@ -7,6 +7,9 @@
 //! those. Both sides end holding the join of both records, so a node that
 //! joined late, restarted, or sat on the other side of a partition converges.
 //! Large answers come in batches (`more`), so no message exceeds its limit.
+//! Archived jobs are left out of digests; a job the asker lists as open
+//! that is archived here is sent whole, so the archive reaches a node that
+//! was away when it was gossiped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -180,7 +183,11 @@ async fn serve_sync(inner: &Arc<Inner>, from: PeerId, data: &[u8]) -> Option<Vec
         }
     };
     let reply = match req {
-        SyncRequest::Digest { jobs, alerts } => diff(inner, &jobs, &alerts),
+        SyncRequest::Digest { jobs, alerts } => {
+            let mut reply = diff(inner, &jobs, &alerts);
+            archives_they_missed(inner, &jobs, &mut reply).await;
+            reply
+        }
         SyncRequest::Push { jobs, alerts } => {
             merge_records(inner, from, jobs, alerts).await;
             SyncReply::Ack
@@ -232,6 +239,66 @@ fn diff(
         want_alerts,
         more,
     }
+}
+
+/// Archived records per sync reply, at most (each is read from the file).
+const ARCHIVES_PER_REPLY: usize = 16;
+
+/// Adds to `reply` the whole records of jobs the asker lists as open
+/// (`theirs`) that are archived here. Archived jobs leave the digests, so
+/// a node that was away when a job was archived would otherwise never
+/// hear of it: it would keep the job open with the tasks it last saw, and
+/// claim and render again those it thought pending. The record goes with
+/// its tasks (read back from the file) and is merged before the flag
+/// freezes them, so the asker freezes the swarm's tasks, not its own stale
+/// ones. A few per reply, within the batch size; `more` brings the rest.
+async fn archives_they_missed(
+    inner: &Arc<Inner>,
+    theirs: &BTreeMap<JobId, Hash>,
+    reply: &mut SyncReply,
+) {
+    let SyncReply::Diff { jobs, more, .. } = reply else {
+        return;
+    };
+    let missed: Vec<JobId> = inner.ledger.read(|all| {
+        theirs
+            .keys()
+            .filter(|id| all.get(id).is_some_and(|r| r.archived.0))
+            .copied()
+            .collect()
+    });
+    if missed.is_empty() {
+        return;
+    }
+    let ledger = inner.ledger.clone();
+    let Ok((records, left)) =
+        tokio::task::spawn_blocking(move || read_archived(&ledger, &missed)).await
+    else {
+        return;
+    };
+    jobs.extend(records);
+    *more |= left;
+}
+
+/// The records of archived jobs `ids`, as many as fit in one reply, and
+/// whether some were left for the next.
+fn read_archived(ledger: &crate::ledger::Ledger, ids: &[JobId]) -> (Vec<(JobId, JobRecord)>, bool) {
+    let mut out = Vec::new();
+    let mut size = 0;
+    for id in ids {
+        if out.len() == ARCHIVES_PER_REPLY || size >= wire::SYNC_BATCH_BYTES {
+            return (out, true);
+        }
+        match ledger.read_job(*id, |r| (crate::codec::encode(r).len(), r.clone())) {
+            Ok(Some((len, rec))) => {
+                size += len;
+                out.push((*id, rec));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("reading archived job {} for a sync: {e}", id.short()),
+        }
+    }
+    (out, false)
 }
 
 async fn serve_chunks(inner: &Arc<Inner>, from: PeerId, data: &[u8]) -> Option<Vec<u8>> {

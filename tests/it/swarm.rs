@@ -13,6 +13,21 @@ use renderswarm::render::builtin;
 
 use crate::harness::*;
 
+/// Submits the example scene on `node` as frames `frames` of the `sleepy`
+/// engine, with `more` flags.
+fn submit_sleepy(node: &NodeProc, frames: &str, more: &[&str]) -> JobView {
+    let orbit = example("orbit.toml");
+    let mut args = vec![
+        orbit.to_str().unwrap(),
+        "--frames",
+        frames,
+        "--engine",
+        "sleepy",
+    ];
+    args.extend_from_slice(more);
+    node.submit(&args)
+}
+
 /// Every output of `job` is byte-identical to a direct (single-node)
 /// render of the same frame.
 fn assert_frames_match_direct(dir: &Path, frames: std::ops::RangeInclusive<u32>) {
@@ -114,16 +129,7 @@ fn killed_node_task_is_reclaimed_within_the_lease() {
     // could take the only copy of the scene, a different story.
     let engine = sleepy("30");
     let mut nodes = submitter_and_renderers(&engine, "farm", 2);
-    let orbit = example("orbit.toml");
-    let job = nodes[0].submit(&[
-        orbit.to_str().unwrap(),
-        "--frames",
-        "1",
-        "--engine",
-        "sleepy",
-        "--require",
-        "farm",
-    ]);
+    let job = submit_sleepy(&nodes[0], "1", &["--require", "farm"]);
     let running = nodes[0].wait_job(&job.id, "some node renders the task", |j| {
         j.tasks_running == 1
     });
@@ -160,16 +166,7 @@ fn killed_submitter_collects_when_it_returns() {
     let engine = sleepy("0.5");
     let mut nodes = swarm_of(3, &["--engine-command", &engine]);
     let out = tempfile::tempdir().unwrap();
-    let orbit = example("orbit.toml");
-    let job = nodes[0].submit(&[
-        orbit.to_str().unwrap(),
-        "--frames",
-        "1-12",
-        "--engine",
-        "sleepy",
-        "--out",
-        out.path().to_str().unwrap(),
-    ]);
+    let job = submit_sleepy(&nodes[0], "1-12", &["--out", out.path().to_str().unwrap()]);
     nodes[1].wait_job(&job.id, "a few frames done", |j| j.frames_done >= 2);
     nodes[0].kill9();
     nodes[1].wait_job(&job.id, "the others finish the job", |j| {
@@ -190,14 +187,7 @@ fn killed_submitter_collects_when_it_returns() {
 fn restarted_node_converges_to_the_same_digest() {
     let engine = sleepy("0.2");
     let mut nodes = swarm_of(3, &["--engine-command", &engine]);
-    let orbit = example("orbit.toml");
-    let job = nodes[0].submit(&[
-        orbit.to_str().unwrap(),
-        "--frames",
-        "1-20",
-        "--engine",
-        "sleepy",
-    ]);
+    let job = submit_sleepy(&nodes[0], "1-20", &[]);
     nodes[0].wait_job(&job.id, "some frames done", |j| j.frames_done >= 3);
     nodes[2].kill9();
     nodes[0].wait_job(&job.id, "the job finishes without it", |j| {
@@ -213,20 +203,52 @@ fn restarted_node_converges_to_the_same_digest() {
     .unwrap_or_else(|| panic!("digests differ: {want} vs {}", nodes[2].digest()));
 }
 
+/// A node away while a job finished and was archived learns of the archive
+/// when it returns, although archived jobs leave the digests nodes compare,
+/// and takes the swarm's tasks with it: the job leaves its open list (so
+/// it stops claiming the frames it last saw pending).
+#[test]
+fn a_node_away_during_an_archive_learns_of_it_when_it_returns() {
+    let engine = sleepy("0.2");
+    let mut nodes = swarm_of(2, &["--engine-command", &engine]);
+    let job = submit_sleepy(&nodes[0], "1-20", &[]);
+    nodes[1].wait_job(&job.id, "some frames done", |j| j.frames_done >= 3);
+    nodes[1].terminate();
+    nodes[0].wait_job(&job.id, "the job finishes without it", |j| {
+        j.status == JobStatus::Done
+    });
+    let out = nodes[0].cli(&["archive", &job.id]);
+    assert!(out.status.success(), "archive: {out:?}");
+    let peer = nodes[0].addr().to_string();
+    nodes[1].restart(&["--engine-command", &engine, "--peer", &peer]);
+    let seen = wait_for("the returning node hears of the archive", || {
+        nodes[1]
+            .all_jobs()
+            .into_iter()
+            .find(|j| j.id == job.id && j.archived)
+    })
+    .unwrap_or_else(|| {
+        let j = nodes[1].job(&job.id);
+        panic!(
+            "node 1 still has the job open: {:?}, archived {}",
+            j.status, j.archived
+        )
+    });
+    assert_eq!(
+        (seen.status, seen.frames_done),
+        (JobStatus::Done, 20),
+        "the swarm's tasks, not those it last saw"
+    );
+    assert!(nodes[1].jobs().iter().all(|j| j.id != job.id));
+}
+
 /// A node that joins after a job was submitted receives the whole ledger
 /// and takes work.
 #[test]
 fn late_joiner_gets_the_ledger_and_takes_work() {
     let engine = sleepy("0.4");
     let nodes = swarm_of(2, &["--engine-command", &engine]);
-    let orbit = example("orbit.toml");
-    let job = nodes[0].submit(&[
-        orbit.to_str().unwrap(),
-        "--frames",
-        "1-30",
-        "--engine",
-        "sleepy",
-    ]);
+    let job = submit_sleepy(&nodes[0], "1-30", &[]);
     let peer = nodes[1].addr().to_string();
     let late = NodeProc::start(&["--engine-command", &engine, "--peer", &peer]);
     let seen = late.wait_job(&job.id, "the late node knows the job", |_| true);
@@ -276,14 +298,7 @@ fn partition_then_heal_converges() {
     for n in &nodes {
         n.wait_alive(4);
     }
-    let orbit = example("orbit.toml");
-    let job = nodes[0].submit(&[
-        orbit.to_str().unwrap(),
-        "--frames",
-        "1-60",
-        "--engine",
-        "sleepy",
-    ]);
+    let job = submit_sleepy(&nodes[0], "1-60", &[]);
     // Every node holds the scene (has rendered) before the cut.
     wait_every_node_rendered(&nodes, &job.id);
     let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
