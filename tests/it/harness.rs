@@ -577,6 +577,21 @@ pub fn render_direct(blender: &Path, scene: &Path, out: &Path, frames: &str) {
     assert!(status.success());
 }
 
+/// Submits the example scene on `node` as frames `frames` of the `sleepy`
+/// command engine (see [`sleepy`]), with `more` flags.
+pub fn submit_sleepy(node: &NodeProc, frames: &str, more: &[&str]) -> JobView {
+    let orbit = example("orbit.toml");
+    let mut args = vec![
+        orbit.to_str().unwrap(),
+        "--frames",
+        frames,
+        "--engine",
+        "sleepy",
+    ];
+    args.extend_from_slice(more);
+    node.submit(&args)
+}
+
 /// A command engine named `sleepy` that takes `secs` per frame and writes a
 /// small file naming its frame: the farm's behaviour without the CPU cost
 /// of rendering.

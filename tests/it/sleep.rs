@@ -34,19 +34,6 @@ fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn submit(on: &NodeProc, frames: &str, more: &[&str]) -> JobView {
-    let orbit = example("orbit.toml");
-    let mut args = vec![
-        orbit.to_str().unwrap(),
-        "--frames",
-        frames,
-        "--engine",
-        "sleepy",
-    ];
-    args.extend(more);
-    on.submit(&args)
-}
-
 #[test]
 fn a_sleeping_node_takes_no_tasks_until_it_is_woken() {
     let engine = sleepy("0.2");
@@ -70,7 +57,7 @@ fn a_sleeping_node_takes_no_tasks_until_it_is_woken() {
     let seen = wait_view(&a, &b.id, "a sees b asleep", |n| n.state == "asleep");
     let why = seen.asleep.unwrap();
     assert_eq!(why, "by its schedule");
-    let job = submit(&a, "1-6", &[]);
+    let job = submit_sleepy(&a, "1-6", &[]);
     let done = a.wait_job(&job.id, "the job is done", |j| j.status == JobStatus::Done);
     assert_eq!(renderers(&done), BTreeSet::from([a.id.clone()]));
     let peers = stdout(&a.cli(&["peers"]));
@@ -82,7 +69,7 @@ fn a_sleeping_node_takes_no_tasks_until_it_is_woken() {
     );
 
     // A job only it can run waits, and says why.
-    let night = submit(&a, "1-2", &["--require", "night"]);
+    let night = submit_sleepy(&a, "1-2", &["--require", "night"]);
     let why = "the one node that can run it is asleep";
     a.wait_job(&night.id, "the job says why it waits", |j| {
         j.waiting.as_deref() == Some(why)
@@ -106,7 +93,7 @@ fn a_sleeping_node_takes_no_tasks_until_it_is_woken() {
     ] {
         assert!(events.contains(said), "{said} missing from {events}");
     }
-    let job = submit(&a, "1-12", &[]);
+    let job = submit_sleepy(&a, "1-12", &[]);
     let done = a.wait_job(&job.id, "the job is done", |j| j.status == JobStatus::Done);
     assert!(renderers(&done).contains(&b.id), "b rendered none of it");
 
@@ -136,7 +123,7 @@ fn sleep_now_gives_the_renders_under_way_back_without_costing_an_attempt() {
     let (a, b) = (&nodes[0], &nodes[1]);
     // One attempt each: a render stopped by `sleep --now` that counted as
     // a failure would fail its task and the job.
-    let job = submit(a, "1-3", &["--max-attempts", "1"]);
+    let job = submit_sleepy(a, "1-3", &["--max-attempts", "1"]);
     b.wait_job(&job.id, "b renders a task", |j| {
         j.tasks.iter().flatten().any(|t| {
             t.node.as_deref() == Some(b.id.as_str())
@@ -161,7 +148,7 @@ fn sleep_now_gives_the_renders_under_way_back_without_costing_an_attempt() {
     assert_eq!(given_back, 1, "one task was started on b, then again on a");
 
     // A job no node can run says so too.
-    let nowhere = submit(a, "1", &["--require", "nowhere"]);
+    let nowhere = submit_sleepy(a, "1", &["--require", "nowhere"]);
     a.wait_job(&nowhere.id, "the job says why it waits", |j| {
         j.waiting.as_deref() == Some("no live node can run it (engine or tags missing)")
     });

@@ -13,21 +13,6 @@ use renderswarm::render::builtin;
 
 use crate::harness::*;
 
-/// Submits the example scene on `node` as frames `frames` of the `sleepy`
-/// engine, with `more` flags.
-fn submit_sleepy(node: &NodeProc, frames: &str, more: &[&str]) -> JobView {
-    let orbit = example("orbit.toml");
-    let mut args = vec![
-        orbit.to_str().unwrap(),
-        "--frames",
-        frames,
-        "--engine",
-        "sleepy",
-    ];
-    args.extend_from_slice(more);
-    node.submit(&args)
-}
-
 /// Every output of `job` is byte-identical to a direct (single-node)
 /// render of the same frame.
 fn assert_frames_match_direct(dir: &Path, frames: std::ops::RangeInclusive<u32>) {
