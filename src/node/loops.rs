@@ -390,7 +390,7 @@ fn with_view<T>(inner: &Inner, f: impl FnOnce(&scheduler::View<'_>) -> T) -> T {
     let mine = inner.capability();
     inner.with_liveness(|live| {
         let busy: HashSet<_> = live.mine.iter().map(|(j, t, _)| (*j, *t)).collect();
-        let waiting = inner.jobs_waiting_for_scenes();
+        let waiting = inner.jobs_left_alone();
         let caps: BTreeMap<_, _> = live
             .peers
             .capabilities(live.now)

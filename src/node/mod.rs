@@ -117,6 +117,11 @@ pub(crate) struct Inner {
     pub slot_freed: Notify,
     /// Jobs whose scene could not be fetched, and until when to leave them.
     pub scene_waits: Mutex<HashMap<JobId, std::time::Instant>>,
+    /// The jobs open in the ledger when this node started, left alone until
+    /// it has synced with a peer once or a lease has passed: a node that was
+    /// away holds them as it last saw them, and would claim and render
+    /// again tasks that others finished meanwhile. `None` once caught up.
+    pub open_at_start: Mutex<Option<HashSet<JobId>>>,
     /// How long this node's renders of each job take (claims held ahead).
     pub render_times: loops::RenderTimes,
     /// How far each job's first tasks are done, for the scheduler's picks.
@@ -233,6 +238,7 @@ impl Node {
             storage_pause: Mutex::new(None),
             sleep: sleep::Sleep::open(&dirs.root, cfg.sleep_schedule.clone()),
             scene_waits: Mutex::new(HashMap::new()),
+            open_at_start: Mutex::new(net.is_some().then(|| open_jobs(&ledger))),
             render_times: loops::RenderTimes::default(),
             done_prefix: scheduler::DonePrefix::default(),
             trim_now: Notify::new(),
@@ -431,12 +437,32 @@ impl Inner {
         }
     }
 
-    /// Jobs to leave alone for now: their scene could not be fetched.
-    pub fn jobs_waiting_for_scenes(&self) -> HashSet<JobId> {
+    /// Jobs to leave alone for now: their scene could not be fetched, or
+    /// this node has not caught up with the swarm since it started.
+    pub fn jobs_left_alone(&self) -> HashSet<JobId> {
         let now = std::time::Instant::now();
-        let mut waits = lock(&self.scene_waits);
-        waits.retain(|_, until| *until > now);
-        waits.keys().copied().collect()
+        let mut alone: HashSet<JobId> = {
+            let mut waits = lock(&self.scene_waits);
+            waits.retain(|_, until| *until > now);
+            waits.keys().copied().collect()
+        };
+        let mut stale = lock(&self.open_at_start);
+        if now.saturating_duration_since(self.started) > self.cfg.lease {
+            *stale = None;
+        }
+        alone.extend(stale.iter().flatten());
+        alone
+    }
+
+    /// This node has synced with a peer: what it held from before it
+    /// started is merged with the swarm's.
+    pub fn caught_up(&self) {
+        if lock(&self.open_at_start)
+            .take()
+            .is_some_and(|s| !s.is_empty())
+        {
+            tracing::debug!("synced with a peer: claiming from every job");
+        }
     }
 
     /// The (job, task, epoch) triples this node holds.
@@ -474,6 +500,16 @@ impl Inner {
         };
         f(&live)
     }
+}
+
+/// The jobs with tasks left in `ledger`.
+fn open_jobs(ledger: &Ledger) -> HashSet<JobId> {
+    ledger.read(|jobs| {
+        jobs.iter()
+            .filter(|(_, r)| !r.archived.0 && r.has_tasks_left())
+            .map(|(id, _)| *id)
+            .collect()
+    })
 }
 
 /// The data directory's layout.

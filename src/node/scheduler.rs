@@ -77,8 +77,9 @@ pub struct View<'a> {
     pub blocklist_after: u32,
     /// Tasks this node is already working on.
     pub busy: &'a HashSet<(JobId, TaskIndex)>,
-    /// Jobs whose scene this node could not fetch a moment ago (no peer
-    /// that holds it is reachable): left alone for a while.
+    /// Jobs left alone for a while: their scene could not be fetched a
+    /// moment ago (no peer that holds it is reachable), or this node has
+    /// not caught up with the swarm since it started.
     pub waiting: &'a HashSet<JobId>,
     pub live: &'a dyn Liveness,
     /// This node's wall clock, in milliseconds since the Unix epoch.

@@ -66,7 +66,10 @@ pub(crate) async fn sync_with(inner: &Arc<Inner>, peer: PeerId) {
                 want_alerts,
                 more,
             }) => (jobs, alerts, want_jobs, want_alerts, more),
-            Ok(SyncReply::Ack) => return,
+            Ok(SyncReply::Ack) => {
+                inner.caught_up();
+                return;
+            }
             Err(e) => {
                 inner.bad_peer(peer, &format!("sync reply: {e}"));
                 return;
@@ -76,6 +79,7 @@ pub(crate) async fn sync_with(inner: &Arc<Inner>, peer: PeerId) {
         merge_records(inner, peer, jobs, alerts).await;
         push(inner, peer, &want_jobs, &want_alerts).await;
         if !more {
+            inner.caught_up();
             return;
         }
     }

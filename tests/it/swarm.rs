@@ -188,6 +188,36 @@ fn restarted_node_converges_to_the_same_digest() {
     .unwrap_or_else(|| panic!("digests differ: {want} vs {}", nodes[2].digest()));
 }
 
+/// A node that comes back after the swarm finished a job it left half done
+/// claims nothing of it: it would have rendered again the tasks it last saw
+/// pending, had it claimed before its first sync (it waits for that sync,
+/// or a lease).
+#[test]
+fn a_node_back_from_away_renders_nothing_the_swarm_finished() {
+    let engine = sleepy("0.2");
+    let mut nodes = swarm_of(2, &["--engine-command", &engine]);
+    let job = submit_sleepy(&nodes[0], "1-30", &[]);
+    nodes[1].wait_job(&job.id, "some frames done", |j| j.frames_done >= 3);
+    nodes[1].terminate();
+    let before = nodes[0].wait_job(&job.id, "the job finishes without it", |j| {
+        j.status == JobStatus::Done
+    });
+    let peer = nodes[0].addr().to_string();
+    nodes[1].restart(&["--engine-command", &engine, "--peer", &peer]);
+    wait_for("the returning node converges", || {
+        let j = nodes[1].job(&job.id);
+        (j.status == JobStatus::Done && nodes[1].digest() == nodes[0].digest()).then_some(())
+    })
+    .expect("converged");
+    let started = metric(&nodes[1], "renderswarm_local_renders_started_total");
+    let after = nodes[0].job(&job.id);
+    assert_eq!(
+        (started, after.renders_started),
+        (0.0, before.renders_started),
+        "renders started by the returning node, and in all"
+    );
+}
+
 /// A node away while a job finished and was archived learns of the archive
 /// when it returns, although archived jobs leave the digests nodes compare,
 /// and takes the swarm's tasks with it: the job leaves its open list (so
