@@ -846,9 +846,9 @@ mod tests {
     use crate::ledger::types::tests::spec;
     use crate::ledger::{Claim, Done, End, EndKind, FrameRange, Start};
 
-    /// What a peer renders as the API shows it, its heartbeat saying it
-    /// holds tasks 0, 1 and 2 of a job (epoch 1) after the ledger heard
-    /// task 0 is done and the peer's attempt at task 1 ended.
+    /// The tasks the API shows `peer` rendering when its latest heartbeat
+    /// says it holds tasks 0, 1 and 2 of `job` (epoch 1) and the ledger
+    /// holds `rec`.
     fn shown(rec: &JobRecord, job: JobId, peer: &NodeId) -> Vec<u32> {
         let held: Vec<_> = (0..3).map(|t| (job, t, 1)).collect();
         let mut table = super::super::peers::PeerTable::new(Duration::from_secs(3));
