@@ -422,6 +422,53 @@ fn count_serving(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::types::tests::spec;
+    use crate::ledger::{FrameRange, Ledger, NodeId, TaskState, ops};
+
+    /// Archived records go a few per reply, each with its tasks read back
+    /// from the file, and the reply says when more are left.
+    #[test]
+    fn archived_records_go_whole_a_few_per_reply() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("ledger.redb"), NodeId::new("a")).unwrap();
+        let frames = FrameRange {
+            start: 1,
+            end: 2,
+            step: 1,
+        };
+        let ids: Vec<JobId> = (0..ARCHIVES_PER_REPLY + 2)
+            .map(|i| {
+                let mut s = spec(frames, 1);
+                s.name = format!("job {i}");
+                let (id, mut rec) = ledger.submit(s).unwrap();
+                rec.tasks.insert(1, TaskState::default());
+                rec.tasks
+                    .get_mut(&1)
+                    .unwrap()
+                    .claims
+                    .insert(crate::ledger::Claim {
+                        epoch: 1,
+                        lamport: 1,
+                        node: NodeId::new("a"),
+                    });
+                ledger.apply_local(id, &rec).unwrap();
+                ledger.apply_local(id, &ops::archive(&rec)).unwrap();
+                id
+            })
+            .collect();
+        ledger.flush().unwrap();
+        assert!(ledger.read(|jobs| jobs.values().all(|r| r.archived.0 && r.tasks.is_empty())));
+        let (first, more) = read_archived(&ledger, &ids);
+        assert_eq!((first.len(), more), (ARCHIVES_PER_REPLY, true));
+        assert!(
+            first
+                .iter()
+                .all(|(_, r)| r.archived.0 && r.tasks.len() == 1),
+            "whole records"
+        );
+        let (rest, more) = read_archived(&ledger, &ids[ARCHIVES_PER_REPLY..]);
+        assert_eq!((rest.len(), more), (2, false));
+    }
 
     #[test]
     fn a_chunk_still_being_fetched_is_served_to_two_peers_then_withheld() {
