@@ -119,9 +119,14 @@ impl TaskState {
 
     /// How the attempt of `claim` ended, if it did.
     pub fn end_of(&self, claim: &Claim) -> Option<&End> {
+        self.end_at(claim.epoch, &claim.node)
+    }
+
+    /// How `node`'s attempt under its claim of `epoch` ended, if it did.
+    pub fn end_at(&self, epoch: u32, node: &NodeId) -> Option<&End> {
         self.ends
             .iter()
-            .find(|e| e.epoch == claim.epoch && e.node == claim.node)
+            .find(|e| e.epoch == epoch && &e.node == node)
     }
 
     /// The epoch a new claim must carry to beat every claim so far.

@@ -773,9 +773,9 @@ fn holds(rec: &JobRecord, task: u32, epoch: u32, node: &NodeId) -> bool {
     if rec.archived.0 {
         return false;
     }
-    rec.tasks.get(&task).is_none_or(|t| {
-        t.dones.is_empty() && !t.ends.iter().any(|e| e.epoch == epoch && &e.node == node)
-    })
+    rec.tasks
+        .get(&task)
+        .is_none_or(|t| t.dones.is_empty() && t.end_at(epoch, node).is_none())
 }
 
 /// A node's state in one word, as the page filters by it.
