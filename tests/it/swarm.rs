@@ -188,29 +188,37 @@ fn restarted_node_converges_to_the_same_digest() {
     .unwrap_or_else(|| panic!("digests differ: {want} vs {}", nodes[2].digest()));
 }
 
+/// Two nodes and a job of `frames`: node 1 stops (SIGTERM) once a few
+/// frames are done, and node 0 finishes the job without it. Returns the
+/// nodes, their engine, and the finished job as node 0 sees it.
+fn finished_while_node_1_is_away(frames: &str) -> (Vec<NodeProc>, String, JobView) {
+    let engine = sleepy("0.2");
+    let mut nodes = swarm_of(2, &["--engine-command", &engine]);
+    let job = submit_sleepy(&nodes[0], frames, &[]);
+    nodes[1].wait_job(&job.id, "some frames done", |j| j.frames_done >= 3);
+    nodes[1].terminate();
+    let done = nodes[0].wait_job(&job.id, "the job finishes without it", |j| {
+        j.status == JobStatus::Done
+    });
+    (nodes, engine, done)
+}
+
 /// A node that comes back after the swarm finished a job it left half done
 /// claims nothing of it: it would have rendered again the tasks it last saw
 /// pending, had it claimed before its first sync (it waits for that sync,
 /// or a lease).
 #[test]
 fn a_node_back_from_away_renders_nothing_the_swarm_finished() {
-    let engine = sleepy("0.2");
-    let mut nodes = swarm_of(2, &["--engine-command", &engine]);
-    let job = submit_sleepy(&nodes[0], "1-30", &[]);
-    nodes[1].wait_job(&job.id, "some frames done", |j| j.frames_done >= 3);
-    nodes[1].terminate();
-    let before = nodes[0].wait_job(&job.id, "the job finishes without it", |j| {
-        j.status == JobStatus::Done
-    });
+    let (mut nodes, engine, before) = finished_while_node_1_is_away("1-30");
     let peer = nodes[0].addr().to_string();
     nodes[1].restart(&["--engine-command", &engine, "--peer", &peer]);
     wait_for("the returning node converges", || {
-        let j = nodes[1].job(&job.id);
+        let j = nodes[1].job(&before.id);
         (j.status == JobStatus::Done && nodes[1].digest() == nodes[0].digest()).then_some(())
     })
     .expect("converged");
     let started = metric(&nodes[1], "renderswarm_local_renders_started_total");
-    let after = nodes[0].job(&job.id);
+    let after = nodes[0].job(&before.id);
     assert_eq!(
         (started, after.renders_started),
         (0.0, before.renders_started),
@@ -224,14 +232,7 @@ fn a_node_back_from_away_renders_nothing_the_swarm_finished() {
 /// it stops claiming the frames it last saw pending).
 #[test]
 fn a_node_away_during_an_archive_learns_of_it_when_it_returns() {
-    let engine = sleepy("0.2");
-    let mut nodes = swarm_of(2, &["--engine-command", &engine]);
-    let job = submit_sleepy(&nodes[0], "1-20", &[]);
-    nodes[1].wait_job(&job.id, "some frames done", |j| j.frames_done >= 3);
-    nodes[1].terminate();
-    nodes[0].wait_job(&job.id, "the job finishes without it", |j| {
-        j.status == JobStatus::Done
-    });
+    let (mut nodes, engine, job) = finished_while_node_1_is_away("1-20");
     let out = nodes[0].cli(&["archive", &job.id]);
     assert!(out.status.success(), "archive: {out:?}");
     let peer = nodes[0].addr().to_string();
