@@ -34,7 +34,7 @@
 //! bottleneck). Besides the heartbeat, the only message this adds is the
 //! tell: a chunk request names chunks, and any node serves any chunk it has.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -43,7 +43,7 @@ use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
 use tokio::time::Instant;
 
-use super::wire::{self, ChunkRequest};
+use super::wire::{self, ChunkRequest, MAX_CHUNKS_PER_REQUEST};
 use super::{Inner, have, lock};
 use crate::codec::CodecError;
 use crate::hash::Hash;
@@ -868,19 +868,21 @@ pub(crate) async fn verify_dones(
         return 0;
     }
     let missing = manifests_missing(inner, needed.keys().copied().collect()).await;
+    // Manifests to ask of the same peers go together, a request's worth at
+    // a time: a node that syncs a job with thousands of frames it has not
+    // seen asks for their manifests in a few requests, not one each.
+    let mut by_askee: BTreeMap<Vec<PeerId>, Vec<Hash>> = BTreeMap::new();
     for &blob in &missing {
-        let authors = needed.get(&blob).cloned().unwrap_or_default();
-        let mut peers: Vec<PeerId> = authors
-            .iter()
-            .filter_map(|n| PeerId::from_str(n.as_str()).ok())
-            .collect();
-        peers.extend(
-            also.iter()
-                .filter(|p| !peers.contains(p))
-                .copied()
-                .collect::<Vec<_>>(),
-        );
-        inner.fetch_batch(&[blob], &peers, None).await;
+        let authors = needed.get(&blob).map(Vec::as_slice).unwrap_or_default();
+        by_askee
+            .entry(whom_to_ask(authors, also))
+            .or_default()
+            .push(blob);
+    }
+    for (peers, blobs) in &by_askee {
+        for batch in blobs.chunks(MAX_CHUNKS_PER_REQUEST) {
+            inner.fetch_batch(batch, peers, None).await;
+        }
     }
     let unobtainable: BTreeSet<Hash> = manifests_missing(inner, missing)
         .await
@@ -894,6 +896,21 @@ pub(crate) async fn verify_dones(
         dropped += before - t.dones.len();
     }
     dropped
+}
+
+/// Whom to ask for the manifest of a blob named in Dones by `authors`:
+/// they, in order and once each, then the peers in `also`.
+fn whom_to_ask(authors: &[NodeId], also: &[PeerId]) -> Vec<PeerId> {
+    let mut peers: Vec<PeerId> = Vec::new();
+    let named = authors
+        .iter()
+        .filter_map(|n| PeerId::from_str(n.as_str()).ok());
+    for p in named.chain(also.iter().copied()) {
+        if !peers.contains(&p) {
+            peers.push(p);
+        }
+    }
+    peers
 }
 
 /// The blobs whose manifest this node does not hold: absent, or bytes that

@@ -5,6 +5,7 @@
 //! in `swarm.rs`.
 
 use renderswarm::ledger::{JobStatus, TaskStatus};
+use renderswarm::node::views::JobView;
 
 use crate::harness::*;
 
@@ -236,19 +237,7 @@ fn second_copies_of_many_frames_take_few_requests() {
     let nodes = submitter_and_renderers(&engine, "farm", 1);
     let submitter = &nodes[0];
     let before = metric(submitter, "renderswarm_requests_total");
-    let orbit = example("orbit.toml");
-    let job = submitter.submit(&[
-        orbit.to_str().unwrap(),
-        "--frames",
-        &format!("1-{FRAMES}"),
-        "--engine",
-        "w",
-        "--require",
-        "farm",
-    ]);
-    submitter.wait_job(&job.id, "the renderer finishes", |j| {
-        j.status == JobStatus::Done
-    });
+    rendered_by_the_renderers(submitter, FRAMES);
     wait_for("the submitter holds a copy of every frame", || {
         let held =
             (1..=FRAMES).all(|f| store_holds(&submitter.data, format!("frame {f}\n").as_bytes()));
@@ -261,6 +250,52 @@ fn second_copies_of_many_frames_take_few_requests() {
         asked < f64::from(FRAMES),
         "{asked} requests for {FRAMES} frames: copies went one frame at a time"
     );
+}
+
+/// A node that joins after a job is done checks every Done it learns of
+/// by sync against its outputs' manifests, fetched in a few requests (a
+/// request's worth at a time), not one request per frame: a node back from
+/// a week away would otherwise make thousands before it had caught up.
+#[test]
+fn a_late_node_checks_the_frames_it_syncs_in_few_requests() {
+    const FRAMES: u32 = 80;
+    let engine = writer("w", "0");
+    let nodes = submitter_and_renderers(&engine, "farm", 1);
+    let job = rendered_by_the_renderers(&nodes[0], FRAMES);
+    // No engine: it renders nothing, and has nothing to ask for but records
+    // and the manifests that show them.
+    let t0 = std::time::Instant::now();
+    let late = NodeProc::start(&["--peer", nodes[0].addr()]);
+    let synced = late.wait_job(&job.id, "the late node has every frame done", |j| {
+        j.frames_done == u64::from(FRAMES)
+    });
+    println!("the late node caught up in {:?}", t0.elapsed());
+    assert_eq!(synced.status, JobStatus::Done);
+    let asked = metric(&late, "renderswarm_requests_total");
+    println!("a late node synced a job of {FRAMES} done frames with {asked} requests");
+    assert!(
+        asked < f64::from(FRAMES) / 4.0,
+        "{asked} requests to sync {FRAMES} done frames: their manifests went one at a time"
+    );
+}
+
+/// A job of `frames` frames of engine `w` submitted on `submitter` for the
+/// nodes tagged `farm` (of [`submitter_and_renderers`]), once they have
+/// rendered it.
+fn rendered_by_the_renderers(submitter: &NodeProc, frames: u32) -> JobView {
+    let orbit = example("orbit.toml");
+    let job = submitter.submit(&[
+        orbit.to_str().unwrap(),
+        "--frames",
+        &format!("1-{frames}"),
+        "--engine",
+        "w",
+        "--require",
+        "farm",
+    ]);
+    submitter.wait_job(&job.id, "the renderers finish", |j| {
+        j.status == JobStatus::Done
+    })
 }
 
 /// Whether the store under `data` holds a chunk with exactly `content`.
