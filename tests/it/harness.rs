@@ -452,6 +452,16 @@ pub fn metric_where(node: &NodeProc, name: &str, label: &str) -> f64 {
     value.unwrap_or_else(|| panic!("{name}{{{label}}} missing from {}'s /metrics", node.api))
 }
 
+/// Whether the store under `data` holds a chunk with exactly `content`.
+pub fn store_holds(data: &std::path::Path, content: &[u8]) -> bool {
+    let hash = blake3::hash(content).to_hex().to_string();
+    data.join("store")
+        .join("blobs")
+        .join(&hash[..2])
+        .join(&hash)
+        .is_file()
+}
+
 /// Poll `f` until it returns `Some`, for up to [`DEADLINE`].
 pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();

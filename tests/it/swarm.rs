@@ -258,6 +258,56 @@ fn a_node_away_during_an_archive_learns_of_it_when_it_returns() {
     assert!(nodes[1].jobs().iter().all(|j| j.id != job.id));
 }
 
+/// A node away while a job finished, was archived and its frames left the
+/// cache of the node that kept them still learns every frame done: an
+/// archived job's Dones are not dropped for want of their outputs'
+/// manifests (they would never come back: its tasks are frozen).
+#[test]
+fn an_archived_job_whose_frames_left_the_cache_shows_every_frame_done_on_return() {
+    let engine = sleepy("0.2");
+    let small = [
+        "--engine-command",
+        &engine,
+        "--cache-size",
+        "1",
+        "--test-cache-every-ms",
+        "200",
+    ];
+    let mut nodes = swarm_of(2, &small);
+    let job = submit_sleepy(&nodes[0], "1-20", &[]);
+    nodes[1].wait_job(&job.id, "some frames done", |j| j.frames_done >= 3);
+    nodes[1].terminate();
+    let done = nodes[0].wait_job(&job.id, "the job finishes without it", |j| {
+        j.status == JobStatus::Done
+    });
+    let out = nodes[0].cli(&["archive", &job.id]);
+    assert!(out.status.success(), "archive: {out:?}");
+    let frames: Vec<String> = (1..=20).map(|f| format!("frame {f}\n")).collect();
+    wait_for("the archived job's frames leave the cache", || {
+        let gone = frames
+            .iter()
+            .all(|f| !store_holds(&nodes[0].data, f.as_bytes()));
+        gone.then_some(())
+    })
+    .expect("an archived job's frames are free to leave a small cache");
+    let peer = nodes[0].addr().to_string();
+    let mut back = small.to_vec();
+    back.extend(["--peer", &peer]);
+    nodes[1].restart(&back);
+    let seen = wait_for("the returning node hears of the archive", || {
+        nodes[1]
+            .all_jobs()
+            .into_iter()
+            .find(|j| j.id == job.id && j.archived)
+    })
+    .expect("node 1 learns of the archive");
+    assert_eq!(
+        (seen.status, seen.frames_done),
+        (JobStatus::Done, done.frames_done),
+        "every frame done, as on the node that archived it"
+    );
+}
+
 /// A node that joins after a job was submitted receives the whole ledger
 /// and takes work.
 #[test]

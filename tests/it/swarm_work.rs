@@ -297,13 +297,3 @@ fn rendered_by_the_renderers(submitter: &NodeProc, frames: u32) -> JobView {
         j.status == JobStatus::Done
     })
 }
-
-/// Whether the store under `data` holds a chunk with exactly `content`.
-fn store_holds(data: &std::path::Path, content: &[u8]) -> bool {
-    let hash = blake3::hash(content).to_hex().to_string();
-    data.join("store")
-        .join("blobs")
-        .join(&hash[..2])
-        .join(&hash)
-        .is_file()
-}
