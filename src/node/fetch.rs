@@ -655,7 +655,8 @@ impl Inner {
                     "chunk request"
                 );
                 if bad > 0 {
-                    self.bad_peer(peer, &format!("{bad} chunk(s) with wrong bytes"));
+                    let what = format!("{bad} chunk(s) with wrong bytes");
+                    self.bad_inputs(peer, &what, u32::try_from(bad).unwrap_or(u32::MAX));
                 }
                 let missed: Vec<Hash> = left.iter().filter(|h| !ok.contains(h)).copied().collect();
                 self.haves.missed(peer, &missed);

@@ -44,12 +44,12 @@ pub struct BadInput {
 }
 
 impl BadInput {
-    /// Count bad input from `peer`, logging at most once per peer per
-    /// minute. Returns true when the peer has sent so much within the
-    /// minute that it should be disconnected.
-    pub fn report(&self, peer: PeerId, what: &str) -> bool {
+    /// Count `n` bad inputs from `peer` (`what`), logging at most once per
+    /// peer per minute. Returns true when the peer has sent so much within
+    /// the minute that it should be disconnected.
+    pub fn report(&self, peer: PeerId, what: &str, n: u32) -> bool {
         self.count
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(u64::from(n), std::sync::atomic::Ordering::Relaxed);
         let mut windows = lock(&self.windows);
         let now = Instant::now();
         let w = windows.entry(peer).or_insert(Window {
@@ -64,12 +64,13 @@ impl BadInput {
                 logged: false,
             };
         }
-        w.count += 1;
+        let before = w.count;
+        w.count = w.count.saturating_add(n);
         if !w.logged {
             w.logged = true;
             tracing::warn!(%peer, "dropped bad input: {what} (further reports from this peer muted for a minute)");
         }
-        w.count == DISCONNECT_AFTER
+        before < DISCONNECT_AFTER && w.count >= DISCONNECT_AFTER
     }
 }
 
@@ -77,7 +78,14 @@ impl Inner {
     /// Count bad input from `peer`; disconnect a peer that keeps sending it
     /// (gossipsub's scoring also graylists it for gossip).
     pub(crate) fn bad_peer(self: &Arc<Self>, peer: PeerId, what: &str) {
-        if !self.bad_input.report(peer, what) {
+        self.bad_inputs(peer, what, 1);
+    }
+
+    /// [`Inner::bad_peer`] for `n` bad inputs in one message (a chunk
+    /// reply with `n` wrong chunks counts as `n`, as it did when each went
+    /// in a request of its own).
+    pub(crate) fn bad_inputs(self: &Arc<Self>, peer: PeerId, what: &str, n: u32) {
+        if !self.bad_input.report(peer, what, n) {
             return;
         }
         tracing::warn!(%peer, "disconnecting a peer that sent {DISCONNECT_AFTER} bad inputs within a minute");
@@ -434,5 +442,25 @@ mod tests {
                 .unwrap_err()
                 .contains("another node")
         );
+    }
+
+    /// A message with many bad inputs (a chunk reply with many wrong
+    /// chunks) counts each, and says to disconnect once, when the count
+    /// crosses the limit, however it got there.
+    #[test]
+    fn bad_inputs_count_one_by_one_or_many_at_once() {
+        let bad = BadInput::default();
+        let (one, many) = (PeerId::random(), PeerId::random());
+        let crossed: Vec<bool> = (0..DISCONNECT_AFTER + 2)
+            .map(|_| bad.report(one, "a bad record", 1))
+            .collect();
+        let at = crossed.iter().position(|c| *c);
+        assert_eq!(at, Some(DISCONNECT_AFTER as usize - 1));
+        assert_eq!(crossed.iter().filter(|c| **c).count(), 1);
+        assert!(!bad.report(many, "3 chunks with wrong bytes", 3));
+        assert!(bad.report(many, "30 chunks with wrong bytes", 30));
+        assert!(!bad.report(many, "1 chunk with wrong bytes", 1));
+        let counted = bad.count.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(counted, u64::from(DISCONNECT_AFTER) + 2 + 34);
     }
 }
