@@ -430,7 +430,7 @@ fn count_serving(
 mod tests {
     use super::*;
     use crate::ledger::types::tests::spec;
-    use crate::ledger::{FrameRange, Ledger, NodeId, TaskState, ops};
+    use crate::ledger::{Claim, FrameRange, Ledger, NodeId, ops};
 
     /// Archived records go a few per reply, each with its tasks read back
     /// from the file, and the reply says when more are left.
@@ -448,16 +448,11 @@ mod tests {
                 let mut s = spec(frames, 1);
                 s.name = format!("job {i}");
                 let (id, mut rec) = ledger.submit(s).unwrap();
-                rec.tasks.insert(1, TaskState::default());
-                rec.tasks
-                    .get_mut(&1)
-                    .unwrap()
-                    .claims
-                    .insert(crate::ledger::Claim {
-                        epoch: 1,
-                        lamport: 1,
-                        node: NodeId::new("a"),
-                    });
+                rec.tasks.entry(1).or_default().claims.insert(Claim {
+                    epoch: 1,
+                    lamport: 1,
+                    node: NodeId::new("a"),
+                });
                 ledger.apply_local(id, &rec).unwrap();
                 ledger.apply_local(id, &ops::archive(&rec)).unwrap();
                 id
