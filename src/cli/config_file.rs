@@ -138,6 +138,7 @@ mod tests {
             name: Some("n".into()),
             tags: vec!["t".into()],
             stall: Some(1),
+            render_nice: Some(10),
             cache_size: Some("1G".into()),
             archive_after_days: Some(30),
             sleep_schedule: Some("s".into()),

@@ -22,7 +22,7 @@ use crate::alert::{
 };
 use crate::node::sleep::SleepSchedule;
 use crate::node::{NetConfig, Node, NodeConfig};
-use crate::render::{DEFAULT_STALL, EngineConfig};
+use crate::render::{DEFAULT_RENDER_NICE, DEFAULT_STALL, EngineConfig};
 
 #[derive(Args, Debug, Default)]
 pub struct NodeArgs {
@@ -60,6 +60,11 @@ pub struct NodeArgs {
     /// Seconds of engine silence before a render counts as stalled.
     #[arg(long)]
     pub stall: Option<u64>,
+    /// The niceness engines run at, 0-19 (default 10): people working at
+    /// the machine, and the node's own work, go before a render. 0 runs
+    /// them as the node runs.
+    #[arg(long, value_name = "N")]
+    pub render_nice: Option<i32>,
     /// Disk the blob store may use, e.g. 20G (default 20G). Least recently
     /// used blobs go beyond it; what active jobs and uncollected outputs
     /// need always stays.
@@ -162,6 +167,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub tags: Vec<String>,
     pub stall: Option<u64>,
+    pub render_nice: Option<i32>,
     /// Like `--cache-size`: "20G".
     pub cache_size: Option<String>,
     pub archive_after_days: Option<u32>,
@@ -495,12 +501,23 @@ fn engine_config(args: &NodeArgs, file: &FileConfig) -> Result<EngineConfig> {
     if stall.is_zero() {
         return Err(BadInput("--stall must be at least 1 second".into()).into());
     }
+    let nice = args
+        .render_nice
+        .or(file.render_nice)
+        .unwrap_or(DEFAULT_RENDER_NICE);
+    if !(0..=19).contains(&nice) {
+        return Err(BadInput(format!(
+            "--render-nice (render_nice in the config file) must be 0 to 19, not {nice}"
+        ))
+        .into());
+    }
     Ok(EngineConfig {
         blender: args.blender.clone().or(file.blender.clone()),
         ffmpeg: args.ffmpeg.clone().or(file.ffmpeg.clone()),
         commands,
         threads: file.threads.unwrap_or(0),
         stall,
+        nice,
     })
 }
 
@@ -651,5 +668,17 @@ mod tests {
             node_config(&[], "archive_after_days = 0").archive_after,
             None
         );
+    }
+
+    #[test]
+    fn renders_run_at_nice_10_unless_the_flag_or_the_file_says_otherwise() {
+        let nice = |flags: &[&str], file: &str| node_config(flags, file).engines.nice;
+        assert_eq!(nice(&[], ""), 10);
+        assert_eq!(nice(&[], "render_nice = 19"), 19);
+        assert_eq!(nice(&["--render-nice", "0"], "render_nice = 19"), 0);
+        let e = config_error(&["--render-nice", "20"], "");
+        assert!(e.contains("must be 0 to 19, not 20"), "{e}");
+        let e = config_error(&[], "render_nice = -5");
+        assert!(e.contains("render_nice in the config file"), "{e}");
     }
 }

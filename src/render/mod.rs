@@ -77,6 +77,11 @@ pub(crate) use runner::until;
 /// Default stall limit: Cycles can print nothing for minutes between progress lines.
 pub const DEFAULT_STALL: Duration = Duration::from_secs(10 * 60);
 
+/// Default niceness of the engines' processes: on a workstation the
+/// person at it keeps a responsive machine, and on any node the node's own
+/// work (heartbeats, gossip, serving blobs) goes before a render's.
+pub const DEFAULT_RENDER_NICE: i32 = 10;
+
 /// What this node can run, from the node's own configuration.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -90,6 +95,9 @@ pub struct EngineConfig {
     pub threads: usize,
     /// How long an engine may print nothing before it is judged stalled and killed.
     pub stall: Duration,
+    /// The niceness engines run at (0-19; see [`DEFAULT_RENDER_NICE`]). The
+    /// builtin engine renders inside the node and is not reniced.
+    pub nice: i32,
 }
 
 impl Default for EngineConfig {
@@ -100,6 +108,7 @@ impl Default for EngineConfig {
             commands: BTreeMap::new(),
             threads: 0,
             stall: DEFAULT_STALL,
+            nice: DEFAULT_RENDER_NICE,
         }
     }
 }
@@ -293,6 +302,7 @@ pub struct Engines {
     commands: BTreeMap<String, command::Template>,
     threads: usize,
     stall: Duration,
+    nice: i32,
 }
 
 impl Engines {
@@ -310,6 +320,7 @@ impl Engines {
             commands,
             threads: cfg.threads,
             stall: cfg.stall,
+            nice: cfg.nice,
         })
     }
 
@@ -373,7 +384,8 @@ impl Engines {
         cancel: CancellationToken,
         progress: watch::Sender<Progress>,
     ) -> Result<RenderOutput, RenderFailure> {
-        let job = Job::new(&req, &cancel, progress, self.stall, writes_files(engine))?;
+        let limits = (self.stall, self.nice);
+        let job = Job::new(&req, &cancel, progress, limits, writes_files(engine))?;
         match engine {
             "builtin" => builtin_engine::render(&job, self.threads).await,
             "blender" => match &self.blender {
@@ -411,7 +423,7 @@ impl<'a> Job<'a> {
         req: &'a RenderRequest,
         cancel: &'a CancellationToken,
         progress: watch::Sender<Progress>,
-        stall: Duration,
+        (stall, nice): (Duration, i32),
         writes_files: bool,
     ) -> Result<Job<'a>, RenderFailure> {
         let started = Instant::now();
@@ -428,6 +440,7 @@ impl<'a> Job<'a> {
                 deadline: req.timeout.and_then(|t| started.checked_add(t)),
                 timeout: req.timeout,
                 stall,
+                nice,
             },
         };
         if let Err(reason) = job.check_request(writes_files) {

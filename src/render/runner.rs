@@ -75,6 +75,9 @@ pub(crate) struct Limits {
     pub(crate) timeout: Option<Duration>,
     /// Longest silence allowed.
     pub(crate) stall: Duration,
+    /// The niceness the engine's processes run at, at least (0-19; 0 leaves
+    /// them as the node is).
+    pub(crate) nice: i32,
 }
 
 /// How a process run ended.
@@ -177,7 +180,7 @@ pub(crate) async fn run(
     on_line: &mut (dyn FnMut(&str) + Send),
 ) -> Ending {
     log.note(&format!("running {}", inv.display()));
-    let mut child = match spawn(inv) {
+    let mut child = match spawn(inv, limits.nice) {
         Ok(child) => child,
         Err(e) => {
             let why = format!("could not start {}: {e}", inv.program.to_string_lossy());
@@ -213,7 +216,65 @@ pub(crate) async fn run(
     ending
 }
 
-fn spawn(inv: &Invocation) -> io::Result<Child> {
+/// Starts `inv` at niceness `nice`, or at the node's own if that is higher
+/// (a node started niced keeps its renders as low).
+///
+/// A process is born with the niceness of the thread that starts it, and an
+/// unprivileged thread can raise its own but never lower it again; so a
+/// niced engine is started from a short-lived thread of its own, niced
+/// first (a tenth of a millisecond). Renicing the engine once it runs
+/// would race with it: it may have forked helpers or read its priority
+/// by then.
+fn spawn(inv: &Invocation, nice: i32) -> io::Result<Child> {
+    if nice <= own_nice()? {
+        return spawn_here(inv);
+    }
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::scope(|s| {
+        let starter = std::thread::Builder::new()
+            .name("engine-start".into())
+            .spawn_scoped(s, || {
+                let _entered = runtime.enter();
+                set_own_nice(nice)?;
+                spawn_here(inv)
+            })?;
+        starter
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the thread starting the engine panicked")))
+    })
+}
+
+/// This thread's niceness (the node's own, unless one of its threads was
+/// reniced alone).
+pub(crate) fn own_nice() -> io::Result<i32> {
+    // getpriority may return -1 as a niceness: only errno tells an error.
+    // SAFETY: errno is this thread's own; getpriority only reads.
+    let nice = unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS as _, 0)
+    };
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(errno) if errno != 0 && nice == -1 => Err(err),
+        _ => Ok(nice),
+    }
+}
+
+/// Sets this thread's niceness (on Linux, `PRIO_PROCESS` with 0 is the
+/// calling thread).
+fn set_own_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: changes only the calling thread's scheduling weight.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, nice) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "could not lower the engine's priority to nice {nice}: {}",
+            io::Error::last_os_error()
+        )))
+    }
+}
+
+fn spawn_here(inv: &Invocation) -> io::Result<Child> {
     Command::new(&inv.program)
         .args(&inv.args)
         .current_dir(&inv.cwd)

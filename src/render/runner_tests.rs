@@ -20,6 +20,7 @@ fn limits(timeout: Option<Duration>, stall: Duration) -> Limits {
         deadline: timeout.map(|t| Instant::now() + t),
         timeout,
         stall,
+        nice: 0,
     }
 }
 
@@ -91,6 +92,27 @@ async fn non_zero_exit_keeps_both_streams() {
         .unwrap();
     assert_eq!(kind, FailureKind::Exit(3));
     assert_eq!(reason, "Error: bad thing");
+}
+
+/// Prints the niceness of the shell (field 19 of `/proc/PID/stat`) as
+/// `WHO N`.
+const PRINT_NICE: &str = "read -r _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ n _ < /proc/$$/stat; echo";
+
+#[tokio::test]
+async fn an_engine_and_what_it_starts_run_at_the_niceness_asked() {
+    let node = own_nice().unwrap();
+    let script = format!("{PRINT_NICE} engine $n; sh -c '{PRINT_NICE} helper $n'");
+    for asked in [0, 7, 19] {
+        let limits = Limits {
+            nice: asked,
+            ..relaxed()
+        };
+        let (ending, lines, _) = run_collect(&sh(&script), &limits).await;
+        assert_eq!(ending, Ending::Exited(0), "{lines:?}");
+        let want = asked.max(node);
+        assert_eq!(lines, [format!("engine {want}"), format!("helper {want}")]);
+    }
+    assert_eq!(own_nice().unwrap(), node, "the node's own priority is kept");
 }
 
 #[tokio::test]

@@ -65,6 +65,7 @@ fn engines(commands: &[(&str, &str)], stall: Duration) -> Engines {
         commands,
         threads: 2,
         stall,
+        nice: DEFAULT_RENDER_NICE,
     }
 }
 
@@ -217,6 +218,17 @@ async fn command_runs_once_per_frame_with_frame() {
         log.contains("frame 0009") && log.contains("frame 0010"),
         "{log}"
     );
+}
+
+#[tokio::test]
+async fn a_command_engine_renders_at_the_nodes_render_niceness() {
+    let template = r#"sh -c 'read -r _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ n _ < /proc/$$/stat; printf %s "$n" > "$1/frame_$2.txt"' sh {output} {frame:04}"#;
+    let e = engines(&[("nice", template)], DEFAULT_STALL);
+    let task = Task::new("x");
+    let out = render(&e, "nice", task.request(&[1])).await.unwrap();
+    let nice = std::fs::read_to_string(out.frames[&1].path().unwrap()).unwrap();
+    let node = runner::own_nice().unwrap();
+    assert_eq!(nice, DEFAULT_RENDER_NICE.max(node).to_string());
 }
 
 #[tokio::test]

@@ -335,3 +335,42 @@ fn the_next_task_is_made_ready_while_the_render_before_it_runs() {
         node.wait_job(job, "both jobs finish", |j| j.status == JobStatus::Done);
     }
 }
+
+/// The niceness field (19th) of `/proc/PID/stat`, read by the engine's own
+/// shell and written as the frame.
+const NICE_ENGINE: &str = r#"nice=sh -c 'read -r _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ n _ < /proc/$$/stat; printf %s "$n" > "$1/frame_$2.txt"' sh {output} {frame:04}"#;
+
+/// This process's niceness; the node it starts inherits it.
+fn own_nice() -> i32 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
+/// Renders run niced (`--render-nice`, default 10), never less nice than
+/// the node itself.
+#[test]
+fn renders_run_at_the_nodes_render_niceness() {
+    let tiny = example("tiny.toml");
+    for (flags, asked) in [(vec![], 10), (vec!["--render-nice", "3"], 3)] {
+        let mut args = vec!["--engine-command", NICE_ENGINE];
+        args.extend(flags);
+        let node = NodeProc::start(&args);
+        let out = tempfile::tempdir().unwrap();
+        let res = node.cli(&[
+            "submit",
+            tiny.to_str().unwrap(),
+            "--engine",
+            "nice",
+            "--frames",
+            "1",
+            "--wait",
+            "--out",
+            out.path().to_str().unwrap(),
+        ]);
+        assert!(res.status.success(), "{}", node.log_text());
+        let nice = std::fs::read_to_string(out.path().join("frame_0001.txt")).unwrap();
+        assert_eq!(nice, asked.max(own_nice()).to_string());
+    }
+}

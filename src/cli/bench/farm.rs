@@ -7,6 +7,13 @@
 //! not from a poll of the API. Tags steer work where a benchmark needs it:
 //! every node but the first has `w` (failover never kills the node being
 //! asked) and the last has `far` (claim latency is measured across nodes).
+//!
+//! The engines run at the nodes' own niceness (`--render-nice 0`), not the
+//! default 10: here 8 nodes share the machine's cores, so a niced engine
+//! waits behind the other 7 nodes' work as well, which on a farm of
+//! separate machines it never meets (4 interleaved pairs of runs at 10:
+//! scheduling 0.883 against 0.914, claim latency 32.1 ms against 27.9;
+//! BENCHMARKS.md).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -66,6 +73,7 @@ pub(super) async fn run(ctx: &Ctx) -> Result<Vec<Row>> {
             .iter()
             .flat_map(|e| ["--engine-command".to_string(), e.clone()])
             .collect();
+        a.extend(["--render-nice".to_string(), "0".to_string()]);
         let tags = match i {
             1 => None,
             i if i == n => Some("w,far"),
