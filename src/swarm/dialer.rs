@@ -17,6 +17,11 @@
 //! lists with no topic is disconnected, and the re-dial starts both sides
 //! afresh (seen in `tests/it/netns.rs`: a node that heard no one for minutes
 //! while everyone heard it).
+//!
+//! A configured peer that is down (a workstation switched off for the
+//! weekend) fails its dial every [`REDIAL_INTERVAL`]. Its failure is
+//! reported when it starts, then once every [`REPORT_AGAIN`] with a count,
+//! and its return is logged: one line an hour, not 1,800.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -40,6 +45,9 @@ const DEAD_AFTER_INTERVALS: u32 = 3;
 /// subscriptions (they normally arrive within milliseconds).
 pub(super) const SUBSCRIBE_GRACE: Duration = Duration::from_secs(10);
 
+/// How often a configured peer that keeps failing its dials is reported.
+pub(super) const REPORT_AGAIN: Duration = Duration::from_secs(3600);
+
 /// A `--peer` address and what we learned about it.
 struct ConfiguredPeer {
     addr: Multiaddr,
@@ -49,6 +57,56 @@ struct ConfiguredPeer {
     dialing: Option<ConnectionId>,
     /// The address turned out to be this node: never dial it again.
     is_self: bool,
+    /// Dials failed in a row, since when, and when that was last reported.
+    failing: Option<Failing>,
+}
+
+/// A configured peer's run of failed dials.
+#[derive(Debug, Clone, Copy)]
+struct Failing {
+    dials: u32,
+    since: Instant,
+    reported: Instant,
+}
+
+impl ConfiguredPeer {
+    /// Counts a failed dial at `now`. What to add to its report, or `None`
+    /// when it was reported less than [`REPORT_AGAIN`] ago.
+    fn dial_failed(&mut self, now: Instant) -> Option<String> {
+        let Some(f) = &mut self.failing else {
+            self.failing = Some(Failing {
+                dials: 1,
+                since: now,
+                reported: now,
+            });
+            return Some(format!(
+                "; dialling it again every {} s, and saying so again in an hour if it still fails",
+                REDIAL_INTERVAL.as_secs()
+            ));
+        };
+        f.dials = f.dials.saturating_add(1);
+        if now.duration_since(f.reported) < REPORT_AGAIN {
+            return None;
+        }
+        f.reported = now;
+        Some(format!(
+            "; {} dials have failed since {} min ago",
+            f.dials,
+            now.duration_since(f.since).as_secs() / 60
+        ))
+    }
+
+    /// The peer is connected: a run of failures ends, and says so.
+    fn reached(&mut self, now: Instant) {
+        if let Some(f) = self.failing.take() {
+            tracing::info!(
+                addr = %self.addr,
+                "reached after {} failed dials over {} s",
+                f.dials,
+                now.duration_since(f.since).as_secs()
+            );
+        }
+    }
 }
 
 /// What the loop knows about whom to keep connected.
@@ -75,6 +133,7 @@ impl Dialer {
                 addr,
                 dialing: None,
                 is_self: false,
+                failing: None,
             })
             .collect();
         Self {
@@ -108,6 +167,12 @@ impl Dialer {
                 }
             }
         }
+        let now = Instant::now();
+        for cp in &mut self.configured {
+            if cp.peer == Some(peer) {
+                cp.reached(now);
+            }
+        }
     }
 
     pub(super) fn on_closed(&mut self, connection: ConnectionId) {
@@ -138,16 +203,28 @@ impl Dialer {
         silent
     }
 
-    pub(super) fn on_dial_failed(&mut self, connection: ConnectionId, error: &DialError) {
+    /// A dial failed. What to add to its report, or `None` to say nothing:
+    /// a configured peer's failure is reported as [`ConfiguredPeer::dial_failed`]
+    /// says, any other dial's always.
+    pub(super) fn on_dial_failed(
+        &mut self,
+        connection: ConnectionId,
+        error: &DialError,
+    ) -> Option<String> {
+        let now = Instant::now();
+        let mut report = Some(String::new());
         for cp in &mut self.configured {
             if cp.dialing == Some(connection) {
                 cp.dialing = None;
                 if matches!(error, DialError::LocalPeerId { .. }) {
                     tracing::debug!(addr = %cp.addr, "configured peer is this node; not dialling it");
                     cp.is_self = true;
+                    continue;
                 }
+                report = cp.dial_failed(now);
             }
         }
+        report
     }
 
     pub(super) fn on_ping_ok(&mut self, peer: PeerId, connection: ConnectionId) {
@@ -226,7 +303,11 @@ impl EventLoop {
             match self.swarm.dial(opts) {
                 Ok(()) => cp.dialing = Some(id),
                 Err(DialError::DialPeerConditionFalse(_)) => {}
-                Err(e) => failures.push((known, format!("dialling {}: {e}", cp.addr))),
+                Err(e) => {
+                    if let Some(note) = cp.dial_failed(Instant::now()) {
+                        failures.push((known, format!("dialling {}: {e}{note}", cp.addr)));
+                    }
+                }
             }
         }
         let discovered: Vec<PeerId> = self.dialer.discovered.keys().copied().collect();
@@ -320,5 +401,63 @@ impl EventLoop {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configured() -> ConfiguredPeer {
+        ConfiguredPeer {
+            addr: "/ip4/10.0.0.9/tcp/7879".parse().unwrap(),
+            peer: None,
+            dialing: None,
+            is_self: false,
+            failing: None,
+        }
+    }
+
+    #[test]
+    fn a_peer_that_stays_down_is_reported_once_an_hour_and_its_return_resets_that() {
+        let mut cp = configured();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let first = cp.dial_failed(t0).expect("the first failure is reported");
+        assert!(first.contains("again in an hour"), "{first}");
+        // A dial every 2 s for the rest of the hour: nothing.
+        for s in (2..3600).step_by(2) {
+            assert_eq!(cp.dial_failed(at(s)), None, "at {s} s");
+        }
+        let again = cp
+            .dial_failed(at(3600))
+            .expect("reported again after an hour");
+        assert_eq!(again, "; 1801 dials have failed since 60 min ago");
+        assert_eq!(cp.dial_failed(at(3602)), None);
+        cp.reached(at(3700));
+        assert!(cp.failing.is_none());
+        let after = cp
+            .dial_failed(at(4000))
+            .expect("a new run is reported at once");
+        assert!(after.contains("again in an hour"), "{after}");
+    }
+
+    #[test]
+    fn a_failed_dial_that_is_no_configured_peers_is_always_reported() {
+        let local = PeerId::random();
+        let mut dialer = Dialer::new(vec![], local, Duration::from_secs(1));
+        let conn = ConnectionId::new_unchecked(7);
+        for _ in 0..3 {
+            assert_eq!(
+                dialer.on_dial_failed(conn, &DialError::Aborted),
+                Some(String::new())
+            );
+        }
+        let mut dialer = Dialer::new(vec![configured().addr], local, Duration::from_secs(1));
+        dialer.configured[0].dialing = Some(conn);
+        assert!(dialer.on_dial_failed(conn, &DialError::Aborted).is_some());
+        dialer.configured[0].dialing = Some(conn);
+        assert_eq!(dialer.on_dial_failed(conn, &DialError::Aborted), None);
+        assert_eq!(dialer.configured[0].failing.map(|f| f.dials), Some(2));
     }
 }

@@ -128,12 +128,18 @@ impl EventLoop {
 
     fn on_dial_error(&mut self, connection: ConnectionId, peer: Option<PeerId>, error: DialError) {
         tracing::debug!(?peer, %error, "dial failed");
-        self.dialer.on_dial_failed(connection, &error);
+        let report = self.dialer.on_dial_failed(connection, &error);
         let error = explain_handshake_failure(error.to_string());
         if let Some((addr, reply)) = self.pending_dials.remove(&connection) {
             let reason = error.clone();
             let _ = reply.send(Err(NetError::Dial { addr, reason }));
         }
+        // A configured peer that is down fails a dial every 2 s: said when
+        // it starts and once an hour (`dialer.rs`).
+        let Some(note) = report else {
+            return;
+        };
+        let error = format!("{error}{note}");
         if self.emit_lossy(Event::DialFailed { peer, error }).is_some() {
             bump(&self.stats.events_dropped);
         }

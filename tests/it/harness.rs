@@ -676,6 +676,7 @@ pub fn views(all: &[&NodeProc]) -> String {
                     "connection",
                     "ping",
                     "dial failed",
+                    "reached after",
                     "mDNS",
                     "is alive",
                     "bad input",
