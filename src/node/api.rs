@@ -554,9 +554,49 @@ impl Node {
                 })
             })
             .collect();
+        drop(peers);
+        self.add_started_tasks(&mut others, &names);
         others.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         out.extend(others);
         out
+    }
+
+    /// Adds to each live peer shown with nothing to render the tasks the
+    /// ledger shows it rendering. A peer's finished task leaves its view as
+    /// soon as its Done arrives (`holds`), while the task it started next,
+    /// whose Start came in the same message, would wait for the peer's next
+    /// heartbeat: a busy node was shown idle for up to a second between two
+    /// renders. The ledger is read only when some peer looks idle.
+    fn add_started_tasks(
+        &self,
+        views: &mut [NodeView],
+        names: &std::collections::HashMap<JobId, String>,
+    ) {
+        let idle: std::collections::HashSet<NodeId> = views
+            .iter()
+            .filter(|v| v.alive && v.tasks.is_empty())
+            .map(|v| NodeId::new(v.id.clone()))
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        let mut started = self.inner.ledger.read(|jobs| started_by(jobs, &idle));
+        for v in views.iter_mut() {
+            let Some(tasks) = started.remove(v.id.as_str()) else {
+                continue;
+            };
+            v.tasks = tasks
+                .into_iter()
+                .map(|(job, task, frames)| NodeTaskView {
+                    job: job.to_string(),
+                    job_name: names.get(&job).cloned().unwrap_or_default(),
+                    task,
+                    frames,
+                    progress: 0.0,
+                })
+                .collect();
+            v.state = node_state(true, true, v.asleep.is_some()).to_string();
+        }
     }
 
     fn job_names(&self) -> std::collections::HashMap<JobId, String> {
@@ -778,6 +818,39 @@ fn holds(rec: &JobRecord, task: u32, epoch: u32, node: &NodeId) -> bool {
         .is_none_or(|t| t.dones.is_empty() && t.end_at(epoch, node).is_none())
 }
 
+/// The tasks of open jobs that the ledger shows one of `nodes` rendering:
+/// its claim wins, it recorded a start under it, and no end or done came
+/// since. Keyed by node id, each with its job, task and frames.
+fn started_by(
+    jobs: &std::collections::BTreeMap<JobId, JobRecord>,
+    nodes: &std::collections::HashSet<NodeId>,
+) -> std::collections::HashMap<String, Vec<(JobId, u32, Vec<u32>)>> {
+    let mut out: std::collections::HashMap<String, Vec<(JobId, u32, Vec<u32>)>> =
+        std::collections::HashMap::new();
+    for (id, rec) in jobs {
+        if rec.archived.0 || rec.cancelled.0 {
+            continue;
+        }
+        for (&task, t) in &rec.tasks {
+            let Some(c) = t.winning_claim() else {
+                continue;
+            };
+            let rendering = t.dones.is_empty()
+                && nodes.contains(&c.node)
+                && t.started(c)
+                && t.end_at(c.epoch, &c.node).is_none();
+            if rendering {
+                out.entry(c.node.to_string()).or_default().push((
+                    *id,
+                    task,
+                    rec.spec.task_frames(task),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// A node's state in one word, as the page filters by it.
 fn node_state(alive: bool, rendering: bool, asleep: bool) -> &'static str {
     match (alive, rendering, asleep) {
@@ -930,6 +1003,97 @@ mod tests {
             shown(&rec, job, &peer),
             Vec::<u32>::new(),
             "nothing runs in an archived job"
+        );
+    }
+
+    /// What the ledger shows `peer` rendering, as the view adds it to a peer
+    /// whose heartbeat lists nothing still held.
+    fn started(rec: &JobRecord, job: JobId, peer: &NodeId) -> Vec<u32> {
+        let jobs = std::collections::BTreeMap::from([(job, rec.clone())]);
+        let nodes = std::collections::HashSet::from([peer.clone()]);
+        let mut found = started_by(&jobs, &nodes);
+        found
+            .remove(peer.as_str())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(j, task, frames)| {
+                assert_eq!((j, frames), (job, rec.spec.task_frames(task)));
+                task
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_task_a_peer_started_shows_before_its_next_heartbeat_lists_it() {
+        let (peer, other) = (NodeId::new("peer"), NodeId::new("other"));
+        let frames = FrameRange {
+            start: 1,
+            end: 4,
+            step: 1,
+        };
+        let mut rec = JobRecord::new(spec(frames, 1));
+        let job = JobId(Hash::of(b"job"));
+        let claim = |node: &NodeId, epoch| Claim {
+            epoch,
+            lamport: u64::from(epoch),
+            node: node.clone(),
+        };
+        let start = |node: &NodeId, epoch| Start {
+            epoch,
+            node: node.clone(),
+        };
+        // Task 0: claimed, not started (a claim settling or held ahead).
+        rec.tasks
+            .entry(0)
+            .or_default()
+            .claims
+            .insert(claim(&peer, 1));
+        // Task 1: started, its render under way.
+        let t = rec.tasks.entry(1).or_default();
+        t.claims.insert(claim(&peer, 1));
+        t.starts.insert(start(&peer, 1));
+        // Task 2: started by the other node.
+        let t = rec.tasks.entry(2).or_default();
+        t.claims.insert(claim(&other, 1));
+        t.starts.insert(start(&other, 1));
+        // Task 3: the peer's start, then another node's claim at a later epoch.
+        let t = rec.tasks.entry(3).or_default();
+        t.claims.insert(claim(&peer, 1));
+        t.starts.insert(start(&peer, 1));
+        t.claims.insert(claim(&other, 2));
+        assert_eq!(started(&rec, job, &peer), vec![1]);
+        rec.tasks.entry(1).or_default().dones.insert(Done {
+            outputs: Default::default(),
+            node: peer.clone(),
+            epoch: 1,
+            lamport: 3,
+            render_ms: 1,
+        });
+        assert_eq!(
+            started(&rec, job, &peer),
+            Vec::<u32>::new(),
+            "task 1 is done"
+        );
+        let t = rec.tasks.entry(0).or_default();
+        t.starts.insert(start(&peer, 1));
+        assert_eq!(started(&rec, job, &peer), vec![0], "task 0 started next");
+        rec.tasks.entry(0).or_default().ends.insert(End {
+            epoch: 1,
+            node: peer.clone(),
+            generation: 0,
+            kind: EndKind::Failed,
+            reason: "r".into(),
+            log: None,
+        });
+        assert_eq!(started(&rec, job, &peer), Vec::<u32>::new(), "and failed");
+        let t = rec.tasks.entry(0).or_default();
+        t.claims.insert(claim(&peer, 2));
+        t.starts.insert(start(&peer, 2));
+        rec.cancelled.0 = true;
+        assert_eq!(
+            started(&rec, job, &peer),
+            Vec::<u32>::new(),
+            "a cancelled job's renders are being stopped"
         );
     }
 }
