@@ -181,7 +181,11 @@ pub(crate) async fn run(
 ) -> Ending {
     log.note(&format!("running {}", inv.display()));
     let mut child = match spawn(inv, limits.nice) {
-        Ok(child) => child,
+        Ok((child, None)) => child,
+        Ok((child, Some(why))) => {
+            log.note(&why);
+            child
+        }
         Err(e) => {
             let why = format!("could not start {}: {e}", inv.program.to_string_lossy());
             log.note(&why);
@@ -217,7 +221,9 @@ pub(crate) async fn run(
 }
 
 /// Starts `inv` at niceness `nice`, or at the node's own if that is higher
-/// (a node started niced keeps its renders as low).
+/// (a node started niced keeps its renders as low). Where the niceness
+/// cannot be set (a sandbox that forbids it), the engine runs as the node
+/// does, and the note returned says why.
 ///
 /// A process is born with the niceness of the thread that starts it, and an
 /// unprivileged thread can raise its own but never lower it again; so a
@@ -225,9 +231,9 @@ pub(crate) async fn run(
 /// first (a tenth of a millisecond). Renicing the engine once it runs
 /// would race with it: it may have forked helpers or read its priority
 /// by then.
-fn spawn(inv: &Invocation, nice: i32) -> io::Result<Child> {
-    if nice <= own_nice()? {
-        return spawn_here(inv);
+fn spawn(inv: &Invocation, nice: i32) -> io::Result<(Child, Option<String>)> {
+    if own_nice().is_ok_and(|own| nice <= own) {
+        return Ok((spawn_here(inv)?, None));
     }
     let runtime = tokio::runtime::Handle::current();
     std::thread::scope(|s| {
@@ -235,8 +241,8 @@ fn spawn(inv: &Invocation, nice: i32) -> io::Result<Child> {
             .name("engine-start".into())
             .spawn_scoped(s, || {
                 let _entered = runtime.enter();
-                set_own_nice(nice)?;
-                spawn_here(inv)
+                let note = set_own_nice(nice).err().map(|e| e.to_string());
+                Ok((spawn_here(inv)?, note))
             })?;
         starter
             .join()
@@ -268,7 +274,7 @@ fn set_own_nice(nice: i32) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::other(format!(
-            "could not lower the engine's priority to nice {nice}: {}",
+            "could not lower the engine's priority to nice {nice} ({}); it runs as the node does",
             io::Error::last_os_error()
         )))
     }
