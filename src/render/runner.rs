@@ -225,12 +225,13 @@ pub(crate) async fn run(
 /// cannot be set (a sandbox that forbids it), the engine runs as the node
 /// does, and the note returned says why.
 ///
-/// A process is born with the niceness of the thread that starts it, and an
-/// unprivileged thread can raise its own but never lower it again; so a
-/// niced engine is started from a short-lived thread of its own, niced
-/// first (a tenth of a millisecond). Renicing the engine once it runs
-/// would race with it: it may have forked helpers or read its priority
-/// by then.
+/// On Linux a process is born with the niceness of the thread that starts
+/// it, and an unprivileged thread can raise its own but never lower it
+/// again; so a niced engine is started from a short-lived thread of its
+/// own, niced first (a tenth of a millisecond). Renicing the engine once it
+/// runs would race with it: it may have forked helpers or read its
+/// priority by then.
+#[cfg(target_os = "linux")]
 fn spawn(inv: &Invocation, nice: i32) -> io::Result<(Child, Option<String>)> {
     if own_nice().is_ok_and(|own| nice <= own) {
         return Ok((spawn_here(inv)?, None));
@@ -250,8 +251,29 @@ fn spawn(inv: &Invocation, nice: i32) -> io::Result<(Child, Option<String>)> {
     })
 }
 
+/// Elsewhere a niceness belongs to the whole process, not to a thread: the
+/// engine is reniced right after its start (a helper it forks in that
+/// moment keeps the node's priority).
+#[cfg(not(target_os = "linux"))]
+fn spawn(inv: &Invocation, nice: i32) -> io::Result<(Child, Option<String>)> {
+    let child = spawn_here(inv)?;
+    let Some(pid) = child.id().filter(|_| nice > 0) else {
+        return Ok((child, None));
+    };
+    // SAFETY: changes only the scheduling priority of our own child.
+    let set = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, pid as libc::id_t, nice) };
+    let note = (set != 0).then(|| {
+        format!(
+            "could not lower the engine's priority to nice {nice} ({}); it runs as the node does",
+            io::Error::last_os_error()
+        )
+    });
+    Ok((child, note))
+}
+
 /// This thread's niceness (the node's own, unless one of its threads was
 /// reniced alone).
+#[cfg(target_os = "linux")]
 pub(crate) fn own_nice() -> io::Result<i32> {
     // getpriority may return -1 as a niceness: only errno tells an error.
     // SAFETY: errno is this thread's own; getpriority only reads.
@@ -268,6 +290,7 @@ pub(crate) fn own_nice() -> io::Result<i32> {
 
 /// Sets this thread's niceness (on Linux, `PRIO_PROCESS` with 0 is the
 /// calling thread).
+#[cfg(target_os = "linux")]
 fn set_own_nice(nice: i32) -> io::Result<()> {
     // SAFETY: changes only the calling thread's scheduling weight.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, nice) } == 0 {

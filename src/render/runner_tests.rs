@@ -96,8 +96,10 @@ async fn non_zero_exit_keeps_both_streams() {
 
 /// Prints the niceness of the shell (field 19 of `/proc/PID/stat`) as
 /// `WHO N`.
+#[cfg(target_os = "linux")]
 const PRINT_NICE: &str = "read -r _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ n _ < /proc/$$/stat; echo";
 
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn an_engine_and_what_it_starts_run_at_the_niceness_asked() {
     let node = own_nice().unwrap();

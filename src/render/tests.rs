@@ -220,6 +220,7 @@ async fn command_runs_once_per_frame_with_frame() {
     );
 }
 
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_command_engine_renders_at_the_nodes_render_niceness() {
     let template = r#"sh -c 'read -r _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ n _ < /proc/$$/stat; printf %s "$n" > "$1/frame_$2.txt"' sh {output} {frame:04}"#;

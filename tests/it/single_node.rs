@@ -338,9 +338,11 @@ fn the_next_task_is_made_ready_while_the_render_before_it_runs() {
 
 /// The niceness field (19th) of `/proc/PID/stat`, read by the engine's own
 /// shell and written as the frame.
+#[cfg(target_os = "linux")]
 const NICE_ENGINE: &str = r#"nice=sh -c 'read -r _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ n _ < /proc/$$/stat; printf %s "$n" > "$1/frame_$2.txt"' sh {output} {frame:04}"#;
 
 /// This process's niceness; the node it starts inherits it.
+#[cfg(target_os = "linux")]
 fn own_nice() -> i32 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
     // Fields after the command name, which is in parentheses and may hold spaces.
@@ -350,6 +352,7 @@ fn own_nice() -> i32 {
 
 /// Renders run niced (`--render-nice`, default 10), never less nice than
 /// the node itself.
+#[cfg(target_os = "linux")]
 #[test]
 fn renders_run_at_the_nodes_render_niceness() {
     let tiny = example("tiny.toml");
