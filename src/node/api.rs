@@ -587,13 +587,7 @@ impl Node {
             };
             v.tasks = tasks
                 .into_iter()
-                .map(|(job, task, frames)| NodeTaskView {
-                    job: job.to_string(),
-                    job_name: names.get(&job).cloned().unwrap_or_default(),
-                    task,
-                    frames,
-                    progress: 0.0,
-                })
+                .map(|(job, task, frames)| node_task_view(names, job, task, frames, 0.0))
                 .collect();
             v.state = node_state(true, true, v.asleep.is_some()).to_string();
         }
@@ -618,12 +612,8 @@ impl Node {
         let tasks: Vec<NodeTaskView> = running
             .into_iter()
             .filter(|&(job, task, epoch, _)| inner.still_held(&inner.id, job, task, epoch))
-            .map(|(job, task, _, progress)| NodeTaskView {
-                job: job.to_string(),
-                job_name: names.get(&job).cloned().unwrap_or_default(),
-                task,
-                frames: inner.task_frames(job, task),
-                progress,
+            .map(|(job, task, _, progress)| {
+                node_task_view(names, job, task, inner.task_frames(job, task), progress)
             })
             .collect();
         let t = self.telemetry();
@@ -835,10 +825,8 @@ fn started_by(
             let Some(c) = t.winning_claim() else {
                 continue;
             };
-            let rendering = t.dones.is_empty()
-                && nodes.contains(&c.node)
-                && t.started(c)
-                && t.end_at(c.epoch, &c.node).is_none();
+            let rendering =
+                nodes.contains(&c.node) && t.started(c) && holds(rec, task, c.epoch, &c.node);
             if rendering {
                 out.entry(c.node.to_string()).or_default().push((
                     *id,
@@ -849,6 +837,23 @@ fn started_by(
         }
     }
     out
+}
+
+/// A task a node renders, as its view shows it.
+fn node_task_view(
+    names: &std::collections::HashMap<JobId, String>,
+    job: JobId,
+    task: u32,
+    frames: Vec<u32>,
+    progress: f32,
+) -> NodeTaskView {
+    NodeTaskView {
+        job: job.to_string(),
+        job_name: names.get(&job).cloned().unwrap_or_default(),
+        task,
+        frames,
+        progress,
+    }
 }
 
 /// A node's state in one word, as the page filters by it.
@@ -878,13 +883,7 @@ fn peer_view(
         .held
         .iter()
         .filter(|h| still_held(h))
-        .map(|h| NodeTaskView {
-            job: h.job.to_string(),
-            job_name: names.get(&h.job).cloned().unwrap_or_default(),
-            task: h.task,
-            frames: frames(h.job, h.task),
-            progress: h.progress,
-        })
+        .map(|h| node_task_view(names, h.job, h.task, frames(h.job, h.task), h.progress))
         .collect();
     let state = node_state(alive, !tasks.is_empty(), hb.asleep.is_some());
     NodeView {

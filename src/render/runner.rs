@@ -262,12 +262,7 @@ fn spawn(inv: &Invocation, nice: i32) -> io::Result<(Child, Option<String>)> {
     };
     // SAFETY: changes only the scheduling priority of our own child.
     let set = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, pid as libc::id_t, nice) };
-    let note = (set != 0).then(|| {
-        format!(
-            "could not lower the engine's priority to nice {nice} ({}); it runs as the node does",
-            io::Error::last_os_error()
-        )
-    });
+    let note = (set != 0).then(|| not_reniced(nice));
     Ok((child, note))
 }
 
@@ -296,11 +291,16 @@ fn set_own_nice(nice: i32) -> io::Result<()> {
     if unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, nice) } == 0 {
         Ok(())
     } else {
-        Err(io::Error::other(format!(
-            "could not lower the engine's priority to nice {nice} ({}); it runs as the node does",
-            io::Error::last_os_error()
-        )))
+        Err(io::Error::other(not_reniced(nice)))
     }
+}
+
+/// The render log's note when `setpriority` just refused `nice`.
+fn not_reniced(nice: i32) -> String {
+    format!(
+        "could not lower the engine's priority to nice {nice} ({}); it runs as the node does",
+        io::Error::last_os_error()
+    )
 }
 
 fn spawn_here(inv: &Invocation) -> io::Result<Child> {

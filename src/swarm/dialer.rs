@@ -159,16 +159,18 @@ impl Dialer {
         endpoint: &ConnectedPoint,
     ) {
         self.last_ping.insert(connection, (peer, Instant::now()));
-        if let ConnectedPoint::Dialer { address, .. } = endpoint {
-            for cp in &mut self.configured {
-                if cp.dialing == Some(connection) || (cp.peer.is_none() && &cp.addr == address) {
-                    cp.dialing = None;
-                    cp.peer = Some(peer);
-                }
-            }
-        }
+        let dialled = match endpoint {
+            ConnectedPoint::Dialer { address, .. } => Some(address),
+            ConnectedPoint::Listener { .. } => None,
+        };
         let now = Instant::now();
         for cp in &mut self.configured {
+            let ours =
+                cp.dialing == Some(connection) || (cp.peer.is_none() && dialled == Some(&cp.addr));
+            if ours {
+                cp.dialing = None;
+                cp.peer = Some(peer);
+            }
             if cp.peer == Some(peer) {
                 cp.reached(now);
             }
